@@ -1,0 +1,18 @@
+# Two entry points on a fresh machine: `make demo` and `make test`. Each creates .venv and installs when needed.
+PY := .venv/bin/python
+SUITE ?= suites/quickstart.yaml
+
+.venv/installed: pyproject.toml
+	python3 -m venv .venv
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+.PHONY: demo test bench
+demo: .venv/installed
+	$(PY) -m bench run $(SUITE)
+
+test: .venv/installed
+	$(PY) -m pytest -q
+
+bench: .venv/installed
+	$(PY) -m pytest -q tests/benchmarks --benchmark-enable

@@ -1,0 +1,87 @@
+"""Backbones: Conv-4 (Vinyals et al. 2016 / Finn et al. 2017) and the 2x40 sinusoid MLP.
+
+Every model is ``head(features(x))`` so that the fine-tuning baseline can freeze ``features`` and train a fresh
+head. BatchNorm keeps no running statistics (``track_running_stats=False``): it normalises with the current
+batch's statistics in meta-training, adaptation and evaluation alike, as the MAML reference code does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from bench.seeding import seeded
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """``filters`` 0 means the dataset's default (64; 32 for miniImageNet). ``pooling`` "max" is 2x2 max-pool
+    after each block with a flattened head (Vinyals; Finn's miniImageNet); "stride" is stride-2 convolutions with
+    spatially averaged features (Finn's Omniglot)."""
+
+    filters: int = 0
+    pooling: Literal["max", "stride"] = "max"
+    hidden: int = 40
+
+    def __post_init__(self) -> None:
+        if self.filters < 0 or self.hidden <= 0:
+            raise ValueError(f"backbone.filters must be >= 0 and backbone.hidden > 0, got {self.filters}, {self.hidden}")
+
+
+class Classifier(nn.Module):
+    def __init__(self, features: nn.Module, feature_dim: int, out_features: int):
+        super().__init__()
+        self.features = features
+        self.feature_dim = feature_dim
+        self.head = nn.Linear(feature_dim, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def _conv_block(in_channels: int, filters: int, pooling: str) -> nn.Sequential:
+    stride = 2 if pooling == "stride" else 1
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, filters, 3, stride=stride, padding=1),
+                               nn.BatchNorm2d(filters, track_running_stats=False), nn.ReLU()]
+    if pooling == "max":
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+class SpatialMean(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(-2, -1))
+
+
+def conv4(input_shape: tuple[int, ...], out_features: int, filters: int = 64, pooling: str = "max") -> Classifier:
+    channels, height, width = input_shape
+    blocks = [_conv_block(channels if i == 0 else filters, filters, pooling) for i in range(4)]
+    if pooling == "max":
+        for _ in range(4):
+            height, width = height // 2, width // 2
+        if height == 0 or width == 0:
+            raise ValueError(f"conv4 with max-pooling needs inputs of at least 16x16, got {input_shape}")
+        tail: nn.Module = nn.Flatten()
+        feature_dim = filters * height * width
+    else:
+        tail, feature_dim = SpatialMean(), filters
+    return Classifier(nn.Sequential(*blocks, tail), feature_dim, out_features)
+
+
+def mlp(input_shape: tuple[int, ...], out_features: int, hidden: int = 40) -> Classifier:
+    (inputs,) = input_shape
+    features = nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+    return Classifier(features, hidden, out_features)
+
+
+def build_model(kind: str, input_shape: tuple[int, ...], out_features: int, config: BackboneConfig,
+                default_filters: int, seed: int) -> Classifier:
+    """The backbone ``kind`` with weights drawn from ``seed`` alone: every learner of a cell starts identical."""
+    with seeded(seed):
+        if kind == "conv4":
+            return conv4(input_shape, out_features, config.filters or default_filters, config.pooling)
+        if kind == "mlp":
+            return mlp(input_shape, out_features, config.hidden)
+    raise ValueError(f"unknown backbone {kind!r}; known: conv4, mlp")

@@ -1,0 +1,77 @@
+"""The one interface every meta-learner implements, and the registry they join.
+
+A learner fills one slot of the harness. The runner owns the data, the clock, the device and the outer
+optimiser (over ``meta_parameters()``); a learner only
+  1. ``meta_gradient(batch)``: writes the meta-gradient of a batch of episodes into ``.grad`` (accumulating,
+     so the runner zeroes it) and returns the meta-loss and metrics as detached tensors, and
+  2. ``predict(episode)``: adapts to one episode's support set and returns its query outputs.
+Learners never call ``.item()``, ``synchronize()`` or ``print()``: reading numbers off the device is the
+measurement module's job.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from algorithms.backbones import Classifier
+from bench.registry import Registry
+from datasets.episode import Episode
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a learner may know about the problem: never the data itself."""
+
+    kind: Literal["classification", "regression"]
+    n_way: int
+    num_train_classes: int = 0  # global meta-train classes (the fine-tuning baseline trains on them)
+
+
+def task_loss(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if kind == "classification":
+        return F.cross_entropy(output, target)
+    return F.mse_loss(output, target)
+
+
+def task_score(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Accuracy for classification, mean squared error for regression (over the last example dimension)."""
+    if kind == "classification":
+        return (output.argmax(dim=-1) == target).to(output.dtype).mean(dim=-1)
+    return (output - target).pow(2).flatten(start_dim=-2).mean(dim=-1)
+
+
+@dataclass
+class StepResult:
+    loss: torch.Tensor  # detached scalar meta-loss
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)  # detached tensors
+
+
+class MetaLearner(ABC):
+    """Subclasses set ``Config`` (a frozen dataclass of hyperparameters) and a one-line docstring."""
+
+    Config: ClassVar[type]
+
+    def __init__(self, model: Classifier, config, task: TaskSpec):
+        if not isinstance(config, self.Config):
+            raise TypeError(f"{type(self).__name__} takes a {self.Config.__name__}, got {type(config).__name__}")
+        self.model, self.config, self.task = model, config, task
+
+    def meta_parameters(self) -> list[nn.Parameter]:
+        return list(self.model.parameters())
+
+    @abstractmethod
+    def meta_gradient(self, batch: Episode) -> StepResult:
+        """Accumulate the meta-gradient of ``batch`` (B episodes) into ``.grad``."""
+
+    @abstractmethod
+    def predict(self, episode: Episode) -> torch.Tensor:
+        """Adapt to ``episode``'s support set; return outputs for its query set."""
+
+
+LEARNERS: Registry[type[MetaLearner]] = Registry("learner")
+register_learner = LEARNERS.register

@@ -1,0 +1,103 @@
+"""`fomaml/functional`: MAML with no model copies: parameter dicts, ``torch.func.functional_call`` and a pure inner
+loop, tasks batched with ``torch.func.vmap`` or taken one by one.
+
+First and second order differ in one flag: the inner gradients are taken with ``create_graph`` (second order,
+``maml``) or without it (first order). Without it an adapted weight is ``theta - lr * g`` with ``g`` a constant,
+so backpropagating the query loss to ``theta`` yields the query gradient at the adapted weights: FOMAML.
+
+Gradients come from ``torch.autograd.grad`` rather than ``torch.func.grad``: the two compute the same thing,
+but torch.func's grad transform refuses saved-tensor hooks, which is how every learner's memory is measured.
+``vmap`` still batches the tasks' forward passes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Literal
+
+import torch
+from torch.func import functional_call, vmap
+
+from algorithms.base import StepResult, register_learner, task_loss
+from algorithms.inner_loop import InnerLoopConfig, InnerLoopLearner, stack_losses
+from datasets.episode import Episode
+
+Params = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class FunctionalConfig(InnerLoopConfig):
+    """task_batching: "loop" takes tasks one by one (one backward each), "vmap" batches ``vmap_chunk`` tasks per
+    call (0: the whole meta-batch), "auto" picks by device from measurement: loop on CPU, vmap elsewhere."""
+
+    task_batching: Literal["auto", "loop", "vmap"] = "auto"
+    vmap_chunk: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.vmap_chunk < 0:
+            raise ValueError(f"vmap_chunk must be >= 0, got {self.vmap_chunk}")
+
+
+@register_learner("fomaml/functional")
+class FunctionalFOMAML(InnerLoopLearner):
+    """First-order MAML, functional: parameter dicts, functional_call, tasks looped or batched with vmap."""
+
+    Config = FunctionalConfig
+
+    @property
+    def second_order(self) -> bool:
+        return False
+
+    def _chunk(self, tasks: int, device: torch.device) -> int:
+        """Tasks per forward: 0 means one task at a time without vmap."""
+        mode = self.config.task_batching
+        if mode == "auto":
+            mode = "loop" if device.type == "cpu" else "vmap"
+        return 0 if mode == "loop" else (self.config.vmap_chunk or tasks)
+
+    def _forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        return functional_call(self.model, params, (x,))
+
+    def _inner_loop(self, params: Params, forward: Callable, losses_of: Callable, x: torch.Tensor, y: torch.Tensor,
+                    steps: int, create_graph: bool) -> tuple[Params, list[torch.Tensor]]:
+        """``steps`` SGD steps on the support loss: a pure function of ``params``."""
+        history = []
+        for _ in range(steps):
+            losses = losses_of(forward(params, x), y)  # one loss per task (a scalar in loop mode)
+            grads = torch.autograd.grad(losses.sum(), list(params.values()), create_graph=create_graph)
+            params = {name: p - self.config.inner_lr * g for (name, p), g in zip(params.items(), grads)}
+            history.append(losses.detach())
+        return params, history
+
+    def adapted_parameters(self, episode: Episode, steps: int) -> dict[str, torch.Tensor]:
+        start = {name: p.detach().requires_grad_() for name, p in self.model.named_parameters()}
+        adapted, _ = self._inner_loop(start, self._forward, self._loss, episode.support_x, episode.support_y,
+                                      steps, create_graph=False)
+        return {name: p.detach() for name, p in adapted.items()}
+
+    def meta_gradient(self, batch: Episode) -> StepResult:
+        tasks = len(batch)
+        chunk = self._chunk(tasks, batch.query_x.device)
+        theta = dict(self.model.named_parameters())
+        total, outputs, inner = 0.0, [], []
+        for start in range(0, tasks, chunk or 1):
+            if chunk:  # tasks [start, stop) at once: parameters gain a task dimension
+                part = batch.tasks(start, min(start + chunk, tasks))
+                size = len(part)
+                params = {name: p.expand(size, *p.shape) for name, p in theta.items()}
+                forward, losses_of = vmap(self._forward), vmap(partial(task_loss, self.task.kind))
+            else:
+                part, size, params = batch.task(start), 1, theta
+                forward, losses_of = self._forward, self._loss
+            adapted, history = self._inner_loop(params, forward, losses_of, part.support_x, part.support_y,
+                                                self.config.inner_steps, create_graph=self.second_order)
+            output = forward(adapted, part.query_x)
+            query_losses = losses_of(output, part.query_y)
+            # one backward per chunk: its graph is freed before the next chunk is built
+            (query_losses.sum() / tasks).backward()
+            total = total + query_losses.detach().sum()
+            outputs.extend(output.detach().reshape(size, *output.shape[-2:]).unbind(0))
+            steps = stack_losses(history, output)
+            inner.append(steps.reshape(len(history), -1).sum(dim=1) if history else steps)
+        return self._result(total / tasks, outputs, batch, torch.stack(inner).sum(dim=0) / tasks)

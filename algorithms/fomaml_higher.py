@@ -1,0 +1,51 @@
+"""`fomaml/higher`: first-order MAML through the `higher` library (``innerloop_ctx`` without higher-order tracking)."""
+from __future__ import annotations
+
+import higher
+import torch
+
+from algorithms.base import StepResult, register_learner
+from algorithms.inner_loop import InnerLoopLearner, accumulate_grads, stack_losses
+from datasets.episode import Episode
+
+
+@register_learner("fomaml/higher")
+class HigherFOMAML(InnerLoopLearner):
+    """First-order MAML with higher.innerloop_ctx (track_higher_grads=False); query gradients moved to the model."""
+
+    def _inner_loop(self):
+        inner_optimizer = torch.optim.SGD(self.model.parameters(), lr=self.config.inner_lr)
+        # copy_initial_weights=True: the fast weights start as detached copies, so nothing reaches the model's
+        # .grad behind our back; with track_higher_grads=False each step's weights are fresh leaves, so the
+        # query gradient is taken at the adapted weights: exactly the first-order meta-gradient.
+        return higher.innerloop_ctx(self.model, inner_optimizer, copy_initial_weights=True, track_higher_grads=False)
+
+    def _adapt(self, fast, diff_optimizer, x: torch.Tensor, y: torch.Tensor, steps: int) -> list[torch.Tensor]:
+        losses = []
+        for _ in range(steps):
+            loss = self._loss(fast(x), y)
+            diff_optimizer.step(loss)
+            losses.append(loss.detach())
+        return losses
+
+    def adapted_parameters(self, episode: Episode, steps: int) -> dict[str, torch.Tensor]:
+        with self._inner_loop() as (fast, diff_optimizer):
+            self._adapt(fast, diff_optimizer, episode.support_x, episode.support_y, steps)
+            names = [name for name, _ in self.model.named_parameters()]
+            return {name: p.detach() for name, p in zip(names, fast.parameters())}
+
+    def meta_gradient(self, batch: Episode) -> StepResult:
+        tasks = len(batch)
+        total, outputs, inner = 0.0, [], []
+        for b in range(tasks):
+            task = batch.task(b)
+            with self._inner_loop() as (fast, diff_optimizer):
+                losses = self._adapt(fast, diff_optimizer, task.support_x, task.support_y, self.config.inner_steps)
+                output = fast(task.query_x)
+                loss = self._loss(output, task.query_y)
+                grads = torch.autograd.grad(loss, list(fast.parameters()))
+            accumulate_grads(self.model.parameters(), grads, 1.0 / tasks)
+            total = total + loss.detach()
+            outputs.append(output.detach())
+            inner.append(stack_losses(losses, output))
+        return self._result(total / tasks, outputs, batch, torch.stack(inner).mean(dim=0))

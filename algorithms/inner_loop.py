@@ -1,0 +1,66 @@
+"""What every gradient-based (MAML-family) learner shares: the inner-loop config and evaluation by adaptation."""
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+
+import torch
+from torch.func import functional_call
+
+from algorithms.base import MetaLearner, StepResult, task_loss, task_score
+from datasets.episode import Episode
+
+
+@dataclass(frozen=True)
+class InnerLoopConfig:
+    """inner_lr: step size of the inner SGD; inner_steps: inner steps in meta-training;
+    eval_inner_steps: inner steps when adapting to a test episode (Finn et al. use more at test time)."""
+
+    inner_lr: float = 0.4
+    inner_steps: int = 1
+    eval_inner_steps: int = 3
+
+    def __post_init__(self) -> None:
+        if self.inner_lr < 0:
+            raise ValueError(f"inner_lr must be >= 0, got {self.inner_lr}")
+        if self.inner_steps < 0 or self.eval_inner_steps < 0:
+            raise ValueError(f"inner_steps and eval_inner_steps must be >= 0, got "
+                             f"{self.inner_steps}, {self.eval_inner_steps}")
+
+
+class InnerLoopLearner(MetaLearner):
+    """A learner whose adaptation is plain SGD on the support loss; variants differ in how they compute it."""
+
+    Config = InnerLoopConfig
+
+    @abstractmethod
+    def adapted_parameters(self, episode: Episode, steps: int) -> dict[str, torch.Tensor]:
+        """Detached parameters after ``steps`` inner SGD steps on ``episode``'s support set."""
+
+    def predict(self, episode: Episode) -> torch.Tensor:
+        params = self.adapted_parameters(episode, self.config.eval_inner_steps)
+        with torch.no_grad():
+            return functional_call(self.model, params, (episode.query_x,))
+
+    def _result(self, query_loss: torch.Tensor, query_outputs: list[torch.Tensor], batch: Episode,
+                inner_losses: torch.Tensor) -> StepResult:
+        """Shared metrics: mean query loss, adapted query score, mean support loss per inner step."""
+        score = task_score(self.task.kind, torch.stack(query_outputs), batch.query_y).mean()
+        return StepResult(query_loss.detach(), {"query_score": score.detach(), "inner_losses": inner_losses.detach()})
+
+    def _loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return task_loss(self.task.kind, output, target)
+
+
+def stack_losses(losses: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """Inner losses of one task as a [steps] tensor (empty when no step was taken)."""
+    return torch.stack(losses) if losses else like.new_zeros(0)
+
+
+def accumulate_grads(parameters, grads, scale: float) -> None:
+    """Add ``scale * grad`` into each parameter's ``.grad``: how gradients found elsewhere reach the meta-parameters."""
+    for parameter, grad in zip(parameters, grads):
+        if parameter.grad is None:
+            parameter.grad = grad * scale
+        else:
+            parameter.grad.add_(grad, alpha=scale)

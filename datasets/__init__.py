@@ -1,0 +1,10 @@
+"""Episodic datasets: one episode type, deterministic samplers, a registry by name.
+
+Importing the package registers every dataset module below.
+"""
+from datasets import glyphs, miniimagenet, omniglot, sinusoid  # noqa: F401  (registration)
+from datasets.base import SPLITS, DataRequestError, Dataset, TaskSource
+from datasets.episode import Episode
+from datasets.registry import DATASETS, load_dataset
+
+__all__ = ["DATASETS", "SPLITS", "DataRequestError", "Dataset", "Episode", "TaskSource", "load_dataset"]

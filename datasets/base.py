@@ -1,0 +1,178 @@
+"""What every dataset offers the harness: deterministic episodes from class-disjoint splits."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from datasets.episode import Episode
+
+SPLITS = ("train", "val", "test")
+
+
+class DataRequestError(ValueError):
+    """A request the data cannot satisfy (impossible N/K/Q, unknown split, missing files)."""
+
+
+def check_episode_shape(n_way: int, k_shot: int, q_query: int) -> None:
+    for name, value in (("n_way", n_way), ("k_shot", k_shot), ("q_query", q_query)):
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise DataRequestError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise DataRequestError(f"unknown split {split!r}; known splits: {', '.join(SPLITS)}")
+
+
+def episode_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """One generator per (seed, split, index): an episode never depends on what was drawn before it."""
+    return np.random.default_rng([seed, SPLITS.index(split), index])
+
+
+class TaskSource(ABC):
+    """Episodes of one split at one (N, K, Q), addressed by index."""
+
+    @abstractmethod
+    def episode(self, index: int) -> Episode: ...
+
+    def batch(self, first: int, count: int) -> Episode:
+        return Episode.stack([self.episode(first + i) for i in range(count)])
+
+
+class Dataset(ABC):
+    name: str
+    task_kind: str  # "classification" or "regression"
+    input_shape: tuple[int, ...]
+
+    @abstractmethod
+    def sampler(self, split: str, n_way: int, k_shot: int, q_query: int, seed: int) -> TaskSource: ...
+
+    @abstractmethod
+    def num_classes(self, split: str) -> int: ...
+
+    @abstractmethod
+    def min_examples(self, split: str) -> int:
+        """Examples in the smallest class of ``split`` (the bound on K + Q)."""
+
+    @abstractmethod
+    def statistics(self) -> dict[str, object]: ...
+
+    def check_request(self, split: str, n_way: int, k_shot: int, q_query: int) -> None:
+        check_split(split)
+        check_episode_shape(n_way, k_shot, q_query)
+        classes = self.num_classes(split)
+        if n_way > classes:
+            raise DataRequestError(
+                f"{self.name}: n_way={n_way} is larger than the {classes} classes of split {split!r}")
+        smallest = self.min_examples(split)
+        if k_shot + q_query > smallest:
+            raise DataRequestError(
+                f"{self.name}: k_shot + q_query = {k_shot} + {q_query} = {k_shot + q_query} is larger than the "
+                f"{smallest} examples of the smallest class in split {split!r}")
+
+
+@dataclass(frozen=True)
+class ClassImages:
+    """Decoded images of every class, held in memory as one uint8 tensor.
+
+    Class ``c`` owns rows ``offsets[c]:offsets[c+1]`` of ``images``; ``splits`` maps a split to its class ids;
+    ``groups[c]`` is the alphabet (or other grouping) class ``c`` belongs to.
+    """
+
+    images: torch.Tensor  # uint8 [M, C, H, W]
+    offsets: torch.Tensor  # int64 [num_classes + 1]
+    splits: dict[str, torch.Tensor]
+    names: list[str]
+    groups: list[str]
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"images must be uint8 [M, C, H, W], got {self.images.dtype} {tuple(self.images.shape)}")
+        if len(self.names) != len(self.offsets) - 1 or len(self.groups) != len(self.names):
+            raise ValueError("names, groups and offsets disagree on the number of classes")
+
+    @property
+    def counts(self) -> torch.Tensor:
+        return self.offsets[1:] - self.offsets[:-1]
+
+
+class ImageDataset(Dataset):
+    """A classification dataset backed by :class:`ClassImages`."""
+
+    task_kind = "classification"
+
+    def __init__(self, name: str, data: ClassImages):
+        self.name = name
+        self.data = data
+        self.input_shape = tuple(data.images.shape[1:])
+
+    def num_classes(self, split: str) -> int:
+        check_split(split)
+        return int(self.data.splits[split].numel())
+
+    def min_examples(self, split: str) -> int:
+        check_split(split)
+        ids = self.data.splits[split]
+        return int(self.data.counts[ids].min()) if ids.numel() else 0
+
+    def sampler(self, split: str, n_way: int, k_shot: int, q_query: int, seed: int) -> "ImageEpisodeSampler":
+        self.check_request(split, n_way, k_shot, q_query)
+        return ImageEpisodeSampler(self.data, split, n_way, k_shot, q_query, seed)
+
+    def statistics(self) -> dict[str, object]:
+        counts = self.data.counts
+        stats: dict[str, object] = {"dataset": self.name, "image_shape": list(self.input_shape),
+                                    "classes": len(self.data.names), "images": int(self.data.images.shape[0])}
+        for split in SPLITS:
+            ids = self.data.splits[split]
+            split_counts = counts[ids]
+            stats[split] = {
+                "classes": int(ids.numel()),
+                "alphabets": len({self.data.groups[i] for i in ids.tolist()}),
+                "examples_per_class_min": int(split_counts.min()) if ids.numel() else 0,
+                "examples_per_class_max": int(split_counts.max()) if ids.numel() else 0,
+            }
+        return stats
+
+
+class ImageEpisodeSampler(TaskSource):
+    """N-way K-shot Q-query episodes; the same (seed, split, index) always gives the same episode."""
+
+    def __init__(self, data: ClassImages, split: str, n_way: int, k_shot: int, q_query: int, seed: int):
+        self.data, self.split = data, split
+        self.n_way, self.k_shot, self.q_query, self.seed = n_way, k_shot, q_query, seed
+        self._split_classes = data.splits[split].numpy()
+        self._offsets = data.offsets.numpy()
+
+    def _rows(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = episode_rng(self.seed, self.split, index)
+        classes = rng.choice(self._split_classes, size=self.n_way, replace=False)
+        per_class = self.k_shot + self.q_query
+        rows = np.empty((self.n_way, per_class), dtype=np.int64)
+        for i, c in enumerate(classes):
+            start, stop = self._offsets[c], self._offsets[c + 1]
+            rows[i] = start + rng.choice(stop - start, size=per_class, replace=False)
+        return classes, rows
+
+    def _assemble(self, classes: np.ndarray, rows: np.ndarray) -> Episode:
+        # rows: [..., N, K+Q]; one gather for the whole batch keeps assembly cheap.
+        k = self.k_shot
+        lead = rows.shape[:-2]
+        pixels = self.data.images[torch.from_numpy(rows)].float().div_(255.0)  # [..., N, K+Q, C, H, W]
+        labels = torch.arange(self.n_way).view(self.n_way, 1)
+        shape = pixels.shape[-3:]
+        support_x = pixels[..., :k, :, :, :].reshape(*lead, self.n_way * k, *shape)
+        query_x = pixels[..., k:, :, :, :].reshape(*lead, self.n_way * self.q_query, *shape)
+        support_y = labels.expand(self.n_way, k).reshape(-1).expand(*lead, -1).clone()
+        query_y = labels.expand(self.n_way, self.q_query).reshape(-1).expand(*lead, -1).clone()
+        return Episode(support_x, support_y, query_x, query_y, torch.from_numpy(classes))
+
+    def episode(self, index: int) -> Episode:
+        return self._assemble(*self._rows(index))
+
+    def batch(self, first: int, count: int) -> Episode:
+        drawn = [self._rows(first + i) for i in range(count)]
+        return self._assemble(np.stack([c for c, _ in drawn]), np.stack([r for _, r in drawn]))

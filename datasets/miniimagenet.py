@@ -1,0 +1,63 @@
+"""`miniimagenet`: the split of Ravi & Larochelle (train/val/test.csv of filename,label and an images/ folder)."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from datasets.base import SPLITS, ClassImages, DataRequestError, ImageDataset
+from datasets.cache import cached_class_images
+from datasets.registry import register_dataset
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class MiniImageNetOptions:
+    root: str = "results/data/miniimagenet"
+    image_size: int = 84
+
+
+def _read_split(root: Path, split: str) -> dict[str, list[str]]:
+    path = root / f"{split}.csv"
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or [h.strip() for h in rows[0]] != ["filename", "label"]:
+        raise DataRequestError(f"miniimagenet: {path} must start with the header 'filename,label'")
+    by_label: dict[str, list[str]] = {}
+    for filename, label in rows[1:]:
+        by_label.setdefault(label, []).append(filename)
+    return by_label
+
+
+def _decode(root: Path, o: MiniImageNetOptions) -> ClassImages:
+    images, offsets, names, splits = [], [0], [], {}
+    for split in SPLITS:
+        first = len(names)
+        for label, files in sorted(_read_split(root, split).items()):
+            for filename in files:
+                picture = Image.open(root / "images" / filename).convert("RGB")
+                if picture.size != (o.image_size, o.image_size):
+                    picture = picture.resize((o.image_size, o.image_size), Image.Resampling.BILINEAR)
+                images.append(np.asarray(picture, dtype=np.uint8).transpose(2, 0, 1))
+            offsets.append(offsets[-1] + len(files))
+            names.append(label)
+        splits[split] = torch.arange(first, len(names), dtype=torch.int64)
+    return ClassImages(torch.from_numpy(np.stack(images)), torch.tensor(offsets), splits, names, list(names))
+
+
+@register_dataset("miniimagenet", MiniImageNetOptions, backbone="conv4", conv_filters=32)
+def load_miniimagenet(o: MiniImageNetOptions) -> ImageDataset:
+    root = Path(o.root).expanduser().resolve()
+    missing = [name for name in ("train.csv", "val.csv", "test.csv", "images") if not (root / name).exists()]
+    if missing:
+        raise DataRequestError(
+            f"miniimagenet: {', '.join(missing)} not found under {root}. Put Ravi & Larochelle's train.csv, val.csv, "
+            f"test.csv (filename,label) and the images/ folder there, or set dataset.options.root to where they are")
+    stamp = [(root / f"{s}.csv").stat().st_mtime_ns for s in SPLITS]
+    key = {"version": VERSION, "root": str(root), "csv_mtimes": stamp, "options": o.__dict__}
+    return ImageDataset("miniimagenet", cached_class_images("miniimagenet", key, lambda: _decode(root, o)))

@@ -1,0 +1,83 @@
+"""`omniglot`: the real Omniglot in torchvision's on-disk layout, under the protocol of Vinyals et al. / Finn et al.
+
+28x28 images (strokes inverted to white on black, as in the MAML reference code), characters of both the
+background and evaluation sets pooled and shuffled with a fixed seed, 1,200 for meta-training (1,100 train +
+100 val) and the rest (423) for meta-test, each character rotated by 0/90/180/270 degrees into four classes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.datasets import Omniglot
+from torchvision.datasets.utils import list_dir, list_files
+
+from datasets.base import ClassImages, DataRequestError, ImageDataset
+from datasets.cache import cached_class_images
+from datasets.registry import register_dataset
+
+VERSION = 1
+SETS = ("images_background", "images_evaluation")
+
+
+@dataclass(frozen=True)
+class OmniglotOptions:
+    root: str = "results/data/omniglot"
+    download: bool = False
+    image_size: int = 28
+    train_characters: int = 1100
+    val_characters: int = 100
+    rotations: bool = True
+    split_seed: int = 1
+
+
+def _character_dirs(root: Path, download: bool) -> list[Path]:
+    base = root / Omniglot.folder
+    if download:
+        for background in (True, False):
+            Omniglot(str(root), background=background, download=True)
+    missing = [s for s in SETS if not (base / s).is_dir()]
+    if missing:
+        raise DataRequestError(
+            f"omniglot: {', '.join(str(base / s) for s in missing)} not found. Put the unzipped "
+            f"images_background/ and images_evaluation/ folders of Omniglot under {base} (torchvision's layout: "
+            f"<set>/<alphabet>/<character>/*.png), or set dataset.options.download: true where a network is available")
+    return [base / s / a / c for s in SETS for a in list_dir(str(base / s)) for c in list_dir(str(base / s / a))]
+
+
+def _decode(characters: list[Path], o: OmniglotOptions) -> ClassImages:
+    order = np.random.default_rng(o.split_seed).permutation(len(characters))
+    n_train, n_val = o.train_characters, o.val_characters
+    if n_train + n_val >= len(characters):
+        raise DataRequestError(f"omniglot: train_characters + val_characters = {n_train + n_val} leaves no test "
+                               f"characters out of the {len(characters)} found")
+    angles = (0, 90, 180, 270) if o.rotations else (0,)
+    images, offsets, names, groups, split_of = [], [0], [], [], []
+    for rank, c in enumerate(order):
+        folder = characters[c]
+        split = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+        pictures = [Image.open(folder / f).convert("L").resize((o.image_size, o.image_size), Image.Resampling.LANCZOS)
+                    for f in list_files(str(folder), ".png")]
+        if not pictures:
+            raise DataRequestError(f"omniglot: character folder {folder} holds no .png images")
+        for angle in angles:
+            for picture in pictures:
+                images.append(255 - np.asarray(picture.rotate(angle), dtype=np.uint8))
+            offsets.append(offsets[-1] + len(pictures))
+            names.append(f"{folder.parent.name}/{folder.name}/rot{angle}")
+            groups.append(folder.parent.name)
+            split_of.append(split)
+    splits = {s: torch.tensor([i for i, t in enumerate(split_of) if t == s], dtype=torch.int64)
+              for s in ("train", "val", "test")}
+    return ClassImages(torch.from_numpy(np.stack(images)[:, None]), torch.tensor(offsets), splits, names, groups)
+
+
+@register_dataset("omniglot", OmniglotOptions, backbone="conv4")
+def load_omniglot(o: OmniglotOptions) -> ImageDataset:
+    root = Path(o.root).expanduser().resolve()
+    characters = _character_dirs(root, o.download)
+    key = {"version": VERSION, "root": str(root), "characters": len(characters), "options": o.__dict__}
+    return ImageDataset("omniglot", cached_class_images("omniglot", key, lambda: _decode(characters, o)))

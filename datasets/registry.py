@@ -1,0 +1,46 @@
+"""Datasets by name: a suite names one and its options (a typed dataclass per dataset)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from bench.config import from_mapping
+from bench.registry import Registry
+from datasets.base import Dataset
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    options: type
+    load: Callable[[Any], Dataset]
+    backbone: str  # "conv4" or "mlp"
+    conv_filters: int = 64
+
+
+DATASETS: Registry[DatasetEntry] = Registry("dataset")
+
+
+def register_dataset(name: str, options: type, backbone: str, conv_filters: int = 64):
+    def add(load: Callable[[Any], Dataset]) -> Callable[[Any], Dataset]:
+        DATASETS.register(name)(DatasetEntry(options, load, backbone, conv_filters))
+        return load
+
+    return add
+
+
+def parse_options(name: str, options: Mapping[str, Any] | None) -> Any:
+    return from_mapping(DATASETS[name].options, options, f"dataset.options ({name})")
+
+
+_LOADED: dict[tuple[str, Any], Dataset] = {}
+
+
+def load_dataset(name: str, options: Any = None) -> Dataset:
+    """The dataset ``name`` with typed ``options`` (a mapping is parsed first); loaded once per process."""
+    entry = DATASETS[name]
+    if options is None or isinstance(options, Mapping):
+        options = parse_options(name, options)
+    key = (name, options)
+    if key not in _LOADED:
+        _LOADED[key] = entry.load(options)
+    return _LOADED[key]

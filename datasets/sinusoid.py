@@ -1,0 +1,74 @@
+"""`sinusoid`: the regression tasks of Finn et al. 2017, through the same episode type.
+
+Amplitude ~ U[0.1, 5], phase ~ U[0, pi], x ~ U[-5, 5]; K support and Q query points; mean squared error.
+Tasks are drawn from a continuous family, so the splits differ only by their random streams.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from datasets.base import SPLITS, DataRequestError, Dataset, TaskSource, check_episode_shape, check_split, episode_rng
+from datasets.episode import Episode
+from datasets.registry import register_dataset
+
+
+@dataclass(frozen=True)
+class SinusoidOptions:
+    amplitude: tuple[float, float] = (0.1, 5.0)
+    phase: tuple[float, float] = (0.0, math.pi)
+    x_range: tuple[float, float] = (-5.0, 5.0)
+
+    def __post_init__(self) -> None:
+        for name in ("amplitude", "phase", "x_range"):
+            low, high = getattr(self, name)
+            if not low < high:
+                raise ValueError(f"sinusoid.{name} must be [low, high] with low < high, got {[low, high]}")
+
+
+class SinusoidTasks(TaskSource):
+    def __init__(self, o: SinusoidOptions, split: str, k_shot: int, q_query: int, seed: int):
+        self.o, self.split, self.k_shot, self.q_query, self.seed = o, split, k_shot, q_query, seed
+
+    def episode(self, index: int) -> Episode:
+        rng = episode_rng(self.seed, self.split, index)
+        amplitude, phase = rng.uniform(*self.o.amplitude), rng.uniform(*self.o.phase)
+        x = torch.from_numpy(rng.uniform(*self.o.x_range, size=(self.k_shot + self.q_query, 1))).float()
+        y = amplitude * torch.sin(x - phase)
+        k = self.k_shot
+        return Episode(x[:k], y[:k], x[k:], y[k:], torch.full((1,), -1, dtype=torch.int64))
+
+
+class Sinusoid(Dataset):
+    name = "sinusoid"
+    task_kind = "regression"
+    input_shape = (1,)
+
+    def __init__(self, o: SinusoidOptions):
+        self.o = o
+
+    def num_classes(self, split: str) -> int:
+        check_split(split)
+        return 1  # a regression task has one output; n_way must be 1
+
+    def min_examples(self, split: str) -> int:
+        check_split(split)
+        return 2**31 - 1  # points are drawn afresh: no K + Q is too many
+
+    def sampler(self, split: str, n_way: int, k_shot: int, q_query: int, seed: int) -> SinusoidTasks:
+        check_episode_shape(n_way, k_shot, q_query)
+        if n_way != 1:
+            raise DataRequestError(f"sinusoid is a regression dataset: n_way must be 1, got {n_way}")
+        self.check_request(split, n_way, k_shot, q_query)
+        return SinusoidTasks(self.o, split, k_shot, q_query, seed)
+
+    def statistics(self) -> dict[str, object]:
+        return {"dataset": self.name, "task": "regression", "amplitude": list(self.o.amplitude),
+                "phase": list(self.o.phase), "x_range": list(self.o.x_range), "splits": list(SPLITS)}
+
+
+@register_dataset("sinusoid", SinusoidOptions, backbone="mlp")
+def load_sinusoid(o: SinusoidOptions) -> Sinusoid:
+    return Sinusoid(o)
