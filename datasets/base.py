@@ -149,10 +149,10 @@ class ImageEpisodeSampler(TaskSource):
 
     def _rows(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         rng = episode_rng(self.seed, self.split, index)
-        classes = rng.choice(self._split_classes, size=self.n_way, replace=False)
+        classes = rng.choice(len(self._split_classes), size=self.n_way, replace=False)  # ids within the split
         per_class = self.k_shot + self.q_query
         rows = np.empty((self.n_way, per_class), dtype=np.int64)
-        for i, c in enumerate(classes):
+        for i, c in enumerate(self._split_classes[classes]):
             start, stop = self._offsets[c], self._offsets[c + 1]
             rows[i] = start + rng.choice(stop - start, size=per_class, replace=False)
         return classes, rows

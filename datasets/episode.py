@@ -11,8 +11,8 @@ class Episode:
     """An N-way K-shot task; with a leading task dimension it is a batch of B tasks.
 
     Labels are 0..N-1 within the task (regression tasks carry float targets instead);
-    ``classes[i]`` is the global class id that label ``i`` stands for, which the
-    fine-tuning baseline trains on (-1 where a dataset has no global classes).
+    ``classes[i]`` is the global id of the class label ``i`` stands for, numbered 0..C-1 over the C classes
+    of the episode's split, which the fine-tuning baseline trains on (-1 where a dataset has no classes).
     """
 
     support_x: torch.Tensor

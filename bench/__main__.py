@@ -1,0 +1,137 @@
+"""meta-bench command line: run, list, verify, datasets, report."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_FAILURES, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def cmd_run(args) -> int:
+    from bench import tracking
+    from bench.config import ConfigError
+    from bench.runner import run_suite
+    from bench.suite import expand, load_suite
+    from bench.summary import summary_table
+
+    try:
+        suite = load_suite(args.suite)
+    except ConfigError as error:
+        return _fail(str(error))
+    cells = expand(suite)
+    if args.dry_run:
+        print(f"suite {suite.suite}: {len(cells)} cell(s)")
+        for cell in cells:
+            print(f"  {cell.config_hash}  {cell.title}  {cell.learner_config}")
+        return 0
+    uri = tracking.resolve_uri(suite.tracking.uri, args.tracking_uri)
+    try:
+        outcomes = run_suite(suite, Path(args.suite).read_text(), uri, force=args.force, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished cells are in MLflow; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(summary_table(outcomes))
+    if not args.no_report:
+        from bench.report import build_report
+        path = build_report(suite.suite, uri, suite.report)
+        print(f"report: {path}")
+    failures = [o for o in outcomes if o.outcome == "failed"]
+    if failures:
+        print(f"{len(failures)} cell(s) failed:", file=sys.stderr)
+        for o in failures:
+            print(f"  {o.cell.title}: {o.detail}", file=sys.stderr)
+        return EXIT_FAILURES
+    return 0
+
+
+def cmd_list(args) -> int:
+    import dataclasses
+
+    from algorithms import LEARNERS
+
+    for name, cls in LEARNERS.items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        defaults = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Config))
+        print(f"{name}\n    {doc}\n    defaults: {defaults}")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from bench.verify import run_checks
+
+    ok = run_checks(args.tolerance)
+    print("all checks passed" if ok else "DISAGREEMENT: see the lines marked above")
+    return 0 if ok else EXIT_FAILURES
+
+
+def cmd_datasets(args) -> int:
+    from bench.config import ConfigError
+    from datasets import DATASETS, DataRequestError, load_dataset
+
+    names = args.names or ["glyphs", "sinusoid"]
+    for name in names:
+        try:
+            DATASETS[name]
+            stats = load_dataset(name).statistics()
+        except (KeyError, ConfigError, DataRequestError) as error:
+            return _fail(str(error))
+        print(json.dumps(stats, indent=2))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from bench import tracking
+    from bench.config import ConfigError
+    from bench.report import build_report
+    from bench.suite import DEFAULT_TRACKING_URI, load_suite
+
+    name, options, suite_uri = args.suite, {}, DEFAULT_TRACKING_URI
+    if args.suite.endswith((".yaml", ".yml")):
+        try:
+            suite = load_suite(args.suite)
+        except ConfigError as error:
+            return _fail(str(error))
+        name, options, suite_uri = suite.suite, suite.report, suite.tracking.uri
+    try:
+        path = build_report(name, tracking.resolve_uri(suite_uri, args.tracking_uri), options)
+    except LookupError as error:
+        return _fail(str(error))
+    print(f"report: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run a suite: every cell measured the same way, logged to MLflow")
+    run.add_argument("suite", help="suite YAML file")
+    run.add_argument("--dry-run", action="store_true", help="print the expanded grid and exit")
+    run.add_argument("--force", action="store_true", help="rerun cells already FINISHED")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (overrides MLFLOW_TRACKING_URI and the suite)")
+    run.add_argument("--no-report", action="store_true", help="do not build the report at the end")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+    commands.add_parser("list", help="every registered learner with its doc and defaults").set_defaults(func=cmd_list)
+    verify = commands.add_parser("verify", help="gradient agreement of variants; finite differences for 2nd order")
+    verify.add_argument("--tolerance", type=float, default=1e-6)
+    verify.set_defaults(func=cmd_verify)
+    data = commands.add_parser("datasets", help="statistics of datasets (default: glyphs and sinusoid)")
+    data.add_argument("names", nargs="*")
+    data.set_defaults(func=cmd_datasets)
+    report = commands.add_parser("report", help="build the comparison report of a suite from MLflow")
+    report.add_argument("suite", help="suite name or suite YAML file")
+    report.add_argument("--tracking-uri")
+    report.set_defaults(func=cmd_report)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

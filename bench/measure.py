@@ -1,0 +1,192 @@
+"""Measurement: the one module that reads clocks and memory counters. Every learner is wrapped the same way.
+
+- Wall-clock: the device is synchronised before every clock read (CUDA and MPS run asynchronously).
+- Saved-for-backward bytes: ``torch.autograd.graph.saved_tensors_hooks`` sees every tensor autograd keeps for a
+  backward pass; each is counted once per storage while it is alive, and the peak is kept. Deterministic and
+  device-independent (it depends on shapes and dtypes alone).
+- CUDA: ``torch.cuda.max_memory_allocated``, reset at the start of each phase.
+- Process: peak resident set size (Linux VmHWM, reset per phase through /proc/self/clear_refs where allowed).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import resource
+import statistics
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def device_available(name: str) -> tuple[bool, str]:
+    """Whether ``name`` (cpu, cuda, cuda:N, mps) can run here, and why not."""
+    device = torch.device(name)
+    if device.type == "cpu":
+        return True, ""
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return False, "CUDA is not available on this machine"
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            return False, f"{name}: only {torch.cuda.device_count()} CUDA device(s) present"
+        return True, ""
+    if device.type == "mps":
+        return (True, "") if torch.backends.mps.is_available() else (False, "MPS is not available on this machine")
+    return False, f"device type {device.type!r} is not supported"
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_model() if device.type == "cpu" else device.type
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
+class SavedTensorTracker:
+    """Live and peak bytes of tensors saved for backward, each counted once while any graph holds it."""
+
+    def __init__(self) -> None:
+        self.live = 0
+        self.peak = 0
+        self._holders: dict[int, int] = {}  # (address, size) key -> number of live packed references
+
+    def _release(self, key: int, nbytes: int) -> None:
+        self._holders[key] -= 1
+        if self._holders[key] == 0:
+            del self._holders[key]
+            self.live -= nbytes
+
+    def _pack(self, tensor: torch.Tensor):
+        # keyed by the tensor's own bytes, not its storage: a task's slice of the meta-batch counts as the slice
+        nbytes = tensor.numel() * tensor.element_size()
+        key = hash((tensor.data_ptr(), nbytes))
+        if key not in self._holders or nbytes == 0:
+            self._holders[key] = 0
+            self.live += nbytes
+            self.peak = max(self.peak, self.live)
+        self._holders[key] += 1
+        box = _Packed(tensor)
+        weakref.finalize(box, self._release, key, nbytes)  # the graph dropping the tensor releases its bytes
+        return box
+
+    @staticmethod
+    def _unpack(box: "_Packed") -> torch.Tensor:
+        return box.tensor
+
+    @contextlib.contextmanager
+    def track(self) -> Iterator["SavedTensorTracker"]:
+        with torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack):
+            yield self
+
+
+class _Packed:
+    __slots__ = ("tensor", "__weakref__")
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@dataclass
+class PhaseMeter:
+    """Times repeated steps of one phase (meta-training or evaluation) on one device."""
+
+    device: torch.device
+    warmup: int = 0
+    times: list[float] = field(default_factory=list)
+    saved_bytes_peak: int = 0
+    steps: int = 0
+
+    def __post_init__(self) -> None:
+        _reset_peak_rss()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        """One step. Warm-up steps are not timed; they are where saved-for-backward bytes are counted, so the
+        hooks' Python overhead never lands in a timed step (the count is the same for every step of a phase)."""
+        warming = self.steps < self.warmup
+        synchronize(self.device)
+        start = time.perf_counter()
+        if warming:
+            tracker = SavedTensorTracker()
+            with tracker.track():
+                yield
+            self.saved_bytes_peak = max(self.saved_bytes_peak, tracker.peak)
+        else:
+            yield
+        synchronize(self.device)
+        if not warming:
+            self.times.append(time.perf_counter() - start)
+        self.steps += 1
+
+    def summary(self, prefix: str) -> dict[str, float]:
+        times_ms = sorted(t * 1000 for t in self.times)
+        out = {f"{prefix}_ms_median": statistics.median(times_ms) if times_ms else math.nan,
+               f"{prefix}_ms_p90": times_ms[min(len(times_ms) - 1, int(0.9 * len(times_ms)))] if times_ms else math.nan,
+               f"{prefix}_seconds_total": sum(self.times),
+               f"{prefix}_timed_steps": float(len(times_ms)),
+               f"{prefix}_saved_bytes_peak": float(self.saved_bytes_peak) if self.warmup else math.nan,
+               f"{prefix}_rss_peak_bytes": float(peak_rss_bytes())}
+        if self.device.type == "cuda":
+            out[f"{prefix}_cuda_peak_bytes"] = float(torch.cuda.max_memory_allocated(self.device))
+        return out
+
+
+def saved_bytes_of(fn) -> int:
+    """Peak bytes saved for backward while ``fn()`` runs (for benchmarks and tests)."""
+    tracker = SavedTensorTracker()
+    with tracker.track():
+        fn()
+    return tracker.peak
+
+
+def confidence_interval95(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the normal 95% interval: 1.96 sample standard deviations over sqrt(n)."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan
+    mean = sum(values) / n
+    if n == 1:
+        return mean, math.nan
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, 1.96 * std / math.sqrt(n)

@@ -1,0 +1,2 @@
+def build_report(name, uri, options):
+    raise NotImplementedError

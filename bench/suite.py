@@ -1,0 +1,262 @@
+"""Suite files: YAML onto typed, frozen dataclasses, validated whole before anything runs, expanded into cells."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from algorithms import LEARNERS
+from algorithms.backbones import BackboneConfig
+from bench.config import ConfigError, check_keys, field_names, from_mapping, to_mapping
+from bench.registry import UnknownNameError, did_you_mean
+from datasets import DATASETS
+from datasets.base import DataRequestError
+from datasets.registry import parse_options
+
+DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
+DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str = "glyphs"
+    options: dict = field(default_factory=dict)  # checked against the dataset's own options dataclass
+
+
+@dataclass(frozen=True)
+class LearnerSpec:
+    name: str
+    config: dict = field(default_factory=dict)  # checked against the learner's Config dataclass
+    label: str = ""  # how reports name it; defaults to the registered name
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    n_way: tuple[int, ...] = (5,)
+    k_shot: tuple[int, ...] = (1,)
+    inner_steps: tuple[int, ...] = ()  # empty: each learner's own default
+    devices: tuple[str, ...] = ("cpu",)
+    seeds: tuple[int, ...] = (0,)
+    options: dict = field(default_factory=dict)  # any other learner option: name -> list of values
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    meta_iterations: int = 100
+    meta_batch_size: int = 4
+    query: int = 15  # query examples per class (points, for regression) in training episodes
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 0.001
+    validate_every: int = 50
+    validation_episodes: int = 20
+    warmup_iterations: int = 2
+    dtype: Literal["float32", "float64"] = "float32"
+
+    def __post_init__(self) -> None:
+        for name in ("meta_iterations", "meta_batch_size", "query", "validate_every", "validation_episodes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"training.{name} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ValueError(f"training.lr must be positive, got {self.lr}")
+        if not 0 <= self.warmup_iterations < self.meta_iterations:
+            raise ValueError(f"training.warmup_iterations must be in [0, meta_iterations), got {self.warmup_iterations}")
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    test_episodes: int = 600
+    query: int = 15
+    inner_steps: int | None = None  # test-time inner steps for every MAML-family learner; None: each learner's own
+    episode_seed: int = 0  # validation and test episodes depend on this alone: identical across learners and seeds
+    warmup_episodes: int = 1
+
+    def __post_init__(self) -> None:
+        if self.test_episodes <= 0 or self.query <= 0:
+            raise ValueError(f"evaluation.test_episodes and evaluation.query must be positive, got "
+                             f"{self.test_episodes}, {self.query}")
+        if self.inner_steps is not None and self.inner_steps < 0:
+            raise ValueError(f"evaluation.inner_steps must be >= 0, got {self.inner_steps}")
+        if not 0 <= self.warmup_episodes < self.test_episodes:
+            raise ValueError(f"evaluation.warmup_episodes must be in [0, test_episodes), got {self.warmup_episodes}")
+
+
+@dataclass(frozen=True)
+class TrackingSpec:
+    uri: str = DEFAULT_TRACKING_URI
+
+
+@dataclass(frozen=True)
+class Suite:
+    suite: str
+    dataset: DatasetSpec = DatasetSpec()
+    learners: tuple[LearnerSpec, ...] = ()
+    grid: GridSpec = GridSpec()
+    training: TrainingSpec = TrainingSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    backbone: BackboneConfig = BackboneConfig()
+    tracking: TrackingSpec = TrackingSpec()
+    report: dict = field(default_factory=dict)  # report options (reference learner, ...), see bench.report
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One learner at one point of the grid: everything a run depends on."""
+
+    suite: str
+    learner: str
+    label: str
+    learner_config: Any
+    n_way: int
+    k_shot: int
+    device: str
+    seed: int
+    dataset: DatasetSpec
+    dataset_options: Any
+    backbone: BackboneConfig
+    training: TrainingSpec
+    evaluation: EvaluationSpec
+
+    def resolved(self) -> dict[str, Any]:
+        return {"suite": self.suite, "learner": self.learner, "label": self.label,
+                "learner_config": to_mapping(self.learner_config), "n_way": self.n_way, "k_shot": self.k_shot,
+                "device": self.device, "seed": self.seed, "dataset": self.dataset.name,
+                "dataset_options": to_mapping(self.dataset_options), "backbone": to_mapping(self.backbone),
+                "training": to_mapping(self.training), "evaluation": to_mapping(self.evaluation)}
+
+    @property
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.resolved(), sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def title(self) -> str:
+        steps = getattr(self.learner_config, "inner_steps", None)
+        inner = f" S={steps}" if steps is not None else ""
+        return f"{self.label} {self.n_way}-way {self.k_shot}-shot{inner} {self.device} seed={self.seed}"
+
+
+def _positive_ints(values: tuple[int, ...], where: str, allow_zero: bool = False) -> None:
+    for v in values:
+        if v < 0 or (v == 0 and not allow_zero):
+            raise ConfigError(f"{where}: {v} is not allowed; values must be {'>= 0' if allow_zero else 'positive'}")
+
+
+def _learner_specs(raw: Any) -> list[dict]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"learners: expected a non-empty list of learner names or mappings; known learners: "
+                          f"{', '.join(LEARNERS.names())}")
+    return [{"name": item} if isinstance(item, str) else item for item in raw]
+
+
+def parse_suite(raw: Mapping[str, Any], source: str = "<suite>") -> Suite:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: a suite file is a mapping with keys {', '.join(field_names(Suite))}")
+    raw = dict(raw)
+    check_keys(raw, field_names(Suite), source)
+    if "suite" not in raw:
+        raise ConfigError(f"{source}: the key 'suite' (the suite's name, also its MLflow experiment) is required")
+    raw["learners"] = _learner_specs(raw.get("learners"))
+    suite = from_mapping(Suite, raw, source)
+    validate(suite, source)
+    return suite
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such suite file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_suite(raw, str(path))
+
+
+def validate(suite: Suite, source: str) -> None:
+    """Everything that can be checked before a run: names, option keys, ranges, N and K against the data."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", suite.suite):
+        raise ConfigError(f"{source}: suite: {suite.suite!r} may hold only letters, digits, '_', '.' and '-'")
+    try:
+        DATASETS[suite.dataset.name]
+    except UnknownNameError as error:
+        raise ConfigError(f"{source}: dataset.name: {error}") from None
+    parse_options(suite.dataset.name, suite.dataset.options)
+    labels = set()
+    for i, spec in enumerate(suite.learners):
+        where = f"{source}: learners[{i}]"
+        try:
+            cls = LEARNERS[spec.name]
+        except UnknownNameError as error:
+            raise ConfigError(f"{where}.name: {error}") from None
+        from_mapping(cls.Config, spec.config, f"{where}.config ({spec.name})")
+        label = spec.label or spec.name
+        if label in labels:
+            raise ConfigError(f"{where}: learner label {label!r} appears twice; give one a distinct 'label'")
+        labels.add(label)
+    grid = suite.grid
+    _positive_ints(grid.n_way, f"{source}: grid.n_way")
+    _positive_ints(grid.k_shot, f"{source}: grid.k_shot")
+    _positive_ints(grid.inner_steps, f"{source}: grid.inner_steps", allow_zero=True)
+    for name in ("n_way", "k_shot", "devices", "seeds"):
+        if not getattr(grid, name):
+            raise ConfigError(f"{source}: grid.{name} must list at least one value")
+    for device in grid.devices:
+        if not DEVICE_PATTERN.match(device):
+            raise ConfigError(f"{source}: grid.devices: unknown device {device!r}; known: cpu, cuda, cuda:N, mps")
+    all_options = sorted({f for _, cls in LEARNERS.items() for f in field_names(cls.Config)}
+                         & {f for spec in suite.learners for f in field_names(LEARNERS[spec.name].Config)})
+    for option, values in grid.options.items():
+        if option not in all_options:
+            raise ConfigError(f"{source}: grid.options: no learner of this suite has the option {option!r}"
+                              f"{did_you_mean(option, all_options)}; their options: {', '.join(all_options)}")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{source}: grid.options.{option}: expected a non-empty list of values")
+    if suite.grid.inner_steps and not any("inner_steps" in field_names(LEARNERS[s.name].Config) for s in suite.learners):
+        raise ConfigError(f"{source}: grid.inner_steps: no learner of this suite has inner steps")
+    from datasets import load_dataset  # noqa: PLC0415  (loading is the expensive part: only for a valid suite)
+    try:
+        data = load_dataset(suite.dataset.name, suite.dataset.options)
+        for n, k in itertools.product(grid.n_way, grid.k_shot):
+            data.check_request("train", n, k, suite.training.query)
+            data.check_request("val", n, k, suite.evaluation.query)
+            data.check_request("test", n, k, suite.evaluation.query)
+    except DataRequestError as error:
+        raise ConfigError(f"{source}: grid / dataset: {error}") from None
+    expand(suite)  # every learner config of the grid builds
+
+
+def expand(suite: Suite) -> list[Cell]:
+    """The grid as cells, in run order; a learner lacking a swept option runs once, not once per value."""
+    cells, seen = [], set()
+    dataset_options = parse_options(suite.dataset.name, suite.dataset.options)
+    grid = suite.grid
+    swept = dict(grid.options)
+    if grid.inner_steps:
+        swept["inner_steps"] = list(grid.inner_steps)
+    names = list(swept)
+    for n, k, device, seed in itertools.product(grid.n_way, grid.k_shot, grid.devices, grid.seeds):
+        for spec in suite.learners:
+            cls = LEARNERS[spec.name]
+            own = set(field_names(cls.Config))
+            for values in itertools.product(*(swept[name] for name in names)):
+                overrides = {name: v for name, v in zip(names, values) if name in own}
+                config_map = {**spec.config, **overrides}
+                if suite.evaluation.inner_steps is not None and "eval_inner_steps" in own:
+                    config_map["eval_inner_steps"] = suite.evaluation.inner_steps
+                config = from_mapping(cls.Config, config_map, f"learners ({spec.name}) with grid values {overrides}")
+                cell = Cell(suite.suite, spec.name, spec.label or spec.name, config, n, k, device, seed,
+                            suite.dataset, dataset_options, suite.backbone, suite.training, suite.evaluation)
+                if cell.config_hash not in seen:
+                    seen.add(cell.config_hash)
+                    cells.append(cell)
+    return cells
+
+
+def suite_as_dict(suite: Suite) -> dict[str, Any]:
+    return dataclasses.asdict(suite)

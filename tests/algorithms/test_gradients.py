@@ -1,0 +1,176 @@
+"""The scientific core: variants agree, MAML's meta-gradient is the true one, adaptation does what it says."""
+import copy
+
+import pytest
+import torch
+
+from algorithms import LEARNERS
+from bench import verify
+from bench.measure import saved_bytes_of
+from tests.algorithms.helpers import FOMAML_VARIANTS, flat_grad, make_learner, make_problem, rel
+
+CASES = [("glyphs", 5, 0.4), ("sinusoid", 1, 0.01)]
+
+
+@pytest.mark.parametrize("dataset, n_way, inner_lr", CASES)
+@pytest.mark.parametrize("steps", [1, 3])
+def test_fomaml_variants_give_the_same_meta_gradient(dataset, n_way, inner_lr, steps):
+    batch, task, model = make_problem(dataset, n_way=n_way, k_shot=2, q_query=3, tasks=3)
+    grads = {}
+    for name in FOMAML_VARIANTS:
+        learner = make_learner(name, task, model(), inner_lr=inner_lr, inner_steps=steps)
+        learner.meta_gradient(batch)
+        grads[name] = flat_grad(learner.model)
+    reference = grads["fomaml/functional"]
+    assert float(reference.norm()) > 0
+    for name, grad in grads.items():
+        assert rel(grad, reference) <= 1e-6, name
+
+
+@pytest.mark.parametrize("name", ["fomaml/functional", "maml"])
+@pytest.mark.parametrize("chunk", [0, 2])
+def test_vmap_batching_equals_the_task_loop(name, chunk):
+    batch, task, model = make_problem(tasks=3, k_shot=1, q_query=2)
+    grads = []
+    for mode in ("loop", "vmap"):
+        learner = make_learner(name, task, model(), inner_steps=2, task_batching=mode, vmap_chunk=chunk)
+        result = learner.meta_gradient(batch)
+        grads.append((flat_grad(learner.model), result.loss, result.metrics["inner_losses"]))
+    assert rel(grads[0][0], grads[1][0]) <= 1e-10
+    assert torch.allclose(grads[0][1], grads[1][1]) and torch.allclose(grads[0][2], grads[1][2])
+
+
+def test_the_textbook_deepcopy_snippet_updates_nothing_and_ours_does():
+    batch, task, model = make_problem(tasks=2, k_shot=1, q_query=2)
+    # the textbook snippet: adapt a copy, backward on the copy's query loss, step the meta-optimiser
+    textbook = model()
+    start = [p.detach().clone() for p in textbook.parameters()]
+    meta_optimizer = torch.optim.SGD(textbook.parameters(), lr=0.1)
+    meta_optimizer.zero_grad()
+    for b in range(2):
+        t = batch.task(b)
+        clone = copy.deepcopy(textbook)
+        inner = torch.optim.SGD(clone.parameters(), lr=0.4)
+        inner.zero_grad()
+        torch.nn.functional.cross_entropy(clone(t.support_x), t.support_y).backward()
+        inner.step()
+        torch.nn.functional.cross_entropy(clone(t.query_x), t.query_y).backward()
+    meta_optimizer.step()
+    assert all(torch.equal(a, b) for a, b in zip(start, textbook.parameters()))
+    assert all(p.grad is None for p in textbook.parameters())
+    # ours: the copy's gradients reach the meta-parameters, and the update equals the functional variant's
+    updated = {}
+    for name in ("fomaml/deepcopy", "fomaml/functional"):
+        learner = make_learner(name, task, model(), inner_lr=0.4, inner_steps=1)
+        optimizer = torch.optim.SGD(learner.meta_parameters(), lr=0.1)
+        optimizer.zero_grad()
+        learner.meta_gradient(batch)
+        optimizer.step()
+        updated[name] = torch.cat([p.detach().flatten() for p in learner.model.parameters()])
+    initial = torch.cat([p.flatten() for p in start])
+    assert float((updated["fomaml/deepcopy"] - initial).norm()) > 1e-3
+    assert rel(updated["fomaml/deepcopy"] - initial, updated["fomaml/functional"] - initial) <= 1e-6
+
+
+@pytest.mark.parametrize("case", verify.CASES, ids=lambda c: c.dataset)
+def test_maml_meta_gradient_matches_central_finite_differences(case):
+    lr = 0.4 if case.dataset == "glyphs" else 0.01
+    assert verify.finite_difference_error("maml", {"inner_steps": 2, "inner_lr": lr}, case) <= 1e-6
+    # the check can fail: the first-order gradient is not the derivative of the post-adaptation loss
+    assert verify.finite_difference_error("maml", {"inner_steps": 2, "inner_lr": lr, "first_order": True}, case) > 1e-2
+
+
+@pytest.mark.parametrize("dataset, n_way, inner_lr", CASES)
+def test_maml_differs_from_fomaml_unless_second_order_terms_vanish(dataset, n_way, inner_lr):
+    batch, task, model = make_problem(dataset, n_way=n_way, k_shot=2, q_query=3, tasks=2)
+
+    def grad(name, lr, **extra):
+        learner = make_learner(name, task, model(), inner_lr=lr, inner_steps=2, **extra)
+        learner.meta_gradient(batch)
+        return flat_grad(learner.model)
+
+    assert rel(grad("maml", inner_lr), grad("fomaml/functional", inner_lr)) > 1e-3
+    assert rel(grad("maml", 0.0), grad("fomaml/functional", 0.0)) <= 1e-12
+    assert rel(grad("maml", inner_lr, first_order=True), grad("fomaml/functional", inner_lr)) <= 1e-12
+
+
+@pytest.mark.parametrize("name", ["fomaml/deepcopy", "fomaml/functional", "fomaml/higher", "maml"])
+def test_zero_inner_lr_leaves_the_meta_parameters_and_steps_count_exactly(name):
+    batch, task, model = make_problem(tasks=2, k_shot=2, q_query=2)
+    episode = batch.task(0)
+    frozen = make_learner(name, task, model(), inner_lr=0.0)
+    adapted = frozen.adapted_parameters(episode, steps=3)
+    for key, p in frozen.model.named_parameters():
+        assert torch.equal(adapted[key], p.detach())
+    for steps in (0, 1, 4):
+        learner = make_learner(name, task, model(), inner_lr=0.3, inner_steps=steps)
+        assert learner.meta_gradient(batch).metrics["inner_losses"].shape == (steps,)
+        # S steps of plain SGD on the support loss, by hand
+        reference = model()
+        sgd = torch.optim.SGD(reference.parameters(), lr=0.3)
+        for _ in range(steps):
+            sgd.zero_grad()
+            torch.nn.functional.cross_entropy(reference(episode.support_x), episode.support_y).backward()
+            sgd.step()
+        got = learner.adapted_parameters(episode, steps)
+        for key, p in reference.named_parameters():
+            assert torch.allclose(got[key], p.detach(), atol=1e-12), (steps, key)
+
+
+def test_inner_losses_fall_during_adaptation():
+    batch, task, model = make_problem(tasks=2, k_shot=2, q_query=2)
+    losses = make_learner("fomaml/functional", task, model(), inner_lr=0.4, inner_steps=5).meta_gradient(batch)
+    inner = losses.metrics["inner_losses"]
+    assert float(inner[-1]) < float(inner[0])
+
+
+def saved_bytes(name, steps, tasks, **options):
+    batch, task, model = make_problem(tasks=tasks, k_shot=1, q_query=5, filters=16, dtype=torch.float32)
+    learner = make_learner(name, task, model(), inner_steps=steps, **options) if name != "finetune" else \
+        make_learner(name, task, model())
+    return saved_bytes_of(lambda: learner.meta_gradient(batch))
+
+
+def test_first_order_saved_bytes_stay_flat_in_inner_steps_and_equal_across_variants():
+    for name in FOMAML_VARIANTS:
+        assert len({saved_bytes(name, s, 2) for s in (1, 2, 5)}) == 1, name
+    assert len({saved_bytes(name, 2, 2) for name in FOMAML_VARIANTS}) == 1
+
+
+def test_second_order_saved_bytes_grow_linearly_in_steps_but_not_in_tasks():
+    by_steps = [saved_bytes("maml", s, 2) for s in (1, 2, 3, 4)]
+    increments = [b - a for a, b in zip(by_steps, by_steps[1:])]
+    assert increments[0] > 0 and len(set(increments)) == 1
+    assert saved_bytes("maml", 2, 1, task_batching="loop") == saved_bytes("maml", 2, 4, task_batching="loop")
+    # vmap over the whole meta-batch holds every task's graph at once; chunks bound it
+    whole = saved_bytes("maml", 2, 4, task_batching="vmap")
+    chunked = saved_bytes("maml", 2, 4, task_batching="vmap", vmap_chunk=1)
+    assert whole > 3 * chunked
+
+
+def test_finetune_computes_frozen_features_once_per_episode():
+    batch, task, model = make_problem(tasks=1, k_shot=2, q_query=3)
+    learner = make_learner("finetune", task, model(), head_steps=7)
+    calls = []
+    learner.model.features.register_forward_hook(lambda *args: calls.append(1))
+    learner.predict(batch.task(0))
+    assert len(calls) == 2  # support and query, not once per head step
+    full = make_learner("finetune", task, model(), head_steps=7, finetune_backbone=True)
+    assert full.predict(batch.task(0)).shape == (15, 5)
+
+
+def test_finetune_trains_on_global_class_ids():
+    batch, task, model = make_problem(tasks=2, k_shot=1, q_query=2)
+    learner = make_learner("finetune", task, model())
+    learner.meta_gradient(batch)
+    # cross-entropy pulls the bias of every labelled class up (negative gradient) and all others down
+    pulled_up = (learner.global_head.bias.grad < 0).nonzero().flatten()
+    assert set(pulled_up.tolist()) == set(batch.classes.flatten().tolist())
+    assert learner.global_head.out_features == task.num_train_classes
+
+
+def test_every_registered_learner_is_covered_by_the_checks():
+    assert set(verify.families()) == {"fomaml"} or "fomaml" in verify.families()
+    assert set(FOMAML_VARIANTS) == set(verify.families()["fomaml"])
+    assert verify.second_order_learners() == ["maml"]
+    assert set(LEARNERS.names()) == set(FOMAML_VARIANTS) | {"maml", "finetune"}
