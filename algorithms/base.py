@@ -30,6 +30,7 @@ class TaskSpec:
     kind: Literal["classification", "regression"]
     n_way: int
     num_train_classes: int = 0  # global meta-train classes (the fine-tuning baseline trains on them)
+    seed: int = 0  # for weights a learner adds to the model (the baseline's global classifier)
 
 
 def task_loss(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

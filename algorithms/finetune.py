@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from bench.seeding import seeded
 from algorithms.base import MetaLearner, StepResult, register_learner, task_loss, task_score
 from datasets.episode import Episode
 
@@ -49,10 +50,10 @@ class Finetune(MetaLearner):
             if task.num_train_classes < task.n_way:
                 raise ValueError(f"finetune needs the number of meta-train classes, got {task.num_train_classes}")
             parameter = next(model.parameters())
-            # zero-initialised: deterministic, and the model's own weights stay those every learner starts from
-            self.global_head = nn.Linear(model.feature_dim, task.num_train_classes).to(parameter)
-            nn.init.zeros_(self.global_head.weight)
-            nn.init.zeros_(self.global_head.bias)
+            # PyTorch's default init, seeded. Not zeros: a zero head sends no gradient to the backbone at first,
+            # and Adam turns those near-zero gradients into full-size steps that scramble the features.
+            with seeded(task.seed):
+                self.global_head = nn.Linear(model.feature_dim, task.num_train_classes).to(parameter)
 
     def meta_parameters(self) -> list[nn.Parameter]:
         extra = list(self.global_head.parameters()) if self.classification else []

@@ -18,30 +18,37 @@ def cmd_run(args) -> int:
     from bench import tracking
     from bench.config import ConfigError
     from bench.runner import run_suite
-    from bench.suite import expand, load_suite
+    from bench.suite import expand, load_suites
     from bench.summary import summary_table
 
+    notes: list[str] | None = [] if args.dry_run else None
     try:
-        suite = load_suite(args.suite)
+        suites = load_suites(args.suite, notes)
     except ConfigError as error:
         return _fail(str(error))
-    cells = expand(suite)
     if args.dry_run:
-        print(f"suite {suite.suite}: {len(cells)} cell(s)")
-        for cell in cells:
-            print(f"  {cell.config_hash}  {cell.title}  {cell.learner_config}")
+        for note in dict.fromkeys(notes):
+            print(f"note: {note}")
+        for suite in suites:
+            cells = expand(suite)
+            print(f"suite {suite.suite}: {len(cells)} cell(s)")
+            for cell in cells:
+                print(f"  {cell.config_hash}  {cell.title}  {cell.learner_config}")
         return 0
-    uri = tracking.resolve_uri(suite.tracking.uri, args.tracking_uri)
+    text = Path(args.suite).read_text()
+    outcomes = []
     try:
-        outcomes = run_suite(suite, Path(args.suite).read_text(), uri, force=args.force, progress=not args.no_progress)
+        for suite in suites:
+            uri = tracking.resolve_uri(suite.tracking.uri, args.tracking_uri)
+            outcomes += run_suite(suite, text, uri, force=args.force, progress=not args.no_progress)
     except KeyboardInterrupt:
         print("\ninterrupted: finished cells are in MLflow; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(summary_table(outcomes))
     if not args.no_report:
         from bench.report import build_report
-        path = build_report(suite.suite, uri, suite.report)
-        print(f"report: {path}")
+        for suite in {s.suite: s for s in suites}.values():
+            print(f"report: {build_report(suite.suite, tracking.resolve_uri(suite.tracking.uri, args.tracking_uri), suite.report)}")
     failures = [o for o in outcomes if o.outcome == "failed"]
     if failures:
         print(f"{len(failures)} cell(s) failed:", file=sys.stderr)
@@ -90,12 +97,12 @@ def cmd_report(args) -> int:
     from bench import tracking
     from bench.config import ConfigError
     from bench.report import build_report
-    from bench.suite import DEFAULT_TRACKING_URI, load_suite
+    from bench.suite import DEFAULT_TRACKING_URI, ReportOptions, load_suites
 
-    name, options, suite_uri = args.suite, {}, DEFAULT_TRACKING_URI
+    name, options, suite_uri = args.suite, ReportOptions(), DEFAULT_TRACKING_URI
     if args.suite.endswith((".yaml", ".yml")):
         try:
-            suite = load_suite(args.suite)
+            suite = load_suites(args.suite, notes=[])[0]
         except ConfigError as error:
             return _fail(str(error))
         name, options, suite_uri = suite.suite, suite.report, suite.tracking.uri

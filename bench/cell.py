@@ -46,7 +46,7 @@ def build_learner(cell: Cell) -> MetaLearner:
     data = load_dataset(cell.dataset.name, cell.dataset_options)
     entry = DATASETS[cell.dataset.name]
     classification = data.task_kind == "classification"
-    task = TaskSpec(data.task_kind, cell.n_way, data.num_classes("train") if classification else 0)
+    task = TaskSpec(data.task_kind, cell.n_way, data.num_classes("train") if classification else 0, cell.seed)
     model = build_model(entry.backbone, data.input_shape, cell.n_way, cell.backbone, entry.conv_filters, cell.seed)
     model = model.to(device=torch.device(cell.device), dtype=dtype_of(cell.training))
     return LEARNERS[cell.learner](model, cell.learner_config, task)

@@ -5,6 +5,7 @@ suite goes on; a device that is not there makes its cells skipped runs carrying 
 """
 from __future__ import annotations
 
+import json
 import math
 import time
 import traceback
@@ -19,6 +20,7 @@ from bench import tracking
 from bench.cell import run_cell
 from bench.measure import device_available
 from bench.suite import Cell, Suite, expand
+from datasets import load_dataset
 
 FINISHED, FAILED, KILLED = (RunStatus.to_string(s) for s in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED))
 
@@ -95,6 +97,8 @@ def run_suite(suite: Suite, suite_text: str, uri: str, force: bool = False, prog
     parent = tracking.start_run(client, experiment, f"{suite.suite} {time.strftime('%Y-%m-%d %H:%M:%S')}",
                                 {"role": "suite", **tracking.environment_tags()})
     tracking.log_text(client, parent, suite_text, "suite.yaml")
+    statistics = load_dataset(suite.dataset.name, suite.dataset.options).statistics()
+    tracking.log_text(client, parent, json.dumps(statistics, indent=2), "dataset.json")
     outcomes: list[Outcome] = []
     try:
         for cell in tqdm(cells, desc=f"{suite.suite}: cells", unit="cell", disable=not progress):

@@ -17,7 +17,7 @@ from algorithms.backbones import BackboneConfig
 from bench.config import ConfigError, check_keys, field_names, from_mapping, to_mapping
 from bench.registry import UnknownNameError, did_you_mean
 from datasets import DATASETS
-from datasets.base import DataRequestError
+from datasets.base import DataMissingError, DataRequestError
 from datasets.registry import parse_options
 
 DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
@@ -93,6 +93,20 @@ class TrackingSpec:
 
 
 @dataclass(frozen=True)
+class ReportOptions:
+    """reference: the learner (label) every other is compared with, episode by episode; alpha: the level at which
+    a paired difference is called significant; output_dir: where reports/<suite>/ is written."""
+
+    reference: str = "fomaml/functional"
+    alpha: float = 0.05
+    output_dir: str = "reports"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"report.alpha must lie strictly between 0 and 1, got {self.alpha}")
+
+
+@dataclass(frozen=True)
 class Suite:
     suite: str
     dataset: DatasetSpec = DatasetSpec()
@@ -102,7 +116,7 @@ class Suite:
     evaluation: EvaluationSpec = EvaluationSpec()
     backbone: BackboneConfig = BackboneConfig()
     tracking: TrackingSpec = TrackingSpec()
-    report: dict = field(default_factory=dict)  # report options (reference learner, ...), see bench.report
+    report: ReportOptions = ReportOptions()
 
 
 @dataclass(frozen=True)
@@ -154,7 +168,9 @@ def _learner_specs(raw: Any) -> list[dict]:
     return [{"name": item} if isinstance(item, str) else item for item in raw]
 
 
-def parse_suite(raw: Mapping[str, Any], source: str = "<suite>") -> Suite:
+def parse_suite(raw: Mapping[str, Any], source: str = "<suite>", notes: list[str] | None = None) -> Suite:
+    """The validated suite. With ``notes`` (a list), data that is not on this machine is noted there rather than
+    refused, so that a suite for a dataset one does not have can still be checked (``--dry-run``)."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: a suite file is a mapping with keys {', '.join(field_names(Suite))}")
     raw = dict(raw)
@@ -163,22 +179,28 @@ def parse_suite(raw: Mapping[str, Any], source: str = "<suite>") -> Suite:
         raise ConfigError(f"{source}: the key 'suite' (the suite's name, also its MLflow experiment) is required")
     raw["learners"] = _learner_specs(raw.get("learners"))
     suite = from_mapping(Suite, raw, source)
-    validate(suite, source)
+    validate(suite, source, notes)
     return suite
 
 
-def load_suite(path: str | Path) -> Suite:
+def load_suites(path: str | Path, notes: list[str] | None = None) -> list[Suite]:
+    """Every suite of a YAML file. A file may hold several documents (``---``), each a whole suite: a published
+    protocol whose settings differ by N (Finn et al.'s 5-way and 20-way Omniglot) is one file of two documents
+    with the same suite name, so they share one MLflow experiment and one report."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such suite file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
-    return parse_suite(raw, str(path))
+    if not documents:
+        raise ConfigError(f"{path}: the file holds no suite")
+    where = [str(path) if len(documents) == 1 else f"{path} (document {i + 1})" for i in range(len(documents))]
+    return [parse_suite(raw, source, notes) for raw, source in zip(documents, where)]
 
 
-def validate(suite: Suite, source: str) -> None:
+def validate(suite: Suite, source: str, notes: list[str] | None = None) -> None:
     """Everything that can be checked before a run: names, option keys, ranges, N and K against the data."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", suite.suite):
         raise ConfigError(f"{source}: suite: {suite.suite!r} may hold only letters, digits, '_', '.' and '-'")
@@ -226,6 +248,10 @@ def validate(suite: Suite, source: str) -> None:
             data.check_request("train", n, k, suite.training.query)
             data.check_request("val", n, k, suite.evaluation.query)
             data.check_request("test", n, k, suite.evaluation.query)
+    except DataMissingError as error:
+        if notes is None:
+            raise ConfigError(f"{source}: dataset: {error}") from None
+        notes.append(f"N and K not checked against the data: {error}")
     except DataRequestError as error:
         raise ConfigError(f"{source}: grid / dataset: {error}") from None
     expand(suite)  # every learner config of the grid builds

@@ -36,6 +36,7 @@ def resolve_uri(suite_uri: str, flag: str | None) -> str:
 
 
 def client_for(uri: str) -> MlflowClient:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep our own progress output readable
     mlflow.set_tracking_uri(uri)
     return MlflowClient(tracking_uri=uri)
 

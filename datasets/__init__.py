@@ -3,8 +3,8 @@
 Importing the package registers every dataset module below.
 """
 from datasets import glyphs, miniimagenet, omniglot, sinusoid  # noqa: F401  (registration)
-from datasets.base import SPLITS, DataRequestError, Dataset, TaskSource
+from datasets.base import SPLITS, DataMissingError, DataRequestError, Dataset, TaskSource
 from datasets.episode import Episode
 from datasets.registry import DATASETS, load_dataset
 
-__all__ = ["DATASETS", "SPLITS", "DataRequestError", "Dataset", "Episode", "TaskSource", "load_dataset"]
+__all__ = ["DATASETS", "SPLITS", "DataMissingError", "DataRequestError", "Dataset", "Episode", "TaskSource", "load_dataset"]

@@ -16,6 +16,10 @@ class DataRequestError(ValueError):
     """A request the data cannot satisfy (impossible N/K/Q, unknown split, missing files)."""
 
 
+class DataMissingError(DataRequestError):
+    """The dataset's files are not where the options say; the message says where to put them."""
+
+
 def check_episode_shape(n_way: int, k_shot: int, q_query: int) -> None:
     for name, value in (("n_way", n_way), ("k_shot", k_shot), ("q_query", q_query)):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from datasets.base import SPLITS, ClassImages, DataRequestError, ImageDataset
+from datasets.base import SPLITS, ClassImages, DataMissingError, DataRequestError, ImageDataset
 from datasets.cache import cached_class_images
 from datasets.registry import register_dataset
 
@@ -55,7 +55,7 @@ def load_miniimagenet(o: MiniImageNetOptions) -> ImageDataset:
     root = Path(o.root).expanduser().resolve()
     missing = [name for name in ("train.csv", "val.csv", "test.csv", "images") if not (root / name).exists()]
     if missing:
-        raise DataRequestError(
+        raise DataMissingError(
             f"miniimagenet: {', '.join(missing)} not found under {root}. Put Ravi & Larochelle's train.csv, val.csv, "
             f"test.csv (filename,label) and the images/ folder there, or set dataset.options.root to where they are")
     stamp = [(root / f"{s}.csv").stat().st_mtime_ns for s in SPLITS]

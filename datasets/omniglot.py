@@ -15,7 +15,7 @@ from PIL import Image
 from torchvision.datasets import Omniglot
 from torchvision.datasets.utils import list_dir, list_files
 
-from datasets.base import ClassImages, DataRequestError, ImageDataset
+from datasets.base import ClassImages, DataMissingError, DataRequestError, ImageDataset
 from datasets.cache import cached_class_images
 from datasets.registry import register_dataset
 
@@ -41,7 +41,7 @@ def _character_dirs(root: Path, download: bool) -> list[Path]:
             Omniglot(str(root), background=background, download=True)
     missing = [s for s in SETS if not (base / s).is_dir()]
     if missing:
-        raise DataRequestError(
+        raise DataMissingError(
             f"omniglot: {', '.join(str(base / s) for s in missing)} not found. Put the unzipped "
             f"images_background/ and images_evaluation/ folders of Omniglot under {base} (torchvision's layout: "
             f"<set>/<alphabet>/<character>/*.png), or set dataset.options.download: true where a network is available")

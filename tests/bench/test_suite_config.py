@@ -1,0 +1,91 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.__main__ import main
+from bench.config import ConfigError
+from bench.suite import expand, load_suites, parse_suite
+from tests.bench.conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bad(changes, match):
+    raw = {**TINY, **changes}
+    with pytest.raises(ConfigError, match=match):
+        parse_suite(raw, "s.yaml")
+
+
+def test_unknown_keys_are_named_with_a_suggestion():
+    bad({"trainig": {}}, r"s.yaml: unknown key 'trainig' \(did you mean 'training'\?\); known keys: suite, dataset")
+    bad({"training": {"meta_iteration": 3}}, r"training: unknown key 'meta_iteration' \(did you mean 'meta_iterations'")
+
+
+def test_wrong_types_and_ranges_are_named():
+    bad({"training": {"meta_iterations": "many"}}, r"training.meta_iterations: expected an integer, got 'many'")
+    bad({"training": {"lr": -1}}, r"training.lr must be positive, got -1")
+    bad({"training": {"optimizer": "adagrad"}}, r"training.optimizer: 'adagrad' is not allowed; choose one of 'adam', 'sgd'")
+    bad({"grid": {"n_way": [0]}}, r"grid.n_way: 0 is not allowed; values must be positive")
+    bad({"evaluation": {"test_episodes": 0}}, r"evaluation.test_episodes and evaluation.query must be positive")
+
+
+def test_unknown_names_list_the_known_ones():
+    bad({"learners": ["mamll"]}, r"learners\[0\].name: unknown learner 'mamll' \(did you mean 'maml'\?\); known: finetune")
+    bad({"dataset": {"name": "omniglott"}}, r"dataset.name: unknown dataset 'omniglott' \(did you mean 'omniglot'")
+    bad({"grid": {"devices": ["gpu"]}}, r"grid.devices: unknown device 'gpu'; known: cpu, cuda, cuda:N, mps")
+    bad({"learners": [{"name": "maml", "config": {"inner_rate": 0.1}}]},
+        r"learners\[0\].config \(maml\): unknown key 'inner_rate'.*known keys: inner_lr")
+    bad({"grid": {**TINY["grid"], "options": {"head_step": [1]}}}, r"no learner of this suite has the option 'head_step'")
+
+
+def test_impossible_episodes_for_the_data_are_refused():
+    bad({"grid": {**TINY["grid"], "n_way": [5000]}}, r"n_way=5000 is larger than the \d+ classes of split 'train'")
+    bad({"evaluation": {"query": 30}}, r"k_shot \+ q_query = 1 \+ 30 = 31 is larger than the 20 examples")
+
+
+def test_grid_expands_learner_options_and_skips_options_a_learner_lacks():
+    suite = parse_suite({**TINY, "grid": {**TINY["grid"], "inner_steps": [1, 2], "seeds": [0, 1],
+                                          "options": {"head_steps": [5, 10]}}})
+    cells = expand(suite)
+    by_learner = {}
+    for cell in cells:
+        by_learner.setdefault(cell.learner, []).append(cell)
+    assert len(by_learner["maml"]) == 4 and len(by_learner["finetune"]) == 4  # 2 S x 2 seeds; 2 head_steps x 2 seeds
+    assert {c.learner_config.inner_steps for c in by_learner["maml"]} == {1, 2}
+    assert {c.learner_config.head_steps for c in by_learner["finetune"]} == {5, 10}
+    assert len({c.config_hash for c in cells}) == len(cells)
+
+
+def test_evaluation_inner_steps_override_the_test_time_steps():
+    suite = parse_suite({**TINY, "evaluation": {**TINY["evaluation"], "inner_steps": 7}})
+    assert {c.learner_config.eval_inner_steps for c in expand(suite) if c.learner != "finetune"} == {7}
+
+
+def test_bad_suite_exits_2_with_one_paragraph_and_creates_no_run(write_suite, tmp_path):
+    path = write_suite({"trainig": {}})
+    db = tmp_path / "mlflow.db"
+    done = subprocess.run([sys.executable, "-m", "bench", "run", str(path), "--tracking-uri", f"sqlite:///{db}"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "unknown key 'trainig'" in done.stderr
+    assert str(path) in done.stderr
+    assert not db.exists()
+
+
+def test_dry_run_prints_the_grid(write_suite, capsys):
+    assert main(["run", str(write_suite()), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "suite tiny: 3 cell(s)" in out and "maml 3-way 1-shot S=1 cpu seed=0" in out
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "suites").glob("*.yaml")))
+def test_shipped_suites_validate(name, capsys):
+    assert main(["run", str(ROOT / "suites" / name), "--dry-run"]) == 0
+    assert "cell(s)" in capsys.readouterr().out
+
+
+def test_missing_suite_file():
+    with pytest.raises(ConfigError, match="no such suite file"):
+        load_suites("does/not/exist.yaml")
