@@ -15,4 +15,4 @@ test: .venv/installed
 	$(PY) -m pytest -q
 
 bench: .venv/installed
-	$(PY) -m pytest -q tests/benchmarks --benchmark-enable
+	$(PY) -m pytest -q benchmarks --benchmark-enable -p no:cacheprovider

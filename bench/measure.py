@@ -69,24 +69,26 @@ class SavedTensorTracker:
     def __init__(self) -> None:
         self.live = 0
         self.peak = 0
-        self._holders: dict[int, int] = {}  # (address, size) key -> number of live packed references
+        self._holders: dict[tuple, int] = {}  # (device, address, size) -> number of live packed references
 
-    def _release(self, key: int, nbytes: int) -> None:
+    def _release(self, key: tuple, nbytes: int) -> None:
         self._holders[key] -= 1
         if self._holders[key] == 0:
             del self._holders[key]
             self.live -= nbytes
 
     def _pack(self, tensor: torch.Tensor):
+        box = _Packed(tensor)
         # keyed by the tensor's own bytes, not its storage: a task's slice of the meta-batch counts as the slice
         nbytes = tensor.numel() * tensor.element_size()
-        key = hash((tensor.data_ptr(), nbytes))
-        if key not in self._holders or nbytes == 0:
-            self._holders[key] = 0
+        if nbytes == 0:  # empty tensors share address 0 and hold nothing
+            return box
+        key = (str(tensor.device), tensor.data_ptr(), nbytes)
+        holders = self._holders.get(key, 0)
+        if holders == 0:
             self.live += nbytes
             self.peak = max(self.peak, self.live)
-        self._holders[key] += 1
-        box = _Packed(tensor)
+        self._holders[key] = holders + 1
         weakref.finalize(box, self._release, key, nbytes)  # the graph dropping the tensor releases its bytes
         return box
 

@@ -48,8 +48,10 @@ def experiment_id(client: MlflowClient, name: str, create: bool = True) -> str |
     if not create:
         return None
     location = None
-    if client.tracking_uri.startswith("sqlite:"):
-        location = (PROJECT_ROOT / "results" / "mlartifacts" / name).as_uri()
+    if client.tracking_uri.startswith("sqlite:///"):
+        # artifacts beside the SQLite file (results/mlartifacts/ by default), not wherever the command runs
+        database = Path(client.tracking_uri[len("sqlite:///"):])
+        location = (database.parent / "mlartifacts" / name).as_uri()
     return client.create_experiment(name, artifact_location=location)
 
 

@@ -1,0 +1,82 @@
+"""The quickstart's cells on every device given (cpu, cuda), without MLflow, plus loop-vs-vmap task batching of the
+functional learners: the check a lent GPU machine runs in one go (see the README's Measurement section).
+
+    python benchmarks/device_check.py --devices cpu,cuda
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.cell import run_cell  # noqa: E402
+from bench.measure import PhaseMeter, device_description, saved_bytes_of  # noqa: E402
+from bench.suite import expand, load_suites  # noqa: E402
+from benchmarks.conftest import learner_on_glyphs, meta_iteration  # noqa: E402
+from datasets import load_dataset  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def quickstart(devices: list[str]) -> None:
+    suite = load_suites(ROOT / "suites" / "quickstart.yaml")[0]
+    print("| learner | device | test accuracy | ms / meta-iter (median) | p90 | eval ms / episode | saved MB | "
+          "CUDA peak MB | meta-train s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for device in devices:
+        for cell in expand(suite):
+            cell = type(cell)(**{**cell.__dict__, "device": device})
+            m = run_cell(cell).metrics
+            cuda = f"{m['train_cuda_peak_bytes'] / 1e6:.0f}" if "train_cuda_peak_bytes" in m else "-"
+            print(f"| {cell.label} | {device} | {100 * m['test_accuracy']:.2f} ± {100 * m['test_accuracy_ci95']:.2f}% "
+                  f"| {m['train_ms_median']:.1f} | {m['train_ms_p90']:.1f} | {m['eval_ms_median']:.1f} "
+                  f"| {m['train_saved_bytes_peak'] / 1e6:.1f} | {cuda} | {m['train_seconds_total']:.1f} |", flush=True)
+
+
+def batching(device: torch.device, iterations: int = 5) -> None:
+    data = load_dataset("glyphs")
+    print("\n| learner | shape | task_batching | ms / meta-iter (median) | saved MB | CUDA peak MB |")
+    print("|---|---|---|---|---|---|")
+    for name in ("fomaml/functional", "maml"):
+        for k, s in ((1, 1), (5, 5)):
+            batch = data.sampler("train", 5, k, 15, seed=0).batch(0, 32).to(device)
+            for mode, chunk in (("loop", 0), ("vmap", 0), ("vmap", 8)):
+                learner = learner_on_glyphs(name, inner_steps=s, task_batching=mode, vmap_chunk=chunk)
+                learner.model.to(device)
+                step = meta_iteration(learner, batch)
+                try:
+                    saved = saved_bytes_of(step)
+                    meter = PhaseMeter(device, warmup=1)
+                    for _ in range(iterations + 1):
+                        with meter.step():
+                            step()
+                    summary = meter.summary("x")
+                    cuda = f"{summary['x_cuda_peak_bytes'] / 1e6:.0f}" if "x_cuda_peak_bytes" in summary else "-"
+                    print(f"| {name} | 5w{k}s B=32 S={s} | {mode}{f' chunk {chunk}' if chunk else ''} | "
+                          f"{statistics.median(meter.times) * 1000:.1f} | {saved / 1e6:.0f} | {cuda} |", flush=True)
+                except torch.cuda.OutOfMemoryError as error:
+                    torch.cuda.empty_cache()
+                    print(f"| {name} | 5w{k}s B=32 S={s} | {mode} | out of memory: {str(error)[:80]} | | |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--devices", default="cpu")
+    args = parser.parse_args()
+    devices = args.devices.split(",")
+    for device in devices:
+        print(f"{device}: {device_description(torch.device(device))}")
+    print(f"torch {torch.__version__}, CUDA {torch.version.cuda}\n")
+    quickstart(devices)
+    for device in devices:
+        if device != "cpu":
+            batching(torch.device(device))
+
+
+if __name__ == "__main__":
+    main()
