@@ -72,6 +72,8 @@ def main() -> None:
     b, r = statistics.median(bare_times), statistics.median(runner_times)
     print(f"{args.learner}, {args.iterations} meta-iterations + validation + 100 test episodes, "
           f"median of {args.repeats}: bare {b:.2f} s, under the runner {r:.2f} s, overhead {100 * (r - b) / b:+.1f}%")
+    print(f"fastest of each: bare {min(bare_times):.2f} s, runner {min(runner_times):.2f} s, overhead "
+          f"{100 * (min(runner_times) - min(bare_times)) / min(bare_times):+.1f}%")
     print("bare:", ", ".join(f"{t:.2f}" for t in bare_times), " runner:", ", ".join(f"{t:.2f}" for t in runner_times))
 
 
