@@ -6,6 +6,7 @@ functional learners: the check a lent GPU machine runs in one go (see the README
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ def quickstart(devices: list[str]) -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for device in devices:
         for cell in expand(suite):
-            cell = type(cell)(**{**cell.__dict__, "device": device})
+            cell = dataclasses.replace(cell, device=device)
             m = run_cell(cell).metrics
             cuda = f"{m['train_cuda_peak_bytes'] / 1e6:.0f}" if "train_cuda_peak_bytes" in m else "-"
             print(f"| {cell.label} | {device} | {100 * m['test_accuracy']:.2f} ± {100 * m['test_accuracy_ci95']:.2f}% "

@@ -141,3 +141,24 @@ def test_kill_minus_nine_then_rerun_resumes(write_suite, tmp_path):
     assert by_outcome == [("fomaml/functional", "FINISHED", "finished"), ("maml", "FAILED", "interrupted"),
                           ("maml", "FINISHED", "finished")]
     del client
+
+
+def test_ctrl_c_marks_the_cell_killed_and_exits_130(write_suite, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'interrupt.db'}"
+    slow = {**TINY["training"], "meta_iterations": 2000, "validate_every": 1000}
+    path = write_suite({"learners": ["maml"], "training": slow})
+    command = [sys.executable, "-m", "bench", "run", str(path), "--tracking-uri", uri, "--no-progress", "--no-report"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        time.sleep(0.5)
+        try:
+            if any(r.info.status == "RUNNING" for r in cell_runs(uri)):
+                break
+        except Exception:  # the store may not exist yet
+            continue
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130 and "rerun the same command to resume" in err
+    (run,) = cell_runs(uri)
+    assert run.info.status == "KILLED" and run.data.tags["outcome"] == "interrupted"
