@@ -237,6 +237,16 @@ def figures(runs: Runs, folder: Path) -> list[tuple[str, Path]]:
     return made
 
 
+def _dataset_lines(statistics: dict) -> str:
+    """The dataset's statistics as a short list: one line per split instead of a JSON dump."""
+    lines = []
+    for key, value in statistics.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in value.items())
+        lines.append(f"- {key}: {value}")
+    return "\n".join(lines)
+
+
 def _markdown(table: pd.DataFrame) -> str:
     if table.empty:
         return "(none)\n"
@@ -265,7 +275,7 @@ def build_report(suite: str, uri: str, options: ReportOptions | None = None) -> 
         table.to_csv(folder / f"{name}.csv", index=False)
     made = figures(runs, folder)
     header = runs.header
-    dataset = json.dumps(header["dataset"], indent=1)
+    dataset = _dataset_lines(header["dataset"])
     why = ("Wilcoxon signed-rank test (Pratt's handling of zero differences) on the per-episode differences: "
            "episode scores are bounded and discrete, so a test without a normality assumption fits better than a "
            f"paired t-test. A difference is called significant when p < {options.alpha} and the 95% CI excludes 0; "
@@ -273,7 +283,7 @@ def build_report(suite: str, uri: str, options: ReportOptions | None = None) -> 
     md = [f"# meta-bench report: {suite}\n\n",
           f"- generated: {header['generated']}\n- git commit(s): {header['git commits']}\n"
           f"- torch: {header['torch']}\n- devices: {header['devices']}\n\n",
-          f"## Dataset\n\n```\n{dataset}\n```\n", "## Results\n\n", _markdown(main),
+          f"## Dataset\n\n{dataset}\n\n", "## Results\n\n", _markdown(main),
           f"\n## Paired comparison against `{paired['reference'].iloc[0] if not paired.empty else options.reference}`\n",
           (paired_note + "\n\n" if paired_note else "") + why + "\n\n", _markdown(paired),
           "\n## Figures\n"] + [f"\n### {title}\n\n![{title}]({path.name})\n" for title, path in made] + \
