@@ -165,9 +165,25 @@ def paired_table(runs: Runs, options: ReportOptions) -> tuple[pd.DataFrame, str]
     return pd.DataFrame(rows), note
 
 
-def _palette(learners: list[str]) -> dict[str, tuple]:
-    colours = sns.color_palette("tab10", n_colors=max(10, len(learners)))
-    return {name: colours[i] for i, name in enumerate(sorted(learners))}
+def _palette(labels) -> dict[str, tuple]:
+    """One colour per learner, the same in every figure of every report: registered learners take fixed slots,
+    other labels the slots after them."""
+    from algorithms import LEARNERS  # noqa: PLC0415
+
+    order = LEARNERS.names() + sorted(set(labels) - set(LEARNERS.names()))
+    colours = sns.color_palette("tab10", n_colors=10)
+    return {name: colours[i % 10] for i, name in enumerate(order)}
+
+
+def _note_coinciding(ax, data: pd.DataFrame, column: str) -> None:
+    """Learners whose points coincide hide one another; say so on the figure."""
+    series = {name: tuple(part.sort_values("S")[column].round(6)) for name, part in data.groupby("learner")}
+    groups: dict[tuple, list[str]] = {}
+    for name, values in series.items():
+        groups.setdefault(values, []).append(name)
+    same = [", ".join(names) for names in groups.values() if len(names) > 1]
+    if same:
+        ax.set_title("identical, drawn on top of each other: " + "; ".join(same), fontsize=8)
 
 
 def _save(fig, folder: Path, name: str) -> Path:
@@ -209,6 +225,7 @@ def figures(runs: Runs, folder: Path) -> list[tuple[str, Path]]:
             sns.lineplot(data=steps, x="S", y=column, hue="learner", style="learner", palette=palette, markers=True,
                          ax=ax)
             ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+            _note_coinciding(ax, steps, column)
             ax.set_xlabel("inner steps S")
             ax.set_ylabel(ylabel)
             if log:

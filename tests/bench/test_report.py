@@ -57,3 +57,13 @@ def test_report_lists_failed_and_skipped_cells_and_leaves_out_ablations_not_run(
 def test_report_of_an_unknown_suite_exits_2(tracking_uri, capsys):
     assert main(["report", "nothing-here", "--tracking-uri", tracking_uri]) == 2
     assert "no MLflow experiment named 'nothing-here'" in capsys.readouterr().err
+
+
+def test_a_learner_keeps_its_colour_whatever_else_is_in_the_report():
+    from bench.report import _palette
+
+    everyone = _palette(["finetune", "fomaml/deepcopy", "fomaml/functional", "fomaml/higher", "maml", "mine"])
+    some = _palette(["maml", "maml", "fomaml/higher", "mine"])  # duplicates, as a runs table has them
+    for name in ("maml", "fomaml/higher", "mine"):
+        assert some[name] == everyone[name]
+    assert len({everyone[n] for n in everyone}) == len(everyone)
