@@ -97,9 +97,9 @@ def cmd_report(args) -> int:
     from bench import tracking
     from bench.config import ConfigError
     from bench.report import build_report
-    from bench.suite import DEFAULT_TRACKING_URI, ReportOptions, load_suites
+    from bench.suite import DEFAULT_TRACKING_URI, load_suites
 
-    name, options, suite_uri = args.suite, ReportOptions(), DEFAULT_TRACKING_URI
+    name, options, suite_uri = args.suite, None, DEFAULT_TRACKING_URI  # options: those logged with the runs
     if args.suite.endswith((".yaml", ".yml")):
         try:
             suite = load_suites(args.suite, notes=[])[0]

@@ -22,10 +22,12 @@ import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+import yaml  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from bench import tracking  # noqa: E402
+from bench.config import from_mapping  # noqa: E402
 from bench.suite import ReportOptions  # noqa: E402
 
 CELL_KEYS = ["n_way", "k_shot", "inner_steps", "device", "seed"]
@@ -123,7 +125,7 @@ def main_table(runs: Runs) -> pd.DataFrame:
         f"test {score}": [f"{m * scale:.2f} ± {c * scale:.2f}{unit}" for m, c in
                           zip(f[f"test_{score}"], f[f"test_{score}_ci95"])],
         "ms / meta-iter (median)": f["train_ms_median"].round(1),
-        "saved-for-backward MB": (f["train_saved_bytes_peak"] / 1e6).round(1),
+        "saved-for-backward MB": (f["train_saved_bytes_peak"] / 1e6).round(3),
         "CUDA peak MB": (f["train_cuda_peak_bytes"] / 1e6).round(1).astype(object).where(
             f["train_cuda_peak_bytes"].notna(), "-"),
         "meta-train s": f["train_seconds_total"].round(1),
@@ -281,8 +283,28 @@ def problems_table(runs: Runs) -> pd.DataFrame:
                          "reason": [e or s or "run did not finish" for e, s in zip(p["error"], p["skip_reason"])]})
 
 
+def logged_options(suite: str, uri: str) -> ReportOptions:
+    """The report options of the suite file that the latest invocation logged to MLflow (defaults if none)."""
+    client = tracking.client_for(uri)
+    experiment = tracking.experiment_id(client, suite, create=False)
+    parents = [] if experiment is None else client.search_runs(
+        [experiment], filter_string="tags.role = 'suite'", order_by=["start_time DESC"], max_results=1)
+    if not parents:
+        return ReportOptions()
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=parents[0].info.run_id, artifact_path="suite.yaml",
+                                                       dst_path=folder)
+        except MlflowException:
+            return ReportOptions()
+        documents = [d for d in yaml.safe_load_all(Path(path).read_text()) if isinstance(d, dict)]
+    raw = next((d["report"] for d in documents if d.get("suite") == suite and "report" in d), {})
+    return from_mapping(ReportOptions, raw, f"report options logged for {suite}")
+
+
 def build_report(suite: str, uri: str, options: ReportOptions | None = None) -> Path:
-    options = options or ReportOptions()
+    """``options`` None: those of the suite file logged with the runs."""
+    options = options or logged_options(suite, uri)
     runs = load_runs(suite, uri)
     folder = Path(options.output_dir)
     folder = (folder if folder.is_absolute() else tracking.PROJECT_ROOT / folder) / suite
@@ -293,15 +315,16 @@ def build_report(suite: str, uri: str, options: ReportOptions | None = None) -> 
     made = figures(runs, folder)
     header = runs.header
     dataset = _dataset_lines(header["dataset"])
+    shape = ("per-episode accuracies are bounded and discrete" if runs.score == "accuracy"
+             else "per-episode MSEs are skewed and heavy-tailed")
     why = ("Wilcoxon signed-rank test (Pratt's handling of zero differences) on the per-episode differences: "
-           "episode scores are bounded and discrete, so a test without a normality assumption fits better than a "
-           f"paired t-test. A difference is called significant when p < {options.alpha} and the 95% CI excludes 0; "
-           "otherwise it is within noise.")
+           f"{shape}, so a test without a normality assumption fits better than a paired t-test. A difference is "
+           f"called significant when p < {options.alpha} and the 95% CI excludes 0; otherwise it is within noise.")
     md = [f"# meta-bench report: {suite}\n\n",
           f"- generated: {header['generated']}\n- git commit(s): {header['git commits']}\n"
           f"- torch: {header['torch']}\n- devices: {header['devices']}\n\n",
           f"## Dataset\n\n{dataset}\n\n", "## Results\n\n", _markdown(main),
-          f"\n## Paired comparison against `{paired['reference'].iloc[0] if not paired.empty else options.reference}`\n",
+          f"\n## Paired comparison against `{paired['reference'].iloc[0] if not paired.empty else options.reference}`\n\n",
           (paired_note + "\n\n" if paired_note else "") + why + "\n\n", _markdown(paired),
           "\n## Figures\n"] + [f"\n### {title}\n\n![{title}]({path.name})\n" for title, path in made] + \
          ["\n## Failed and skipped cells\n\n", _markdown(problems)]

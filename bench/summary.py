@@ -28,7 +28,7 @@ def summary_table(outcomes: list[Outcome]) -> str:
                                                      f" ± {_fmt(ci, 0.01 if score_key == 'test_accuracy' else 1, 2)}"
                                                      f"{'%' if score_key == 'test_accuracy' else ' mse'}",
                      "ms/iter": _fmt(m.get("train_ms_median")),
-                     "saved MB": _fmt(m.get("train_saved_bytes_peak"), 1e6),
+                     "saved MB": _fmt(m.get("train_saved_bytes_peak"), 1e6, 3),
                      "cuda MB": _fmt(m.get("train_cuda_peak_bytes"), 1e6),
                      "rss MB": _fmt(m.get("train_rss_peak_bytes"), 1e6, 0),
                      "note": o.detail[:60]})

@@ -67,3 +67,14 @@ def test_a_learner_keeps_its_colour_whatever_else_is_in_the_report():
     for name in ("maml", "fomaml/higher", "mine"):
         assert some[name] == everyone[name]
     assert len({everyone[n] for n in everyone}) == len(everyone)
+
+
+def test_report_by_name_uses_the_options_logged_with_the_suite(write_suite, tracking_uri, tmp_path):
+    from bench.report import logged_options
+
+    path = write_suite({"learners": ["maml", "finetune"], "report": {"reference": "maml",
+                                                                     "output_dir": str(tmp_path / "r")}})
+    assert main(["run", str(path), "--tracking-uri", tracking_uri, "--no-progress", "--no-report"]) == 0
+    assert logged_options("tiny", tracking_uri).reference == "maml"
+    assert main(["report", "tiny", "--tracking-uri", tracking_uri]) == 0
+    assert set(pd.read_csv(tmp_path / "r" / "tiny" / "paired.csv")["reference"]) == {"maml"}
