@@ -108,3 +108,15 @@ def test_empty_saved_tensors_hold_nothing_and_do_not_confuse_the_count():
         for _ in range(3):
             SavesEmpties.apply(x).sum().backward()
     assert tracker.peak == 40 and tracker.live == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (cuDNN batch norm saves empty tensors)")
+def test_saved_bytes_on_cuda_with_cudnn_batch_norm():
+    layer = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.BatchNorm2d(8, track_running_stats=False)).cuda()
+    x = torch.randn(16, 1, 28, 28, device="cuda")
+    tracker = SavedTensorTracker()
+    with tracker.track():
+        for _ in range(3):
+            layer(x).sum().backward()
+    torch.cuda.synchronize()
+    assert tracker.peak > 16 * 8 * 26 * 26 * 4 and tracker.live == 0

@@ -162,3 +162,20 @@ def test_ctrl_c_marks_the_cell_killed_and_exits_130(write_suite, tmp_path):
     assert process.returncode == 130 and "rerun the same command to resume" in err
     (run,) = cell_runs(uri)
     assert run.info.status == "KILLED" and run.data.tags["outcome"] == "interrupted"
+
+
+def test_cuda_out_of_memory_becomes_a_failed_run_and_frees_the_cache(write_suite, tracking_uri, monkeypatch):
+    from algorithms.fomaml_functional import FunctionalFOMAML
+
+    def out_of_memory(self, batch):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    emptied = []
+    monkeypatch.setattr(FunctionalFOMAML, "meta_gradient", out_of_memory)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
+    path = write_suite({"learners": ["fomaml/functional", "finetune"]})
+    assert main(["run", str(path), "--tracking-uri", tracking_uri, "--no-progress", "--no-report"]) == 1
+    runs = {r.data.tags["learner"]: r for r in cell_runs(tracking_uri)}
+    assert runs["fomaml/functional"].info.status == "FAILED" and emptied == [1]
+    assert "OutOfMemoryError: CUDA out of memory" in runs["fomaml/functional"].data.tags["error"]
+    assert runs["finetune"].info.status == "FINISHED"
