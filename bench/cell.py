@@ -3,18 +3,19 @@ the learner fills its slot (``meta_gradient``, ``predict``)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from tqdm import tqdm
 
 from algorithms import LEARNERS, MetaLearner, TaskSpec
-from algorithms.backbones import build_model
+from algorithms.backbones import BackboneConfig, build_model
+from bench.config import from_mapping
 from bench.evaluation import evaluate
 from bench.measure import PhaseMeter, confidence_interval95
 from bench.suite import Cell, TrainingSpec
-from datasets import DATASETS, load_dataset
+from datasets import DATASETS, Dataset, load_dataset
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -27,8 +28,6 @@ class CellResult:
     test_scores: list[float]
     score_name: str  # "accuracy" or "mse"
     state_dict: dict[str, torch.Tensor]
-    train_losses: list[float] = field(default_factory=list)
-    validation: list[tuple[int, float]] = field(default_factory=list)
 
 
 def dtype_of(training: TrainingSpec) -> torch.dtype:
@@ -41,15 +40,30 @@ def make_optimizer(training: TrainingSpec, parameters) -> torch.optim.Optimizer:
     return torch.optim.SGD(parameters, lr=training.lr)
 
 
-def build_learner(cell: Cell) -> MetaLearner:
-    """The cell's learner on its device, with the initial weights of its seed (identical for every learner)."""
-    data = load_dataset(cell.dataset.name, cell.dataset_options)
-    entry = DATASETS[cell.dataset.name]
+def task_of(data: Dataset, n_way: int, seed: int = 0) -> TaskSpec:
     classification = data.task_kind == "classification"
-    task = TaskSpec(data.task_kind, cell.n_way, data.num_classes("train") if classification else 0, cell.seed)
-    model = build_model(entry.backbone, data.input_shape, cell.n_way, cell.backbone, entry.conv_filters, cell.seed)
-    model = model.to(device=torch.device(cell.device), dtype=dtype_of(cell.training))
-    return LEARNERS[cell.learner](model, cell.learner_config, task)
+    return TaskSpec(data.task_kind, n_way, data.num_classes("train") if classification else 0, seed)
+
+
+def new_learner(dataset: str, name: str, config: Any, n_way: int, *, dataset_options: Any = None,
+                backbone: BackboneConfig = BackboneConfig(), seed: int = 0, device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32) -> MetaLearner:
+    """Learner ``name`` (``config``: its Config or a mapping of options) on the dataset's backbone, built on
+    ``device`` in ``dtype`` with the initial weights of ``seed``: every learner of a seed starts identical."""
+    data = load_dataset(dataset, dataset_options)
+    entry = DATASETS[dataset]
+    model = build_model(entry.backbone, data.input_shape, n_way, backbone, entry.conv_filters, seed)
+    model = model.to(device=torch.device(device), dtype=dtype)
+    cls = LEARNERS[name]
+    if not isinstance(config, cls.Config):
+        config = from_mapping(cls.Config, config, name)
+    return cls(model, config, task_of(data, n_way, seed))
+
+
+def build_learner(cell: Cell) -> MetaLearner:
+    return new_learner(cell.dataset.name, cell.learner, cell.learner_config, cell.n_way,
+                       dataset_options=cell.dataset_options, backbone=cell.backbone, seed=cell.seed,
+                       device=cell.device, dtype=dtype_of(cell.training))
 
 
 def run_cell(cell: Cell, on_train: Callable[[int, float], None] | None = None,
@@ -71,10 +85,10 @@ def run_cell(cell: Cell, on_train: Callable[[int, float], None] | None = None,
         with meter.step():
             optimizer.zero_grad(set_to_none=True)
             result = learner.meta_gradient(batch)
-            if not bool(torch.isfinite(result.loss)):  # detected before the update: never trained through
-                raise NonFiniteLossError(f"meta-loss became {result.loss.item()} at meta-iteration {iteration}")
+            loss = result.loss.item()  # the iteration's one device read
+            if not math.isfinite(loss):  # detected before the update: never trained through
+                raise NonFiniteLossError(f"meta-loss became {loss} at meta-iteration {iteration}")
             optimizer.step()
-        loss = result.loss.item()
         losses.append(loss)
         if on_train is not None:
             on_train(iteration, loss)
@@ -96,4 +110,4 @@ def run_cell(cell: Cell, on_train: Callable[[int, float], None] | None = None,
     if not math.isfinite(mean):
         raise NonFiniteLossError(f"test {score_name} is {mean}")
     state = {k: v.detach().cpu() for k, v in learner.model.state_dict().items()}
-    return CellResult(metrics, scores, score_name, state, losses, validation)
+    return CellResult(metrics, scores, score_name, state)

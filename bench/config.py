@@ -98,8 +98,3 @@ def from_mapping(cls: type[C], mapping: Mapping[str, Any] | None, where: str) ->
 def to_mapping(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
-
-def replace(config: C, changes: Mapping[str, Any], where: str) -> C:
-    """``config`` with ``changes`` applied, each checked like a mapping key."""
-    merged = {**to_mapping(config), **dict(changes)}
-    return from_mapping(type(config), merged, where)

@@ -2,7 +2,7 @@
 
 - Wall-clock: the device is synchronised before every clock read (CUDA and MPS run asynchronously).
 - Saved-for-backward bytes: ``torch.autograd.graph.saved_tensors_hooks`` sees every tensor autograd keeps for a
-  backward pass; each is counted once per storage while it is alive, and the peak is kept. Deterministic and
+  backward pass; each is counted once (by address and size) while it is alive, and the peak is kept. Deterministic and
   device-independent (it depends on shapes and dtypes alone).
 - CUDA: ``torch.cuda.max_memory_allocated``, reset at the start of each phase.
 - Process: peak resident set size (Linux VmHWM, reset per phase through /proc/self/clear_refs where allowed).

@@ -29,6 +29,7 @@ from scipy import stats  # noqa: E402
 from bench import tracking  # noqa: E402
 from bench.config import from_mapping  # noqa: E402
 from bench.suite import ReportOptions  # noqa: E402
+from bench.summary import format_score  # noqa: E402
 
 CELL_KEYS = ["n_way", "k_shot", "inner_steps", "device", "seed"]
 PAIR_KEYS = ["n_way", "k_shot", "device", "seed"]
@@ -95,18 +96,24 @@ def load_runs(suite: str, uri: str) -> Runs:
                 _header(client, experiment, suite, frame), score)
 
 
+def _suite_artifact(client, experiment: str | None, name: str) -> str | None:
+    """Text of artifact ``name`` of the latest suite invocation (None where there is none)."""
+    parents = [] if experiment is None else client.search_runs(
+        [experiment], filter_string="tags.role = 'suite'", order_by=["start_time DESC"], max_results=1)
+    if not parents:
+        return None
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=parents[0].info.run_id, artifact_path=name,
+                                                       dst_path=folder)
+        except MlflowException:  # an older invocation that did not log it
+            return None
+        return Path(path).read_text()
+
+
 def _header(client, experiment: str, suite: str, frame: pd.DataFrame) -> dict:
-    parents = client.search_runs([experiment], filter_string="tags.role = 'suite'", order_by=["start_time DESC"],
-                                 max_results=1)
-    dataset = {}
-    if parents:
-        with tempfile.TemporaryDirectory() as folder:
-            try:
-                path = mlflow.artifacts.download_artifacts(run_id=parents[0].info.run_id, artifact_path="dataset.json",
-                                                           dst_path=folder)
-                dataset = json.loads(Path(path).read_text())
-            except MlflowException as error:  # an older run without it: say so in the report rather than fail
-                dataset = {"note": f"dataset statistics not logged ({error})"}
+    logged = _suite_artifact(client, experiment, "dataset.json")
+    dataset = json.loads(logged) if logged else {"note": "dataset statistics not logged with these runs"}
     return {"suite": suite, "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
             "git commits": ", ".join(sorted(set(frame["git_commit"]))),
             "torch": ", ".join(sorted(set(frame["torch_version"]))),
@@ -117,13 +124,10 @@ def _header(client, experiment: str, suite: str, frame: pd.DataFrame) -> dict:
 def main_table(runs: Runs) -> pd.DataFrame:
     f = runs.finished
     score = runs.score
-    scale = 100.0 if score == "accuracy" else 1.0
-    unit = "%" if score == "accuracy" else ""
     table = pd.DataFrame({
         "learner": f["learner"], "N": f["n_way"], "K": f["k_shot"], "S": f["inner_steps"].replace("", "-"),
         "device": f["device"], "seed": f["seed"],
-        f"test {score}": [f"{m * scale:.2f} ± {c * scale:.2f}{unit}" for m, c in
-                          zip(f[f"test_{score}"], f[f"test_{score}_ci95"])],
+        f"test {score}": [format_score(score, m, c) for m, c in zip(f[f"test_{score}"], f[f"test_{score}_ci95"])],
         "ms / meta-iter (median)": f["train_ms_median"].round(1),
         "saved-for-backward MB": (f["train_saved_bytes_peak"] / 1e6).round(3),
         "CUDA peak MB": (f["train_cuda_peak_bytes"] / 1e6).round(1).astype(object).where(
@@ -286,18 +290,10 @@ def problems_table(runs: Runs) -> pd.DataFrame:
 def logged_options(suite: str, uri: str) -> ReportOptions:
     """The report options of the suite file that the latest invocation logged to MLflow (defaults if none)."""
     client = tracking.client_for(uri)
-    experiment = tracking.experiment_id(client, suite, create=False)
-    parents = [] if experiment is None else client.search_runs(
-        [experiment], filter_string="tags.role = 'suite'", order_by=["start_time DESC"], max_results=1)
-    if not parents:
+    logged = _suite_artifact(client, tracking.experiment_id(client, suite, create=False), "suite.yaml")
+    if logged is None:
         return ReportOptions()
-    with tempfile.TemporaryDirectory() as folder:
-        try:
-            path = mlflow.artifacts.download_artifacts(run_id=parents[0].info.run_id, artifact_path="suite.yaml",
-                                                       dst_path=folder)
-        except MlflowException:
-            return ReportOptions()
-        documents = [d for d in yaml.safe_load_all(Path(path).read_text()) if isinstance(d, dict)]
+    documents = [d for d in yaml.safe_load_all(logged) if isinstance(d, dict)]
     raw = next((d["report"] for d in documents if d.get("suite") == suite and "report" in d), {})
     return from_mapping(ReportOptions, raw, f"report options logged for {suite}")
 

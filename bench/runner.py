@@ -91,14 +91,13 @@ def run_suite(suite: Suite, suite_text: str, uri: str, force: bool = False, prog
     closed = tracking.close_interrupted(client, experiment)
     if closed:
         echo(f"marked {closed} run(s) left RUNNING by an interrupted invocation as FAILED (outcome=interrupted)")
-    previous = {} if force else {r.data.tags["config_hash"]: r for r in tracking.child_runs(client, experiment)
-                                 if r.info.status == FINISHED and r.data.tags.get("outcome") == "finished"}
+    previous = {} if force else tracking.finished_runs(client, experiment)
     cells = expand(suite)
     parent = tracking.start_run(client, experiment, f"{suite.suite} {time.strftime('%Y-%m-%d %H:%M:%S')}",
                                 {"role": "suite", **tracking.environment_tags()})
-    tracking.log_text(client, parent, suite_text, "suite.yaml")
+    client.log_text(parent, suite_text, "suite.yaml")
     statistics = load_dataset(suite.dataset.name, suite.dataset.options).statistics()
-    tracking.log_text(client, parent, json.dumps(statistics, indent=2), "dataset.json")
+    client.log_text(parent, json.dumps(statistics, indent=2), "dataset.json")
     outcomes: list[Outcome] = []
     try:
         for cell in tqdm(cells, desc=f"{suite.suite}: cells", unit="cell", disable=not progress):

@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import contextlib
-import random
 from typing import Iterator
 
-import numpy as np
 import torch
 
 
@@ -16,8 +14,3 @@ def seeded(seed: int) -> Iterator[None]:
         torch.manual_seed(seed)
         yield
 
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)

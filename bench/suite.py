@@ -1,7 +1,6 @@
 """Suite files: YAML onto typed, frozen dataclasses, validated whole before anything runs, expanded into cells."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -231,8 +230,7 @@ def validate(suite: Suite, source: str, notes: list[str] | None = None) -> None:
     for device in grid.devices:
         if not DEVICE_PATTERN.match(device):
             raise ConfigError(f"{source}: grid.devices: unknown device {device!r}; known: cpu, cuda, cuda:N, mps")
-    all_options = sorted({f for _, cls in LEARNERS.items() for f in field_names(cls.Config)}
-                         & {f for spec in suite.learners for f in field_names(LEARNERS[spec.name].Config)})
+    all_options = sorted({f for spec in suite.learners for f in field_names(LEARNERS[spec.name].Config)})
     for option, values in grid.options.items():
         if option not in all_options:
             raise ConfigError(f"{source}: grid.options: no learner of this suite has the option {option!r}"
@@ -283,6 +281,3 @@ def expand(suite: Suite) -> list[Cell]:
                     cells.append(cell)
     return cells
 
-
-def suite_as_dict(suite: Suite) -> dict[str, Any]:
-    return dataclasses.asdict(suite)

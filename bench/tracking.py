@@ -18,7 +18,7 @@ import torch
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
-from bench.measure import cpu_model
+from bench.measure import cpu_model, device_description
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PARENT_TAG = "mlflow.parentRunId"
@@ -71,7 +71,6 @@ def environment_tags(device: str | None = None) -> dict[str, str]:
             "cuda_version": str(torch.version.cuda), "cpu_model": cpu_model(), "python": platform.python_version(),
             "host": platform.node()}
     if device is not None:
-        from bench.measure import device_description  # noqa: PLC0415
         try:
             tags["device_name"] = device_description(torch.device(device))
         except (RuntimeError, AssertionError) as error:  # a device that is not there has no name
@@ -103,10 +102,6 @@ def log_metrics(client: MlflowClient, run_id: str, values: Iterable[tuple[str, f
         client.log_batch(run_id, metrics=metrics[start:start + 1000])
 
 
-def log_text(client: MlflowClient, run_id: str, text: str, name: str) -> None:
-    client.log_text(run_id, text, name)
-
-
 def log_file(client: MlflowClient, run_id: str, write, name: str) -> None:
     """Log an artifact written by ``write(path)`` into a temporary folder."""
     with tempfile.TemporaryDirectory() as folder:
@@ -126,8 +121,9 @@ def child_runs(client: MlflowClient, experiment: str) -> list:
             return runs
 
 
-def finished_hashes(client: MlflowClient, experiment: str) -> set[str]:
-    return {r.data.tags.get("config_hash") for r in child_runs(client, experiment)
+def finished_runs(client: MlflowClient, experiment: str) -> dict:
+    """config hash -> a run of that cell that finished (what resuming skips)."""
+    return {r.data.tags["config_hash"]: r for r in child_runs(client, experiment)
             if r.info.status == "FINISHED" and r.data.tags.get("outcome") == "finished"}
 
 

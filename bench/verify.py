@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import torch
 
-from algorithms import LEARNERS, MetaLearner, TaskSpec
-from algorithms.backbones import BackboneConfig, build_model
-from bench.config import from_mapping
-from datasets import DATASETS, Episode, load_dataset
+from algorithms import LEARNERS, MetaLearner
+from algorithms.backbones import BackboneConfig
+from bench.cell import new_learner
+from datasets import Episode, load_dataset
 
 
 @dataclass(frozen=True)
@@ -37,29 +37,19 @@ def families() -> dict[str, list[str]]:
     return {a: names for a, names in grouped.items() if len(names) > 1}
 
 
-def problem(case: Case, seed: int = 0) -> tuple[Episode, TaskSpec, callable]:
-    data = load_dataset(case.dataset)
-    batch = data.sampler("train", case.n_way, case.k_shot, case.q_query, seed).batch(0, case.tasks)
-    batch = batch.to("cpu", torch.float64)
-    entry = DATASETS[case.dataset]
-    task = TaskSpec(data.task_kind, case.n_way, data.num_classes("train") if data.task_kind == "classification" else 0)
-
-    def fresh_model():
-        model = build_model(entry.backbone, data.input_shape, case.n_way, BackboneConfig(filters=case.filters),
-                            entry.conv_filters, seed)
-        return model.double()
-
-    return batch, task, fresh_model
+def batch_of(case: Case, seed: int = 0) -> Episode:
+    sampler = load_dataset(case.dataset).sampler("train", case.n_way, case.k_shot, case.q_query, seed)
+    return sampler.batch(0, case.tasks).to("cpu", torch.float64)
 
 
-def learner_for(name: str, options: dict, task: TaskSpec, model) -> MetaLearner:
-    cls = LEARNERS[name]
-    return cls(model, from_mapping(cls.Config, options, f"verify ({name})"), task)
+def learner_for(name: str, options: dict, case: Case, seed: int = 0) -> MetaLearner:
+    return new_learner(case.dataset, name, options, case.n_way, backbone=BackboneConfig(filters=case.filters),
+                       seed=seed, dtype=torch.float64)
 
 
 def meta_gradient(name: str, options: dict, case: Case, seed: int = 0) -> torch.Tensor:
-    batch, task, fresh_model = problem(case, seed)
-    learner = learner_for(name, options, task, fresh_model())
+    batch = batch_of(case, seed)
+    learner = learner_for(name, options, case, seed)
     learner.meta_gradient(batch)
     return torch.cat([p.grad.flatten() for p in learner.model.parameters()])
 
@@ -77,7 +67,7 @@ def finite_difference_error(name: str, options: dict, case: Case, directions: in
     """Largest error of <meta-gradient, v> against the central difference of the post-adaptation query loss along
     unit directions v (the gradient's own and random ones), relative to the gradient's norm: a random direction in
     thousands of dimensions sees a tiny slope, which rounding would swamp if the error were taken relative to it."""
-    batch, task, fresh_model = problem(case)
+    batch = batch_of(case)
     # Rendered glyphs have exact ties (flat black background), which make max-pool exactly non-differentiable;
     # a little noise on the inputs restores a point where the gradient exists and finite differences can agree.
     noise = torch.Generator().manual_seed(2)
@@ -85,7 +75,7 @@ def finite_difference_error(name: str, options: dict, case: Case, directions: in
                     batch.support_y,
                     batch.query_x + 1e-2 * torch.randn(batch.query_x.shape, generator=noise, dtype=torch.float64),
                     batch.query_y, batch.classes)
-    learner = learner_for(name, options, task, fresh_model())
+    learner = learner_for(name, options, case)
     learner.meta_gradient(batch)
     params = list(learner.model.parameters())
     grad = torch.cat([p.grad.flatten() for p in params])
@@ -106,8 +96,8 @@ def finite_difference_error(name: str, options: dict, case: Case, directions: in
 
 
 def second_order_learners() -> list[str]:
-    return [name for name, cls in LEARNERS.items() if getattr(cls, "second_order", None) is not None
-            and isinstance(getattr(cls, "second_order"), property) and "first_order" in cls.Config.__dataclass_fields__]
+    """Learners that differentiate through adaptation by default: a `first_order` option that is off."""
+    return [name for name, cls in LEARNERS.items() if getattr(cls.Config(), "first_order", True) is False]
 
 
 def run_checks(tolerance: float = 1e-6, echo=print) -> bool:

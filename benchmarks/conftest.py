@@ -1,9 +1,6 @@
 import pytest
-import torch
 
-from algorithms import LEARNERS, TaskSpec
-from algorithms.backbones import BackboneConfig, build_model
-from bench.config import from_mapping
+from bench.cell import new_learner
 from datasets import load_dataset
 
 
@@ -12,14 +9,13 @@ def glyphs():
     return load_dataset("glyphs")
 
 
-def learner_on_glyphs(name: str, n_way: int = 5, inner_steps: int = 1, **options):
-    data = load_dataset("glyphs")
-    cls = LEARNERS[name]
-    if "inner_steps" in cls.Config.__dataclass_fields__:
+def learner_on_glyphs(name: str, n_way: int = 5, inner_steps: int = 1, device: str = "cpu", **options):
+    """A learner on glyphs with the default Conv-4, on ``device``; ``inner_steps`` where the learner has them."""
+    from algorithms import LEARNERS  # noqa: PLC0415
+
+    if "inner_steps" in LEARNERS[name].Config.__dataclass_fields__:
         options["inner_steps"] = inner_steps
-    model = build_model("conv4", data.input_shape, n_way, BackboneConfig(), 64, seed=0)
-    return cls(model, from_mapping(cls.Config, options, name), TaskSpec("classification", n_way,
-                                                                       data.num_classes("train")))
+    return new_learner("glyphs", name, options, n_way, device=device)
 
 
 def meta_iteration(learner, batch):
@@ -28,6 +24,3 @@ def meta_iteration(learner, batch):
             p.grad = None
         learner.meta_gradient(batch)
     return step
-
-
-__all__ = ["learner_on_glyphs", "meta_iteration", "torch"]

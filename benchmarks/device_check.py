@@ -47,8 +47,7 @@ def batching(device: torch.device, iterations: int = 5) -> None:
         for k, s in ((1, 1), (5, 5)):
             batch = data.sampler("train", 5, k, 15, seed=0).batch(0, 32).to(device)
             for mode, chunk in (("loop", 0), ("vmap", 0), ("vmap", 8)):
-                learner = learner_on_glyphs(name, inner_steps=s, task_batching=mode, vmap_chunk=chunk)
-                learner.model.to(device)
+                learner = learner_on_glyphs(name, inner_steps=s, device=device, task_batching=mode, vmap_chunk=chunk)
                 step = meta_iteration(learner, batch)
                 try:
                     saved = saved_bytes_of(step)

@@ -38,10 +38,7 @@ def matmul_rate(device: torch.device, size: int = 2048, repeats: int = 10) -> fl
 def measure(name: str, k_shot: int, steps: int, iterations: int, device: torch.device, **options):
     data = load_dataset("glyphs")
     batch = data.sampler("train", 5, k_shot, 15, seed=0).batch(0, 32).to(device)
-    learner = learner_on_glyphs(name, inner_steps=steps, **options)
-    learner.model.to(device)
-    if hasattr(learner, "global_head"):
-        learner.global_head.to(device)
+    learner = learner_on_glyphs(name, inner_steps=steps, device=device, **options)
     step = meta_iteration(learner, batch)
     saved = saved_bytes_of(step)
     meter = PhaseMeter(device, warmup=1)
@@ -93,7 +90,7 @@ def main() -> None:
             print(f"| {name} | {seconds * 1000:.0f} | {seconds / (floor_flops / rate):.1f} | {saved / 1e6:.1f} |",
                   flush=True)
     steps = [int(s) for s in args.steps.split(",")]
-    print(f"\nscaling with S, 5-way 1-shot, B=32, Q=15: ms / meta-iteration and peak saved MB")
+    print("\nscaling with S, 5-way 1-shot, B=32, Q=15: ms / meta-iteration and peak saved MB")
     print("| learner | " + " | ".join(f"S={s}" for s in steps) + " |")
     print("|---|" + "---|" * len(steps))
     for name in names:

@@ -1,9 +1,10 @@
 import torch
 
-from algorithms import LEARNERS, TaskSpec
+from algorithms import LEARNERS
 from algorithms.backbones import BackboneConfig, build_model
+from bench.cell import task_of
 from bench.config import from_mapping
-from datasets import load_dataset
+from datasets import DATASETS, load_dataset
 
 FOMAML_VARIANTS = ["fomaml/deepcopy", "fomaml/functional", "fomaml/higher"]
 
@@ -11,12 +12,12 @@ FOMAML_VARIANTS = ["fomaml/deepcopy", "fomaml/functional", "fomaml/higher"]
 def make_problem(dataset="glyphs", n_way=5, k_shot=1, q_query=3, tasks=3, filters=8, seed=0, dtype=torch.float64):
     data = load_dataset(dataset)
     batch = data.sampler("train", n_way, k_shot, q_query, seed).batch(0, tasks).to("cpu", dtype)
-    classification = data.task_kind == "classification"
-    task = TaskSpec(data.task_kind, n_way, data.num_classes("train") if classification else 0)
-    backbone = "conv4" if classification else "mlp"
+    task = task_of(data, n_way)
+    entry = DATASETS[dataset]
 
     def model():
-        return build_model(backbone, data.input_shape, n_way, BackboneConfig(filters=filters), 64, seed).to(dtype)
+        return build_model(entry.backbone, data.input_shape, n_way, BackboneConfig(filters=filters),
+                           entry.conv_filters, seed).to(dtype)
 
     return batch, task, model
 
