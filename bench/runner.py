@@ -50,11 +50,6 @@ def _write_scores(scores: list[float], score_name: str) -> Callable:
 
 def run_one(client, experiment: str, parent: str, cell: Cell, progress: bool) -> Outcome:
     run_id = tracking.start_run(client, experiment, cell.title, cell_tags(cell, parent))
-    tracking.log_params(client, run_id, cell.resolved())
-    available, why = device_available(cell.device)
-    if not available:
-        tracking.end_run(client, run_id, "skipped", KILLED, {"skip_reason": why})
-        return Outcome(cell, "skipped", detail=why, run_id=run_id)
     pending: list[tuple[str, float, int]] = []
 
     def on_train(iteration: int, loss: float) -> None:
@@ -65,7 +60,12 @@ def run_one(client, experiment: str, parent: str, cell: Cell, progress: bool) ->
         tracking.log_metrics(client, run_id, pending)  # curves reach MLflow at every validation
         pending.clear()
 
-    try:
+    try:  # from here on, whatever happens ends this run with a status
+        tracking.log_params(client, run_id, cell.resolved())
+        available, why = device_available(cell.device)
+        if not available:
+            tracking.end_run(client, run_id, "skipped", KILLED, {"skip_reason": why})
+            return Outcome(cell, "skipped", detail=why, run_id=run_id)
         result = run_cell(cell, on_train, on_validation, progress)
     except KeyboardInterrupt:
         tracking.end_run(client, run_id, "interrupted", KILLED)
@@ -95,11 +95,12 @@ def run_suite(suite: Suite, suite_text: str, uri: str, force: bool = False, prog
     cells = expand(suite)
     parent = tracking.start_run(client, experiment, f"{suite.suite} {time.strftime('%Y-%m-%d %H:%M:%S')}",
                                 {"role": "suite", **tracking.environment_tags()})
-    client.log_text(parent, suite_text, "suite.yaml")
-    statistics = load_dataset(suite.dataset.name, suite.dataset.options).statistics()
-    client.log_text(parent, json.dumps(statistics, indent=2), "dataset.json")
     outcomes: list[Outcome] = []
     try:
+        statistics = load_dataset(suite.dataset.name, suite.dataset.options).statistics()
+        with tracking.uninterruptible():
+            client.log_text(parent, suite_text, "suite.yaml")
+            client.log_text(parent, json.dumps(statistics, indent=2), "dataset.json")
         for cell in tqdm(cells, desc=f"{suite.suite}: cells", unit="cell", disable=not progress):
             if cell.config_hash in previous:
                 run = previous[cell.config_hash]

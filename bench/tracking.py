@@ -5,13 +5,17 @@ A parent run per suite invocation, a child run per cell. Child runs carry the ta
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import platform
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import mlflow
 import torch
@@ -22,6 +26,31 @@ from bench.measure import cpu_model, device_description
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PARENT_TAG = "mlflow.parentRunId"
+
+
+@contextlib.contextmanager
+def uninterruptible() -> Iterator[None]:
+    """Hold Ctrl-C until the block is done, then raise it. A KeyboardInterrupt inside MLflow's SQL session can be
+    swallowed (the run goes on) or leave the store locked (the clean-up hangs); between writes it is safe."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+def _uninterruptible(write):
+    @functools.wraps(write)
+    def wrapped(*args, **kwargs):
+        with uninterruptible():
+            return write(*args, **kwargs)
+    return wrapped
 
 
 def resolve_uri(suite_uri: str, flag: str | None) -> str:
@@ -35,12 +64,14 @@ def resolve_uri(suite_uri: str, flag: str | None) -> str:
     return uri
 
 
+@_uninterruptible
 def client_for(uri: str) -> MlflowClient:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep our own progress output readable
     mlflow.set_tracking_uri(uri)
     return MlflowClient(tracking_uri=uri)
 
 
+@_uninterruptible
 def experiment_id(client: MlflowClient, name: str, create: bool = True) -> str | None:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
@@ -89,12 +120,14 @@ def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+@_uninterruptible
 def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
     items = [Param(k, v[:6000]) for k, v in flatten(params).items()]
     for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run_id, params=items[start:start + 100])
 
 
+@_uninterruptible
 def log_metrics(client: MlflowClient, run_id: str, values: Iterable[tuple[str, float, int]]) -> None:
     now = int(time.time() * 1000)
     metrics = [Metric(k, float(v), now, step) for k, v, step in values]
@@ -102,6 +135,7 @@ def log_metrics(client: MlflowClient, run_id: str, values: Iterable[tuple[str, f
         client.log_batch(run_id, metrics=metrics[start:start + 1000])
 
 
+@_uninterruptible
 def log_file(client: MlflowClient, run_id: str, write, name: str) -> None:
     """Log an artifact written by ``write(path)`` into a temporary folder."""
     with tempfile.TemporaryDirectory() as folder:
@@ -127,6 +161,7 @@ def finished_runs(client: MlflowClient, experiment: str) -> dict:
             if r.info.status == "FINISHED" and r.data.tags.get("outcome") == "finished"}
 
 
+@_uninterruptible
 def close_interrupted(client: MlflowClient, experiment: str) -> int:
     """Runs left RUNNING by an interrupted invocation (Ctrl-C, kill -9, lost machine) are marked FAILED."""
     stale = client.search_runs([experiment], filter_string="attributes.status = 'RUNNING'", max_results=10000)
@@ -136,10 +171,12 @@ def close_interrupted(client: MlflowClient, experiment: str) -> int:
     return len(stale)
 
 
+@_uninterruptible
 def start_run(client: MlflowClient, experiment: str, name: str, tags: dict[str, str]) -> str:
     return client.create_run(experiment, run_name=name, tags=tags).info.run_id
 
 
+@_uninterruptible
 def end_run(client: MlflowClient, run_id: str, outcome: str, status: str, extra_tags: dict[str, str] | None = None):
     tags = [RunTag("outcome", outcome)] + [RunTag(k, v[:5000]) for k, v in (extra_tags or {}).items()]
     client.log_batch(run_id, tags=tags)

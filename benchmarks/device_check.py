@@ -67,15 +67,15 @@ def batching(device: torch.device, iterations: int = 5) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--devices", default="cpu")
+    parser.add_argument("--batching-on", default="", help="devices for the loop-vs-vmap table (default: all but cpu)")
     args = parser.parse_args()
     devices = args.devices.split(",")
     for device in devices:
         print(f"{device}: {device_description(torch.device(device))}")
     print(f"torch {torch.__version__}, CUDA {torch.version.cuda}\n")
     quickstart(devices)
-    for device in devices:
-        if device != "cpu":
-            batching(torch.device(device))
+    for device in args.batching_on.split(",") if args.batching_on else [d for d in devices if d != "cpu"]:
+        batching(torch.device(device))
 
 
 if __name__ == "__main__":

@@ -145,7 +145,10 @@ def test_ctrl_c_marks_the_cell_killed_and_exits_130(write_suite, tmp_path):
     endless = {**TINY["training"], "meta_iterations": 10**6, "validate_every": 10**5}  # interrupted long before
     path = write_suite({"learners": ["maml"], "training": endless})
     command = [sys.executable, "-m", "bench", "run", str(path), "--tracking-uri", uri, "--no-progress", "--no-report"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell that starts a job in the background (CI may) makes it ignore SIGINT, and Python then never raises
+    # KeyboardInterrupt; restore the default, as an interactive terminal has it, so Ctrl-C is what is tested.
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline, running, last_error = time.time() + 180, False, None
     while time.time() < deadline and process.poll() is None and not running:
         time.sleep(0.5)
@@ -176,3 +179,18 @@ def test_cuda_out_of_memory_becomes_a_failed_run_and_frees_the_cache(write_suite
     assert runs["fomaml/functional"].info.status == "FAILED" and emptied == [1]
     assert "OutOfMemoryError: CUDA out of memory" in runs["fomaml/functional"].data.tags["error"]
     assert runs["finetune"].info.status == "FINISHED"
+
+
+def test_ctrl_c_during_an_mlflow_write_waits_for_the_write_to_end():
+    from bench.tracking import uninterruptible
+
+    done = []
+    try:
+        with uninterruptible():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the signal arrives here, inside the block
+            done.append("write finished")
+    except KeyboardInterrupt:
+        done.append("interrupted after")
+    assert done == ["write finished", "interrupted after"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
