@@ -130,6 +130,7 @@ def test_kill_minus_nine_then_rerun_resumes(write_suite, tmp_path):
             process.wait()
             killed = True
             break
+    process.kill()  # a no-op once killed; stops a run that escaped
     assert killed, f"not killed in flight (exit {process.poll()}, last error {last_error!r}): make the cell slower"
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -156,9 +157,12 @@ def test_ctrl_c_marks_the_cell_killed_and_exits_130(write_suite, tmp_path):
             running = any(r.info.status == "RUNNING" for r in cell_runs(uri))
         except Exception as error:  # the store may not exist yet
             last_error = error
-    assert running, f"the cell was never seen RUNNING (exit {process.poll()}, last error {last_error!r})"
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    try:
+        assert running, f"the cell was never seen RUNNING (exit {process.poll()}, last error {last_error!r})"
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()  # never leave an endless run behind a failed test
     assert process.returncode == 130 and "rerun the same command to resume" in err
     (run,) = cell_runs(uri)
     assert run.info.status == "KILLED" and run.data.tags["outcome"] == "interrupted"
