@@ -65,6 +65,11 @@ class MetaLearner(ABC):
     def meta_parameters(self) -> list[nn.Parameter]:
         return list(self.model.parameters())
 
+    def execution(self, tasks: int, device: torch.device) -> dict[str, str]:
+        """How this learner runs a meta-batch of ``tasks`` on ``device`` where a config leaves it open (an "auto"
+        option resolved): logged with the cell so results say what actually ran."""
+        return {}
+
     @abstractmethod
     def meta_gradient(self, batch: Episode) -> StepResult:
         """Accumulate the meta-gradient of ``batch`` (B episodes) into ``.grad``."""

@@ -56,6 +56,10 @@ class FunctionalFOMAML(InnerLoopLearner):
             mode = "loop" if device.type == "cpu" else "vmap"
         return 0 if mode == "loop" else (self.config.vmap_chunk or tasks)
 
+    def execution(self, tasks: int, device: torch.device) -> dict[str, str]:
+        chunk = self._chunk(tasks, device)
+        return {"task_batching": "vmap" if chunk else "loop", "vmap_chunk": str(chunk)}
+
     def _forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         return functional_call(self.model, params, (x,))
 

@@ -35,20 +35,23 @@ def cmd_run(args) -> int:
             for cell in cells:
                 print(f"  {cell.config_hash}  {cell.title}  {cell.learner_config}")
         return 0
-    text = Path(args.suite).read_text()
+    text = Path(args.suite).read_text(encoding="utf-8")
     outcomes = []
     try:
         for suite in suites:
             uri = tracking.resolve_uri(suite.tracking.uri, args.tracking_uri)
-            outcomes += run_suite(suite, text, uri, force=args.force, progress=not args.no_progress)
+            outcomes += run_suite(suite, text, uri, force=args.force, reuse_other_code=args.reuse_other_code,
+                                  progress=not args.no_progress)
     except KeyboardInterrupt:
         print("\ninterrupted: finished cells are in MLflow; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(summary_table(outcomes))
     if not args.no_report:
         from bench.report import build_report
-        for suite in {s.suite: s for s in suites}.values():
-            print(f"report: {build_report(suite.suite, tracking.resolve_uri(suite.tracking.uri, args.tracking_uri), suite.report)}")
+        for name in dict.fromkeys(s.suite for s in suites):
+            named = [s for s in suites if s.suite == name]
+            uri = tracking.resolve_uri(named[0].tracking.uri, args.tracking_uri)
+            print(f"report: {build_report(name, uri, named)}")
     failures = [o for o in outcomes if o.outcome == "failed"]
     if failures:
         print(f"{len(failures)} cell(s) failed:", file=sys.stderr)
@@ -99,16 +102,14 @@ def cmd_report(args) -> int:
     from bench.report import build_report
     from bench.suite import DEFAULT_TRACKING_URI, load_suites
 
-    name, options, suite_uri = args.suite, None, DEFAULT_TRACKING_URI  # options: those logged with the runs
-    if args.suite.endswith((".yaml", ".yml")):
-        try:
-            suite = load_suites(args.suite, notes=[])[0]
-        except ConfigError as error:
-            return _fail(str(error))
-        name, options, suite_uri = suite.suite, suite.report, suite.tracking.uri
+    name, suites, suite_uri = args.suite, None, DEFAULT_TRACKING_URI  # None: the suite logged with the runs
     try:
-        path = build_report(name, tracking.resolve_uri(suite_uri, args.tracking_uri), options)
-    except LookupError as error:
+        if args.suite.endswith((".yaml", ".yml")):
+            suites = load_suites(args.suite, notes=[])
+            name, suite_uri = suites[0].suite, suites[0].tracking.uri
+            suites = [s for s in suites if s.suite == name]
+        path = build_report(name, tracking.resolve_uri(suite_uri, args.tracking_uri), suites)
+    except (ConfigError, LookupError) as error:
         return _fail(str(error))
     print(f"report: {path}")
     return 0
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("suite", help="suite YAML file")
     run.add_argument("--dry-run", action="store_true", help="print the expanded grid and exit")
     run.add_argument("--force", action="store_true", help="rerun cells already FINISHED")
+    run.add_argument("--reuse-other-code", action="store_true",
+                     help="reuse FINISHED cells even when other code made them (the report flags mixed code)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (overrides MLFLOW_TRACKING_URI and the suite)")
     run.add_argument("--no-report", action="store_true", help="do not build the report at the end")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")

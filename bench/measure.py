@@ -4,8 +4,9 @@
 - Saved-for-backward bytes: ``torch.autograd.graph.saved_tensors_hooks`` sees every tensor autograd keeps for a
   backward pass; each is counted once (by address and size) while it is alive, and the peak is kept. Deterministic and
   device-independent (it depends on shapes and dtypes alone).
-- CUDA: ``torch.cuda.max_memory_allocated``, reset at the start of each phase.
-- Process: peak resident set size (Linux VmHWM, reset per phase through /proc/self/clear_refs where allowed).
+- CUDA: ``torch.cuda.max_memory_allocated``, reset at the start of every step and read at its end, so a phase's
+  peak covers its own steps and nothing run between them (validation passes in meta-training).
+- Process: peak resident set size (Linux VmHWM), likewise reset per step through /proc/self/clear_refs where allowed.
 """
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
+
+from bench.metrics import (CUDA_PEAK_BYTES, MS_MEDIAN, MS_P90, RSS_PEAK_BYTES, SAVED_BYTES_PEAK, SECONDS_TOTAL,
+                           TIMED_STEPS, phase)
 
 
 def synchronize(device: torch.device) -> None:
@@ -79,8 +83,7 @@ class SavedTensorTracker:
 
     def _pack(self, tensor: torch.Tensor):
         box = _Packed(tensor)
-        # keyed by the tensor's own bytes, not its storage: a task's slice of the meta-batch counts as the slice
-        nbytes = tensor.numel() * tensor.element_size()
+        nbytes = storage_span_bytes(tensor)
         if nbytes == 0:  # empty tensors share address 0 and hold nothing
             return box
         key = (str(tensor.device), tensor.data_ptr(), nbytes)
@@ -100,6 +103,17 @@ class SavedTensorTracker:
     def track(self) -> Iterator["SavedTensorTracker"]:
         with torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack):
             yield self
+
+
+def storage_span_bytes(tensor: torch.Tensor) -> int:
+    """The bytes of memory a tensor's elements occupy: a task's slice of the meta-batch counts as the slice, and an
+    expanded (stride-0) view as the storage it repeats, not as its logical size."""
+    if tensor.numel() == 0:
+        return 0
+    if tensor.layout != torch.strided:
+        return tensor.numel() * tensor.element_size()
+    span = 1 + sum((size - 1) * abs(stride) for size, stride in zip(tensor.shape, tensor.stride()))
+    return span * tensor.element_size()
 
 
 class _Packed:
@@ -129,18 +143,16 @@ def peak_rss_bytes() -> int:
 
 @dataclass
 class PhaseMeter:
-    """Times repeated steps of one phase (meta-training or evaluation) on one device."""
+    """Times repeated steps of one phase (meta-training or evaluation) on one device; memory peaks cover the steps
+    alone."""
 
     device: torch.device
     warmup: int = 0
     times: list[float] = field(default_factory=list)
     saved_bytes_peak: int = 0
+    cuda_peak_bytes: int = 0
+    rss_peak_bytes: int = 0
     steps: int = 0
-
-    def __post_init__(self) -> None:
-        _reset_peak_rss()
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
 
     @contextlib.contextmanager
     def step(self) -> Iterator[None]:
@@ -148,6 +160,9 @@ class PhaseMeter:
         hooks' Python overhead never lands in a timed step (the count is the same for every step of a phase)."""
         warming = self.steps < self.warmup
         synchronize(self.device)
+        _reset_peak_rss()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         start = time.perf_counter()
         if warming:
             tracker = SavedTensorTracker()
@@ -159,18 +174,22 @@ class PhaseMeter:
         synchronize(self.device)
         if not warming:
             self.times.append(time.perf_counter() - start)
+        self.rss_peak_bytes = max(self.rss_peak_bytes, peak_rss_bytes())
+        if self.device.type == "cuda":
+            self.cuda_peak_bytes = max(self.cuda_peak_bytes, torch.cuda.max_memory_allocated(self.device))
         self.steps += 1
 
     def summary(self, prefix: str) -> dict[str, float]:
         times_ms = sorted(t * 1000 for t in self.times)
-        out = {f"{prefix}_ms_median": statistics.median(times_ms) if times_ms else math.nan,
-               f"{prefix}_ms_p90": times_ms[min(len(times_ms) - 1, int(0.9 * len(times_ms)))] if times_ms else math.nan,
-               f"{prefix}_seconds_total": sum(self.times),
-               f"{prefix}_timed_steps": float(len(times_ms)),
-               f"{prefix}_saved_bytes_peak": float(self.saved_bytes_peak) if self.warmup else math.nan,
-               f"{prefix}_rss_peak_bytes": float(peak_rss_bytes())}
+        out = {phase(prefix, MS_MEDIAN): statistics.median(times_ms) if times_ms else math.nan,
+               phase(prefix, MS_P90): times_ms[min(len(times_ms) - 1, int(0.9 * len(times_ms)))] if times_ms
+               else math.nan,
+               phase(prefix, SECONDS_TOTAL): sum(self.times),
+               phase(prefix, TIMED_STEPS): float(len(times_ms)),
+               phase(prefix, SAVED_BYTES_PEAK): float(self.saved_bytes_peak) if self.warmup else math.nan,
+               phase(prefix, RSS_PEAK_BYTES): float(self.rss_peak_bytes)}
         if self.device.type == "cuda":
-            out[f"{prefix}_cuda_peak_bytes"] = float(torch.cuda.max_memory_allocated(self.device))
+            out[phase(prefix, CUDA_PEAK_BYTES)] = float(self.cuda_peak_bytes)
         return out
 
 

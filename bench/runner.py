@@ -1,7 +1,11 @@
 """`bench run`: every cell of a suite through the same measured path, each result in MLflow as soon as it exists.
 
-Cells already FINISHED (same config hash) are reused unless forced; a failing cell becomes a FAILED run and the
-suite goes on; a device that is not there makes its cells skipped runs carrying the reason.
+A cell already FINISHED by the same code (config hash and code identity) is reused unless forced; a failing cell
+becomes a FAILED run and the suite goes on; a device that is not there makes its cells skipped runs with the reason.
+
+Several invocations may share one store. A cell is claimed by creating its run; of the active runs of one cell
+configuration, the oldest whose owner is alive (or that finished) wins, and a later claimant deletes its own run and
+comes back to the cell once the winner has ended: every cell is finished once, whoever runs it.
 """
 from __future__ import annotations
 
@@ -13,16 +17,18 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from mlflow.entities import RunStatus
 from tqdm import tqdm
 
-from bench import tracking
-from bench.cell import run_cell
+from bench import ownership, tracking
 from bench.measure import device_available
+from bench.provenance import code_identity
 from bench.suite import Cell, Suite, expand
-from datasets import load_dataset
+from bench.tracking import FAILED, FINISHED, KILLED, RUNNING
+from bench.training import run_cell
+from datasets import DATASETS, load_dataset
 
-FINISHED, FAILED, KILLED = (RunStatus.to_string(s) for s in (RunStatus.FINISHED, RunStatus.FAILED, RunStatus.KILLED))
+CLAIM_POLL_S = 1.0  # how often a cell held by another invocation is looked at again
+CLAIM_SETTLE_S = 1.0  # longer than a run takes from its start time to being visible in the store
 
 
 @dataclass
@@ -34,11 +40,15 @@ class Outcome:
     run_id: str = ""
 
 
+def cell_code(cell: Cell) -> str:
+    return code_identity(cell.learner, DATASETS[cell.dataset.name].version)
+
+
 def cell_tags(cell: Cell, parent: str) -> dict[str, str]:
-    steps = getattr(cell.learner_config, "inner_steps", None)
-    return {"role": "cell", "config_hash": cell.config_hash, "learner": cell.learner, "label": cell.label,
-            "n_way": str(cell.n_way), "k_shot": str(cell.k_shot), "inner_steps": "" if steps is None else str(steps),
-            "device": cell.device, "seed": str(cell.seed), "dataset": cell.dataset.name, tracking.PARENT_TAG: parent,
+    return {"role": "cell", "config_hash": cell.config_hash, "code_identity": cell_code(cell),
+            "eval_fingerprint": cell.evaluation_fingerprint, "learner": cell.learner, "label": cell.label,
+            "dataset": cell.dataset.name, tracking.PARENT_TAG: parent,
+            **{tracking.AXIS_PREFIX + name: value for name, value in cell.axes.items()},
             **tracking.environment_tags(cell.device)}
 
 
@@ -48,15 +58,19 @@ def _write_scores(scores: list[float], score_name: str) -> Callable:
     return write
 
 
-def run_one(client, experiment: str, parent: str, cell: Cell, progress: bool) -> Outcome:
-    run_id = tracking.start_run(client, experiment, cell.title, cell_tags(cell, parent))
+def new_run(client, experiment: str, parent: str, cell: Cell) -> str:
+    return tracking.start_run(client, experiment, cell.title, cell_tags(cell, parent))
+
+
+def run_one(client, run_id: str, cell: Cell, progress: bool) -> Outcome:
+    """Run ``cell`` into the RUNNING run ``run_id`` and end the run with a status, whatever happens."""
     pending: list[tuple[str, float, int]] = []
 
-    def on_train(iteration: int, loss: float) -> None:
-        pending.append(("train_loss", loss, iteration))
+    def on_train(iteration: int, values: dict[str, float]) -> None:
+        pending.extend((name, value, iteration) for name, value in values.items() if math.isfinite(value))
 
-    def on_validation(iteration: int, score: float) -> None:
-        pending.append(("val_score", score, iteration))
+    def on_validation(iteration: int, values: dict[str, float]) -> None:
+        pending.extend((name, value, iteration) for name, value in values.items())
         tracking.log_metrics(client, run_id, pending)  # curves reach MLflow at every validation
         pending.clear()
 
@@ -66,7 +80,8 @@ def run_one(client, experiment: str, parent: str, cell: Cell, progress: bool) ->
         if not available:
             tracking.end_run(client, run_id, "skipped", KILLED, {"skip_reason": why})
             return Outcome(cell, "skipped", detail=why, run_id=run_id)
-        result = run_cell(cell, on_train, on_validation, progress)
+        with ownership.Heartbeat(lambda now: tracking.heartbeat(client, run_id, now)):
+            result = run_cell(cell, on_train, on_validation, progress)
     except KeyboardInterrupt:
         tracking.end_run(client, run_id, "interrupted", KILLED)
         raise
@@ -80,18 +95,58 @@ def run_one(client, experiment: str, parent: str, cell: Cell, progress: bool) ->
     tracking.log_metrics(client, run_id, [(k, v, 0) for k, v in result.metrics.items() if math.isfinite(v)])
     tracking.log_file(client, run_id, _write_scores(result.test_scores, result.score_name), "test_episodes.csv")
     tracking.log_file(client, run_id, lambda path: torch.save(result.state_dict, path), "meta_parameters.pt")
-    tracking.end_run(client, run_id, "finished", FINISHED, {"score": result.score_name})
+    ran = {f"ran.{k}": v for k, v in result.execution.items()}
+    tracking.end_run(client, run_id, "finished", FINISHED, {"score": result.score_name, **ran})
     return Outcome(cell, "finished", result.metrics, run_id=run_id)
 
 
-def run_suite(suite: Suite, suite_text: str, uri: str, force: bool = False, progress: bool = True,
-              echo: Callable[[str], None] = print) -> list[Outcome]:
+def _holder(runs: list, code: str | None, own: str | None = None):
+    """The run that holds a cell: a finished one, else the oldest RUNNING one whose owner is alive (``own``, this
+    invocation's claim, counts as alive). ``code``: the code identity a holder must have (None: any)."""
+    of_code = [r for r in runs if code is None or r.data.tags.get("code_identity") == code]
+    for run in of_code:
+        if tracking.is_finished(run):
+            return run
+    for run in of_code:
+        if run.info.status == RUNNING and (run.info.run_id == own or not ownership.owner_gone(run.data.tags)):
+            return run
+    return None
+
+
+def _others_running(client, experiment: str, parent: str) -> bool:
+    """Whether another live invocation works on this experiment now."""
+    suites = client.search_runs([experiment], filter_string="tags.role = 'suite' and attributes.status = 'RUNNING'",
+                                max_results=1000)
+    return any(r.info.run_id != parent and not ownership.owner_gone(r.data.tags) for r in suites)
+
+
+def attempt(client, experiment: str, parent: str, cell: Cell, code: str | None, progress: bool
+            ) -> tuple[Outcome | None, str | None]:
+    """Run ``cell`` unless it is held: (outcome, None) when it was run or reused, (None, run id of the holder)
+    when another invocation holds it. ``code``: the code identity a reusable run must have (None: any)."""
+    holder = _holder(tracking.runs_of_cell(client, experiment, cell.config_hash), code)
+    if holder is None:
+        contended = _others_running(client, experiment, parent)
+        run_id = new_run(client, experiment, parent, cell)
+        if contended:  # a claim stamped earlier than ours may still be on its way into the store: let it land
+            time.sleep(CLAIM_SETTLE_S)
+        holder = _holder(tracking.runs_of_cell(client, experiment, cell.config_hash), code, own=run_id)
+        if holder is not None and holder.info.run_id == run_id:
+            return run_one(client, run_id, cell, progress), None
+        tracking.delete_run(client, run_id)  # another claimant came first: step back
+    if holder is not None and tracking.is_finished(holder):
+        return Outcome(cell, "reused", dict(holder.data.metrics), run_id=holder.info.run_id), None
+    return None, holder.info.run_id if holder is not None else None
+
+
+def run_suite(suite: Suite, suite_text: str, uri: str, force: bool = False, reuse_other_code: bool = False,
+              progress: bool = True, echo: Callable[[str], None] = print) -> list[Outcome]:
+    """``force``: run every cell again; ``reuse_other_code``: reuse finished cells whatever code made them."""
     client = tracking.client_for(uri)
     experiment = tracking.experiment_id(client, suite.suite)
-    closed = tracking.close_interrupted(client, experiment)
+    closed = tracking.close_orphaned(client, experiment)
     if closed:
-        echo(f"marked {closed} run(s) left RUNNING by an interrupted invocation as FAILED (outcome=interrupted)")
-    previous = {} if force else tracking.finished_runs(client, experiment)
+        echo(f"marked {closed} run(s) left RUNNING by an ended invocation as FAILED (outcome=interrupted)")
     cells = expand(suite)
     parent = tracking.start_run(client, experiment, f"{suite.suite} {time.strftime('%Y-%m-%d %H:%M:%S')}",
                                 {"role": "suite", **tracking.environment_tags()})
@@ -101,16 +156,28 @@ def run_suite(suite: Suite, suite_text: str, uri: str, force: bool = False, prog
         with tracking.uninterruptible():
             client.log_text(parent, suite_text, "suite.yaml")
             client.log_text(parent, json.dumps(statistics, indent=2), "dataset.json")
+        waiting: list[Cell] = []
         for cell in tqdm(cells, desc=f"{suite.suite}: cells", unit="cell", disable=not progress):
-            if cell.config_hash in previous:
-                run = previous[cell.config_hash]
-                outcomes.append(Outcome(cell, "reused", dict(run.data.metrics), run_id=run.info.run_id))
+            if force:
+                outcomes.append(run_one(client, new_run(client, experiment, parent, cell), cell, progress))
                 continue
-            outcomes.append(run_one(client, experiment, parent, cell, progress))
+            done, _ = attempt(client, experiment, parent, cell, None if reuse_other_code else cell_code(cell),
+                              progress)
+            outcomes.append(done) if done else waiting.append(cell)
+        while waiting:  # cells another invocation is running: take them over if it ends without finishing them
+            cell = waiting.pop(0)
+            done, _ = attempt(client, experiment, parent, cell, None if reuse_other_code else cell_code(cell),
+                                   progress)
+            if done:
+                outcomes.append(done)
+            else:
+                waiting.append(cell)
+                time.sleep(CLAIM_POLL_S)
     except KeyboardInterrupt:
         tracking.end_run(client, parent, "interrupted", KILLED)
         raise
     failures = [o for o in outcomes if o.outcome == "failed"]
     tracking.end_run(client, parent, "failed" if failures else "finished", FINISHED,
                      {"cells": str(len(cells)), "failures": str(len(failures))})
-    return outcomes
+    order = {cell.config_hash: i for i, cell in enumerate(cells)}
+    return sorted(outcomes, key=lambda o: order[o.cell.config_hash])

@@ -40,10 +40,9 @@ class LearnerSpec:
 class GridSpec:
     n_way: tuple[int, ...] = (5,)
     k_shot: tuple[int, ...] = (1,)
-    inner_steps: tuple[int, ...] = ()  # empty: each learner's own default
     devices: tuple[str, ...] = ("cpu",)
     seeds: tuple[int, ...] = (0,)
-    options: dict = field(default_factory=dict)  # any other learner option: name -> list of values
+    options: dict = field(default_factory=dict)  # any learner option (inner_steps, inner_lr, ...): name -> values
 
 
 @dataclass(frozen=True)
@@ -93,16 +92,22 @@ class TrackingSpec:
 
 @dataclass(frozen=True)
 class ReportOptions:
-    """reference: the learner (label) every other is compared with, episode by episode; alpha: the level at which
-    a paired difference is called significant; output_dir: where reports/<suite>/ is written."""
+    """reference: "" compares every pair of learners; a learner's label compares every other learner with it alone
+    (fewer tests, so more power after the multiple-comparison correction); alpha: the family-wise level of the
+    Holm-corrected verdicts; min_seeds: training seeds needed before a verdict is given; output_dir: where
+    reports/<suite>/ is written."""
 
-    reference: str = "fomaml/functional"
+    reference: str = ""
     alpha: float = 0.05
+    min_seeds: int = 3
     output_dir: str = "reports"
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
             raise ValueError(f"report.alpha must lie strictly between 0 and 1, got {self.alpha}")
+        if self.min_seeds < 2:
+            raise ValueError(f"report.min_seeds must be at least 2 (a verdict needs a between-seed variance), "
+                             f"got {self.min_seeds}")
 
 
 @dataclass(frozen=True)
@@ -116,6 +121,10 @@ class Suite:
     backbone: BackboneConfig = BackboneConfig()
     tracking: TrackingSpec = TrackingSpec()
     report: ReportOptions = ReportOptions()
+
+
+AXES = ("n_way", "k_shot", "device", "seed")  # every cell's axes; a suite's grid.options add their own
+ABSENT = "-"  # an option axis of a learner that lacks the option
 
 
 @dataclass(frozen=True)
@@ -135,6 +144,7 @@ class Cell:
     backbone: BackboneConfig
     training: TrainingSpec
     evaluation: EvaluationSpec
+    options: tuple[str, ...] = ()  # the learner options the grid sweeps: axes like n_way, whatever their name
 
     def resolved(self) -> dict[str, Any]:
         return {"suite": self.suite, "learner": self.learner, "label": self.label,
@@ -145,19 +155,40 @@ class Cell:
 
     @property
     def config_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.resolved(), sort_keys=True).encode()).hexdigest()[:16]
+        return _digest(self.resolved())
+
+    @property
+    def axes(self) -> dict[str, str]:
+        """The grid's coordinates of this cell as strings, every axis the same way: n_way, k_shot, device, seed and
+        each swept option (``-`` where this learner has no such option)."""
+        values = {name: str(getattr(self, name)) for name in AXES}
+        for option in self.options:
+            has = hasattr(self.learner_config, option)
+            values[option] = str(getattr(self.learner_config, option)) if has else ABSENT
+        return values
+
+    @property
+    def evaluation_fingerprint(self) -> str:
+        """Equal for two cells exactly when their test episodes are identical: only such runs are paired."""
+        return _digest({"dataset": self.dataset.name, "options": to_mapping(self.dataset_options),
+                        "version": DATASETS[self.dataset.name].version, "split": "test",
+                        "episode_seed": self.evaluation.episode_seed, "n_way": self.n_way, "k_shot": self.k_shot,
+                        "query": self.evaluation.query, "episodes": self.evaluation.test_episodes})
 
     @property
     def title(self) -> str:
-        steps = getattr(self.learner_config, "inner_steps", None)
-        inner = f" S={steps}" if steps is not None else ""
-        return f"{self.label} {self.n_way}-way {self.k_shot}-shot{inner} {self.device} seed={self.seed}"
+        options = "".join(f" {k}={v}" for k, v in self.axes.items() if k not in AXES and v != ABSENT)
+        return f"{self.label} {self.n_way}-way {self.k_shot}-shot{options} {self.device} seed={self.seed}"
 
 
-def _positive_ints(values: tuple[int, ...], where: str, allow_zero: bool = False) -> None:
+def _digest(mapping: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(mapping, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _positive_ints(values: tuple[int, ...], where: str) -> None:
     for v in values:
-        if v < 0 or (v == 0 and not allow_zero):
-            raise ConfigError(f"{where}: {v} is not allowed; values must be {'>= 0' if allow_zero else 'positive'}")
+        if v <= 0:
+            raise ConfigError(f"{where}: {v} is not allowed; values must be positive")
 
 
 def _learner_specs(raw: Any) -> list[dict]:
@@ -190,19 +221,30 @@ def load_suites(path: str | Path, notes: list[str] | None = None) -> list[Suite]
     if not path.is_file():
         raise ConfigError(f"{path}: no such suite file")
     try:
-        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}); "
+                          f"save the suite file as UTF-8") from None
+    return suites_from_text(text, str(path), notes)
+
+
+def suites_from_text(text: str, source: str, notes: list[str] | None = None) -> list[Suite]:
+    """Every suite of a suite file's text (also the copy logged to MLflow with a run)."""
+    try:
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        raise ConfigError(f"{source}: not valid YAML: {error}") from None
     if not documents:
-        raise ConfigError(f"{path}: the file holds no suite")
-    where = [str(path) if len(documents) == 1 else f"{path} (document {i + 1})" for i in range(len(documents))]
-    return [parse_suite(raw, source, notes) for raw, source in zip(documents, where)]
+        raise ConfigError(f"{source}: the file holds no suite")
+    where = [source if len(documents) == 1 else f"{source} (document {i + 1})" for i in range(len(documents))]
+    return [parse_suite(raw, place, notes) for raw, place in zip(documents, where)]
 
 
 def validate(suite: Suite, source: str, notes: list[str] | None = None) -> None:
     """Everything that can be checked before a run: names, option keys, ranges, N and K against the data."""
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", suite.suite):
-        raise ConfigError(f"{source}: suite: {suite.suite!r} may hold only letters, digits, '_', '.' and '-'")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", suite.suite) or set(suite.suite) == {"."}:
+        raise ConfigError(f"{source}: suite: {suite.suite!r} is not allowed: the name (also a folder of reports/) "
+                          f"may hold only letters, digits, '_', '.' and '-', and not only dots")
     try:
         DATASETS[suite.dataset.name]
     except UnknownNameError as error:
@@ -223,7 +265,6 @@ def validate(suite: Suite, source: str, notes: list[str] | None = None) -> None:
     grid = suite.grid
     _positive_ints(grid.n_way, f"{source}: grid.n_way")
     _positive_ints(grid.k_shot, f"{source}: grid.k_shot")
-    _positive_ints(grid.inner_steps, f"{source}: grid.inner_steps", allow_zero=True)
     for name in ("n_way", "k_shot", "devices", "seeds"):
         if not getattr(grid, name):
             raise ConfigError(f"{source}: grid.{name} must list at least one value")
@@ -237,8 +278,6 @@ def validate(suite: Suite, source: str, notes: list[str] | None = None) -> None:
                               f"{did_you_mean(option, all_options)}; their options: {', '.join(all_options)}")
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{source}: grid.options.{option}: expected a non-empty list of values")
-    if suite.grid.inner_steps and not any("inner_steps" in field_names(LEARNERS[s.name].Config) for s in suite.learners):
-        raise ConfigError(f"{source}: grid.inner_steps: no learner of this suite has inner steps")
     from datasets import load_dataset  # noqa: PLC0415  (loading is the expensive part: only for a valid suite)
     try:
         data = load_dataset(suite.dataset.name, suite.dataset.options)
@@ -261,8 +300,6 @@ def expand(suite: Suite) -> list[Cell]:
     dataset_options = parse_options(suite.dataset.name, suite.dataset.options)
     grid = suite.grid
     swept = dict(grid.options)
-    if grid.inner_steps:
-        swept["inner_steps"] = list(grid.inner_steps)
     names = list(swept)
     for n, k, device, seed in itertools.product(grid.n_way, grid.k_shot, grid.devices, grid.seeds):
         for spec in suite.learners:
@@ -275,7 +312,8 @@ def expand(suite: Suite) -> list[Cell]:
                     config_map["eval_inner_steps"] = suite.evaluation.inner_steps
                 config = from_mapping(cls.Config, config_map, f"learners ({spec.name}) with grid values {overrides}")
                 cell = Cell(suite.suite, spec.name, spec.label or spec.name, config, n, k, device, seed,
-                            suite.dataset, dataset_options, suite.backbone, suite.training, suite.evaluation)
+                            suite.dataset, dataset_options, suite.backbone, suite.training, suite.evaluation,
+                            tuple(names))
                 if cell.config_hash not in seen:
                     seen.add(cell.config_hash)
                     cells.append(cell)

@@ -1,7 +1,9 @@
 """MLflow: where every result goes, and the only place the report reads from.
 
-A parent run per suite invocation, a child run per cell. Child runs carry the tag ``config_hash`` (resume) and
-``outcome`` (finished / failed / skipped / interrupted), next to MLflow's own status.
+A parent run per suite invocation, a child run per cell. Child runs carry the tags ``config_hash`` and
+``code_identity`` (together, what resuming matches), ``eval_fingerprint`` (which runs may be paired), ``axis.<name>``
+for every axis of the grid, the owner (``owner.*``, see bench.ownership) and ``outcome`` (finished / failed /
+skipped / interrupted), next to MLflow's own status. The tracking URI is passed explicitly: no global MLflow state.
 """
 from __future__ import annotations
 
@@ -10,22 +12,26 @@ import functools
 import os
 import platform
 import signal
-import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-import mlflow
 import torch
+from filelock import FileLock
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from bench import ownership
 from bench.measure import cpu_model, device_description
+from bench.provenance import PROJECT_ROOT, git_commit
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PARENT_TAG = "mlflow.parentRunId"
+AXIS_PREFIX = "axis."
+FINISHED, FAILED, KILLED, RUNNING = (RunStatus.to_string(s) for s in (RunStatus.FINISHED, RunStatus.FAILED,
+                                                                      RunStatus.KILLED, RunStatus.RUNNING))
 
 
 @contextlib.contextmanager
@@ -33,6 +39,9 @@ def uninterruptible() -> Iterator[None]:
     """Hold Ctrl-C until the block is done, then raise it. A KeyboardInterrupt inside MLflow's SQL session can be
     swallowed (the run goes on) or leave the store locked (the clean-up hangs); between writes it is safe."""
     if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background: Ctrl-C is not ours to turn on
         yield
         return
     received = []
@@ -67,8 +76,12 @@ def resolve_uri(suite_uri: str, flag: str | None) -> str:
 @_uninterruptible
 def client_for(uri: str) -> MlflowClient:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep our own progress output readable
-    mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri)
+    if uri.startswith("sqlite:///"):
+        # two invocations creating one new store would both run its migrations: the first does it under a lock
+        with FileLock(uri[len("sqlite:///"):] + ".lock", timeout=120):
+            client.search_experiments(max_results=1)
+    return client
 
 
 @_uninterruptible
@@ -83,18 +96,13 @@ def experiment_id(client: MlflowClient, name: str, create: bool = True) -> str |
         # artifacts beside the SQLite file (results/mlartifacts/ by default), not wherever the command runs
         database = Path(client.tracking_uri[len("sqlite:///"):])
         location = (database.parent / "mlartifacts" / name).as_uri()
-    return client.create_experiment(name, artifact_location=location)
-
-
-def git_commit() -> str:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # another invocation created it in between
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def environment_tags(device: str | None = None) -> dict[str, str]:
@@ -155,25 +163,42 @@ def child_runs(client: MlflowClient, experiment: str) -> list:
             return runs
 
 
-def finished_runs(client: MlflowClient, experiment: str) -> dict:
-    """config hash -> a run of that cell that finished (what resuming skips)."""
-    return {r.data.tags["config_hash"]: r for r in child_runs(client, experiment)
-            if r.info.status == "FINISHED" and r.data.tags.get("outcome") == "finished"}
+def is_finished(run) -> bool:
+    return run.info.status == FINISHED and run.data.tags.get("outcome") == "finished"
+
+
+def runs_of_cell(client: MlflowClient, experiment: str, config_hash: str) -> list:
+    """Every active run of one cell configuration, oldest first (ties broken by run id: one order for everyone)."""
+    runs = client.search_runs([experiment], filter_string=f"tags.role = 'cell' and tags.config_hash = '{config_hash}'",
+                              max_results=10000)
+    return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
 
 
 @_uninterruptible
-def close_interrupted(client: MlflowClient, experiment: str) -> int:
-    """Runs left RUNNING by an interrupted invocation (Ctrl-C, kill -9, lost machine) are marked FAILED."""
-    stale = client.search_runs([experiment], filter_string="attributes.status = 'RUNNING'", max_results=10000)
-    for run in stale:
+def close_orphaned(client: MlflowClient, experiment: str) -> int:
+    """RUNNING runs whose owner is gone (Ctrl-C lost, kill -9, a lost machine) are marked FAILED with outcome
+    ``interrupted``; runs of live owners (another `bench run` on this store right now) are left alone."""
+    running = client.search_runs([experiment], filter_string="attributes.status = 'RUNNING'", max_results=10000)
+    orphaned = [run for run in running if ownership.owner_gone(run.data.tags)]
+    for run in orphaned:
         client.set_tag(run.info.run_id, "outcome", "interrupted")
-        client.set_terminated(run.info.run_id, status=RunStatus.to_string(RunStatus.FAILED))
-    return len(stale)
+        client.set_terminated(run.info.run_id, status=FAILED)
+    return len(orphaned)
+
+
+@_uninterruptible
+def heartbeat(client: MlflowClient, run_id: str, now: float) -> None:
+    client.set_tag(run_id, ownership.HEARTBEAT, f"{now:.0f}")
+
+
+@_uninterruptible
+def delete_run(client: MlflowClient, run_id: str) -> None:
+    client.delete_run(run_id)
 
 
 @_uninterruptible
 def start_run(client: MlflowClient, experiment: str, name: str, tags: dict[str, str]) -> str:
-    return client.create_run(experiment, run_name=name, tags=tags).info.run_id
+    return client.create_run(experiment, run_name=name, tags={**tags, **ownership.owner_tags()}).info.run_id
 
 
 @_uninterruptible

@@ -9,7 +9,7 @@ import torch
 
 from algorithms import LEARNERS, MetaLearner
 from algorithms.backbones import BackboneConfig
-from bench.cell import new_learner
+from bench.factory import new_learner
 from datasets import Episode, load_dataset
 
 

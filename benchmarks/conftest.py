@@ -1,6 +1,6 @@
 import pytest
 
-from bench.cell import new_learner
+from bench.factory import new_learner
 from datasets import load_dataset
 
 

@@ -15,7 +15,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.cell import run_cell  # noqa: E402
+from bench import metrics  # noqa: E402
+from bench.training import run_cell  # noqa: E402
 from bench.measure import PhaseMeter, device_description, saved_bytes_of  # noqa: E402
 from bench.suite import expand, load_suites  # noqa: E402
 from benchmarks.conftest import learner_on_glyphs, meta_iteration  # noqa: E402
@@ -32,11 +33,12 @@ def quickstart(devices: list[str]) -> None:
     for device in devices:
         for cell in expand(suite):
             cell = dataclasses.replace(cell, device=device)
-            m = run_cell(cell).metrics
-            cuda = f"{m['train_cuda_peak_bytes'] / 1e6:.0f}" if "train_cuda_peak_bytes" in m else "-"
-            print(f"| {cell.label} | {device} | {100 * m['test_accuracy']:.2f} ± {100 * m['test_accuracy_ci95']:.2f}% "
-                  f"| {m['train_ms_median']:.1f} | {m['train_ms_p90']:.1f} | {m['eval_ms_median']:.1f} "
-                  f"| {m['train_saved_bytes_peak'] / 1e6:.1f} | {cuda} | {m['train_seconds_total']:.1f} |", flush=True)
+            got = run_cell(cell).metrics
+            score = metrics.format_score("accuracy", got[metrics.SCORES["accuracy"].name], got[metrics.ci95("accuracy")])
+            costs = " | ".join(metric.format(got.get(metric.name)) for metric in (
+                metrics.TRAIN_MS, metrics.TRAIN_MS_P90, metrics.EVAL_MS, metrics.SAVED_MB, metrics.CUDA_MB,
+                metrics.TRAIN_SECONDS))
+            print(f"| {cell.label} | {device} | {score} | {costs} |", flush=True)
 
 
 def batching(device: torch.device, iterations: int = 5) -> None:
@@ -55,8 +57,7 @@ def batching(device: torch.device, iterations: int = 5) -> None:
                     for _ in range(iterations + 1):
                         with meter.step():
                             step()
-                    summary = meter.summary("x")
-                    cuda = f"{summary['x_cuda_peak_bytes'] / 1e6:.0f}" if "x_cuda_peak_bytes" in summary else "-"
+                    cuda = metrics.CUDA_MB.format(meter.summary("train").get(metrics.CUDA_MB.name))
                     print(f"| {name} | 5w{k}s B=32 S={s} | {mode}{f' chunk {chunk}' if chunk else ''} | "
                           f"{statistics.median(meter.times) * 1000:.1f} | {saved / 1e6:.0f} | {cuda} |", flush=True)
                 except torch.cuda.OutOfMemoryError as error:

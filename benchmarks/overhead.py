@@ -17,9 +17,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import tracking  # noqa: E402
-from bench.cell import build_learner, dtype_of, make_optimizer  # noqa: E402
+from bench.factory import build_learner, dtype_of, make_optimizer  # noqa: E402
 from bench.evaluation import evaluate  # noqa: E402
-from bench.runner import run_one  # noqa: E402
+from bench.runner import new_run, run_one  # noqa: E402
 from bench.suite import expand, parse_suite  # noqa: E402
 from datasets import load_dataset  # noqa: E402
 
@@ -66,7 +66,7 @@ def main() -> None:
             bare(cell)
             bare_times.append(time.perf_counter() - start)
             start = time.perf_counter()
-            outcome = run_one(client, experiment, parent, cell, progress=False)
+            outcome = run_one(client, new_run(client, experiment, parent, cell), cell, progress=False)
             runner_times.append(time.perf_counter() - start)
             assert outcome.outcome == "finished", outcome.detail
     b, r = statistics.median(bare_times), statistics.median(runner_times)

@@ -51,6 +51,11 @@ class Dataset(ABC):
     task_kind: str  # "classification" or "regression"
     input_shape: tuple[int, ...]
 
+    @property
+    def score_name(self) -> str:
+        """What a test episode is scored by: "accuracy" for classification, "mse" for regression."""
+        return "accuracy" if self.task_kind == "classification" else "mse"
+
     @abstractmethod
     def sampler(self, split: str, n_way: int, k_shot: int, q_query: int, seed: int) -> TaskSource: ...
 

@@ -198,7 +198,7 @@ def render(o: GlyphsOptions) -> ClassImages:
     return ClassImages(torch.from_numpy(images), offsets, _split_ids(groups, o), names, groups)
 
 
-@register_dataset("glyphs", GlyphsOptions, backbone="conv4")
+@register_dataset("glyphs", GlyphsOptions, backbone="conv4", version=VERSION)
 def load_glyphs(o: GlyphsOptions) -> ImageDataset:
     key = {"version": VERSION, "fonts": list(FONT_FILES), "options": o.__dict__}
     return ImageDataset("glyphs", cached_class_images("glyphs", key, lambda: render(o)))

@@ -50,7 +50,8 @@ def _decode(root: Path, o: MiniImageNetOptions) -> ClassImages:
     return ClassImages(torch.from_numpy(np.stack(images)), torch.tensor(offsets), splits, names, list(names))
 
 
-@register_dataset("miniimagenet", MiniImageNetOptions, backbone="conv4", conv_filters=32)
+@register_dataset("miniimagenet", MiniImageNetOptions, backbone="conv4", conv_filters=32,
+                  version=VERSION)
 def load_miniimagenet(o: MiniImageNetOptions) -> ImageDataset:
     root = Path(o.root).expanduser().resolve()
     missing = [name for name in ("train.csv", "val.csv", "test.csv", "images") if not (root / name).exists()]

@@ -75,7 +75,7 @@ def _decode(characters: list[Path], o: OmniglotOptions) -> ClassImages:
     return ClassImages(torch.from_numpy(np.stack(images)[:, None]), torch.tensor(offsets), splits, names, groups)
 
 
-@register_dataset("omniglot", OmniglotOptions, backbone="conv4")
+@register_dataset("omniglot", OmniglotOptions, backbone="conv4", version=VERSION)
 def load_omniglot(o: OmniglotOptions) -> ImageDataset:
     root = Path(o.root).expanduser().resolve()
     characters = _character_dirs(root, o.download)

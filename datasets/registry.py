@@ -15,14 +15,15 @@ class DatasetEntry:
     load: Callable[[Any], Dataset]
     backbone: str  # "conv4" or "mlp"
     conv_filters: int = 64
+    version: int = 1  # of the code that makes its episodes: part of every evaluation fingerprint and resume key
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
-def register_dataset(name: str, options: type, backbone: str, conv_filters: int = 64):
+def register_dataset(name: str, options: type, backbone: str, conv_filters: int = 64, version: int = 1):
     def add(load: Callable[[Any], Dataset]) -> Callable[[Any], Dataset]:
-        DATASETS.register(name)(DatasetEntry(options, load, backbone, conv_filters))
+        DATASETS.register(name)(DatasetEntry(options, load, backbone, conv_filters, version))
         return load
 
     return add

@@ -2,7 +2,7 @@ import torch
 
 from algorithms import LEARNERS
 from algorithms.backbones import BackboneConfig, build_model
-from bench.cell import task_of
+from bench.factory import task_of
 from bench.config import from_mapping
 from datasets import DATASETS, load_dataset
 

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from algorithms import LEARNERS
-from bench.cell import build_learner, run_cell
+from bench.factory import build_learner
+from bench.training import run_cell
 from bench.evaluation import evaluate
 from bench.measure import confidence_interval95
 from bench.suite import expand, parse_suite

@@ -54,8 +54,9 @@ def test_phase_meter_times_after_warmup_and_counts_saved_bytes_during_it():
     assert summary["train_rss_peak_bytes"] > 0 and "train_cuda_peak_bytes" not in summary
 
 
-def test_cuda_clock_reads_are_synchronised_and_peaks_reset(monkeypatch):
-    """The CUDA path, exercised on the CPU: every clock read is preceded by a synchronize of the device."""
+def test_cuda_clock_reads_are_synchronised_and_peaks_reset_per_step(monkeypatch):
+    """The CUDA path, exercised on the CPU: every clock read is preceded by a synchronize of the device, and the
+    peak counter is reset at the start of each step."""
     events = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: events.append(("sync", str(device))))
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: events.append(("reset", str(device))))
@@ -65,9 +66,36 @@ def test_cuda_clock_reads_are_synchronised_and_peaks_reset(monkeypatch):
     meter = PhaseMeter(torch.device("cuda:0"), warmup=0)
     with meter.step():
         events.append(("work", ""))
-    assert events == [("reset", "cuda:0"), ("sync", "cuda:0"), ("clock", ""), ("work", ""), ("sync", "cuda:0"),
+    assert events == [("sync", "cuda:0"), ("reset", "cuda:0"), ("clock", ""), ("work", ""), ("sync", "cuda:0"),
                       ("clock", "")]
     assert meter.summary("train")["train_cuda_peak_bytes"] == 1234
+
+
+def test_phase_peaks_leave_out_what_runs_between_steps(monkeypatch):
+    """Validation runs between meta-iterations: its CUDA peak (here 9 GB) must not become the training peak."""
+    state = {"peak": 0}
+
+    def allocate(nbytes):
+        state["peak"] = max(state["peak"], nbytes)
+
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: state.update(peak=0))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: state["peak"])
+    meter = PhaseMeter(torch.device("cuda:0"), warmup=0)
+    for step_bytes in (1000, 3000, 2000):
+        with meter.step():
+            allocate(step_bytes)
+        allocate(9 * 10**9)  # a validation pass
+    assert meter.summary("train")["train_cuda_peak_bytes"] == 3000
+
+
+def test_expanded_tensors_count_the_storage_they_repeat():
+    base = torch.randn(10, 100, dtype=torch.float64)
+    assert measure.storage_span_bytes(base.expand(32, 10, 100)) == 8000  # stride 0: the base's bytes, not 32x
+    assert measure.storage_span_bytes(base[2:4]) == 1600  # a slice: its own bytes
+    assert measure.storage_span_bytes(base[:, ::10]) == (9 * 100 + 9 * 10 + 1) * 8  # strided: the span it covers
+    w, r = torch.randn(100, requires_grad=True), torch.randn(50, 100, requires_grad=True)
+    assert saved_bytes_of(lambda: (w.expand(50, 100) * r).sum().backward()) == 400 + 50 * 100 * 4
 
 
 def test_devices_that_are_not_there_say_why(monkeypatch):

@@ -12,7 +12,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from bench.__main__ import main
-from bench.cell import build_learner, run_cell
+from bench.factory import build_learner
+from bench.training import run_cell
 from bench.suite import expand, parse_suite
 from tests.bench.conftest import TINY
 

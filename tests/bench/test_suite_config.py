@@ -1,3 +1,4 @@
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -46,8 +47,8 @@ def test_impossible_episodes_for_the_data_are_refused():
 
 
 def test_grid_expands_learner_options_and_skips_options_a_learner_lacks():
-    suite = parse_suite({**TINY, "grid": {**TINY["grid"], "inner_steps": [1, 2], "seeds": [0, 1],
-                                          "options": {"head_steps": [5, 10]}}})
+    suite = parse_suite({**TINY, "grid": {**TINY["grid"], "seeds": [0, 1],
+                                          "options": {"inner_steps": [1, 2], "head_steps": [5, 10]}}})
     cells = expand(suite)
     by_learner = {}
     for cell in cells:
@@ -56,6 +57,30 @@ def test_grid_expands_learner_options_and_skips_options_a_learner_lacks():
     assert {c.learner_config.inner_steps for c in by_learner["maml"]} == {1, 2}
     assert {c.learner_config.head_steps for c in by_learner["finetune"]} == {5, 10}
     assert len({c.config_hash for c in cells}) == len(cells)
+    # every swept option is an axis of every cell, the same way as n_way; "-" where the learner lacks it
+    maml = next(c for c in by_learner["maml"] if c.learner_config.inner_steps == 2 and c.seed == 1)
+    assert maml.axes == {"n_way": "3", "k_shot": "1", "device": "cpu", "seed": "1", "inner_steps": "2",
+                         "head_steps": "-"}
+    assert "inner_steps=2" in maml.title and "head_steps" not in maml.title
+
+
+def test_the_evaluation_fingerprint_changes_exactly_when_the_test_episodes_do():
+    def fingerprint(**changes):
+        raw = {**TINY, **changes}
+        return {c.learner: c.evaluation_fingerprint for c in expand(parse_suite(raw))}
+
+    base = fingerprint()
+    assert len(set(base.values())) == 1  # every learner of a cell is scored on the same episodes
+    assert fingerprint(training={**TINY["training"], "lr": 0.5}) == base  # training does not change the episodes
+    assert fingerprint(grid={**TINY["grid"], "seeds": [4]}) == base
+    for changed in ({"evaluation": {**TINY["evaluation"], "query": 3}},
+                    {"evaluation": {**TINY["evaluation"], "episode_seed": 1}},
+                    {"evaluation": {**TINY["evaluation"], "test_episodes": 7}},
+                    {"grid": {**TINY["grid"], "k_shot": [2]}}):
+        assert fingerprint(**changed)["maml"] != base["maml"], changed
+    cell = expand(parse_suite(TINY))[0]
+    other_data = dataclasses.replace(cell, dataset_options=dataclasses.replace(cell.dataset_options, seed=1))
+    assert other_data.evaluation_fingerprint != cell.evaluation_fingerprint
 
 
 def test_evaluation_inner_steps_override_the_test_time_steps():
@@ -77,13 +102,27 @@ def test_bad_suite_exits_2_with_one_paragraph_and_creates_no_run(write_suite, tm
 def test_dry_run_prints_the_grid(write_suite, capsys):
     assert main(["run", str(write_suite()), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "suite tiny: 3 cell(s)" in out and "maml 3-way 1-shot S=1 cpu seed=0" in out
+    assert "suite tiny: 3 cell(s)" in out and "maml 3-way 1-shot cpu seed=0" in out
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "suites").glob("*.yaml")))
 def test_shipped_suites_validate(name, capsys):
     assert main(["run", str(ROOT / "suites" / name), "--dry-run"]) == 0
     assert "cell(s)" in capsys.readouterr().out
+
+
+def test_a_suite_file_that_is_not_utf8_exits_2_without_a_traceback(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("suite: caf\u00e9\n".encode("latin-1"))
+    done = subprocess.run([sys.executable, "-m", "bench", "run", str(path), "--dry-run"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "not UTF-8 text (byte 10 is 0xe9)" in done.stderr and str(path) in done.stderr
+
+
+@pytest.mark.parametrize("name", [".", "..", "...", "a/b", ""])
+def test_suite_names_that_would_leave_reports_are_refused(name):
+    bad({"suite": name}, "suite: .* is not allowed")
 
 
 def test_missing_suite_file():

@@ -1,0 +1,69 @@
+"""The one metric schema: every figure a cell produces, by its MLflow name, with unit, direction and format.
+
+The measurement module writes these names, the runner logs them, and the summary, the report and the benchmarks
+read and format them from here, so a metric is spelled once.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+# suffixes a PhaseMeter writes after its phase prefix ("train_", "eval_")
+MS_MEDIAN, MS_P90, SECONDS_TOTAL, TIMED_STEPS = "ms_median", "ms_p90", "seconds_total", "timed_steps"
+SAVED_BYTES_PEAK, RSS_PEAK_BYTES, CUDA_PEAK_BYTES = "saved_bytes_peak", "rss_peak_bytes", "cuda_peak_bytes"
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # as logged to MLflow
+    label: str  # column header
+    unit: str  # displayed unit ("%" for accuracy)
+    direction: Literal["higher", "lower", "none"]  # which way is better
+    scale: float = 1.0  # stored value / scale = displayed value
+    digits: int = 1
+
+    def format(self, value: float | None) -> str:
+        if value is None or not math.isfinite(value):
+            return "-"
+        return f"{value / self.scale:.{self.digits}f}"
+
+
+def phase(prefix: str, suffix: str) -> str:
+    return f"{prefix}_{suffix}"
+
+
+SCORES = {
+    "accuracy": Metric("test_accuracy", "test accuracy", "%", "higher", scale=0.01, digits=2),
+    "mse": Metric("test_mse", "test MSE", "", "lower", digits=4),
+}
+TRAIN_MS = Metric(phase("train", MS_MEDIAN), "ms / meta-iter (median)", "ms", "lower")
+TRAIN_MS_P90 = Metric(phase("train", MS_P90), "ms / meta-iter (p90)", "ms", "lower")
+TRAIN_SECONDS = Metric(phase("train", SECONDS_TOTAL), "timed meta-iterations s (no warm-up, no validation)", "s",
+                       "lower")
+SAVED_MB = Metric(phase("train", SAVED_BYTES_PEAK), "saved-for-backward MB", "MB", "lower", scale=1e6, digits=3)
+CUDA_MB = Metric(phase("train", CUDA_PEAK_BYTES), "CUDA peak MB (meta-iterations)", "MB", "lower", scale=1e6)
+RSS_MB = Metric(phase("train", RSS_PEAK_BYTES), "RSS peak MB (meta-iterations)", "MB", "lower", scale=1e6, digits=0)
+EVAL_MS = Metric(phase("eval", MS_MEDIAN), "ms / test episode (median)", "ms", "lower")
+COSTS = (TRAIN_MS, TRAIN_MS_P90, EVAL_MS, SAVED_MB, CUDA_MB, RSS_MB, TRAIN_SECONDS)
+
+# curves logged during training (step = meta-iteration)
+TRAIN_LOSS, TRAIN_QUERY_SCORE, VAL_SCORE = "train_loss", "train_query_score", "val_score"
+FINAL_TRAIN_LOSS, FINAL_VAL_SCORE = "final_train_loss", "final_val_score"
+
+
+def support_loss(step: int) -> str:
+    """The mean support loss before inner step ``step`` (a curve over meta-iterations)."""
+    return f"train_support_loss_step{step}"
+
+
+def ci95(score: str) -> str:
+    return f"{SCORES[score].name}_ci95"
+
+
+def format_score(score: str, mean: float | None, half_width: float | None) -> str:
+    """``61.38 ± 1.85%`` for accuracy, ``0.4012 ± 0.0500`` for MSE: one format everywhere."""
+    metric = SCORES[score]
+    if mean is None or not math.isfinite(mean):
+        return "-"
+    return f"{metric.format(mean)} ± {metric.format(half_width)}{metric.unit}"

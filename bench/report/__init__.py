@@ -1,0 +1,80 @@
+"""`bench report`: the comparison report of a suite, built from what MLflow holds and nothing else.
+
+Writes reports/<suite>/report.md, a self-contained report.html (figures embedded), the figures as PNG and the tables
+as CSV. It covers the cells of the suite as it stands now (the file given, or the one the latest invocation logged);
+runs of other definitions are counted, never mixed in.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import tracking
+from bench.report import figures, render, tables
+from bench.report.loading import Runs, load_runs, logged_suites
+from bench.report.statistics import METHOD, comparisons
+from bench.suite import ReportOptions, Suite
+
+__all__ = ["build_report", "logged_suites"]
+
+
+def _dataset_lines(statistics: dict) -> tuple[str, ...]:
+    """The dataset's statistics as a short list: one line per split instead of a JSON dump."""
+    lines = []
+    for key, value in statistics.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in value.items())
+        lines.append(f"{key}: {value}")
+    return tuple(lines)
+
+
+def _header(runs: Runs) -> list[render.Block]:
+    h = runs.header
+    items = [f"generated: {h['generated']}", f"git commit(s): {h['git commits']}", f"torch: {h['torch']}",
+             f"devices: {h['devices']}"]
+    if h["mixed code"]:
+        items.append("WARNING: runs made by more than one code version (--reuse-other-code) for: "
+                     + ", ".join(h["mixed code"]) + "; see the code identity column of the per-run table")
+    return [render.Items(tuple(items)), render.Heading("Dataset"), render.Items(_dataset_lines(h["dataset"]))]
+
+
+def _comparison_blocks(frames: dict, options: ReportOptions) -> list[render.Block]:
+    return [render.Heading("Comparisons"), render.Text(METHOD.format(min_seeds=options.min_seeds, alpha=options.alpha)),
+            render.Heading("Between algorithms", 3), render.Table(frames["comparisons"]),
+            render.Heading("Between implementation variants of one algorithm", 3),
+            render.Text("Variants compute the same meta-gradient (bench verify: float64 agreement); in float32 "
+                        "their training runs drift apart by rounding, so a difference here is a verdict on "
+                        "rounding only where it recurs across seeds."),
+            render.Table(frames["variant_comparisons"])]
+
+
+def build_report(suite: str, uri: str, suites: list[Suite] | None = None) -> Path:
+    """``suites``: the suite documents named ``suite`` as they stand now; None: those logged with the runs."""
+    client = tracking.client_for(uri)
+    suites = suites or logged_suites(client, suite)
+    options = suites[0].report
+    runs = load_runs(client, suites)
+    folder = Path(options.output_dir)
+    folder = (folder if folder.is_absolute() else tracking.PROJECT_ROOT / folder) / suite
+    folder.mkdir(parents=True, exist_ok=True)
+    compared = comparisons(runs, options)
+    frames = {"results": tables.results(runs), "runs": tables.per_run(runs),
+              "comparisons": tables.verdicts(runs, compared, "algorithms"),
+              "variant_comparisons": tables.verdicts(runs, compared, "variants of one algorithm"),
+              "failed_and_skipped": tables.problems(runs), "other_definitions": tables.other_definitions(runs)}
+    for name, frame in frames.items():
+        frame.to_csv(folder / f"{name}.csv", index=False)
+    made = figures.all_figures(runs, folder)
+    blocks: list[render.Block] = [render.Heading(f"meta-bench report: {suite}", 1), *_header(runs),
+                                  render.Heading("Results"), render.Table(frames["results"]),
+                                  *_comparison_blocks(frames, options), render.Heading("Figures")]
+    for title, path in made:
+        blocks += [render.Heading(title, 3), render.Image(title, path)]
+    blocks += [render.Heading("Every run"), render.Table(frames["runs"]),
+               render.Heading("Failed and skipped cells"), render.Table(frames["failed_and_skipped"]),
+               render.Heading("Runs of other suite definitions (not included)"),
+               render.Text("Runs in this experiment that match no cell of the suite as it stands now (an option, "
+                           "the evaluation or the grid changed since, or made by an older harness)."),
+               render.Table(frames["other_definitions"])]
+    (folder / "report.md").write_text(render.markdown(blocks), encoding="utf-8")
+    (folder / "report.html").write_text(render.page(f"meta-bench: {suite}", blocks), encoding="utf-8")
+    return folder / "report.md"
