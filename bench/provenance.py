@@ -56,13 +56,17 @@ def source_hash(files: list[Path], root: Path = PROJECT_ROOT) -> str:
     return digest.hexdigest()[:16]
 
 
+def files_of(learner: str) -> list[Path]:
+    """The source files that can change ``learner``'s results: all but the other learners' own modules."""
+    modules = learner_modules()
+    others = set().union(*modules.values()) - modules[learner]
+    return [f for f in source_files() if f.as_posix() not in others]
+
+
 @functools.lru_cache(maxsize=None)
 def code_identity(learner: str, dataset_version: int) -> str:
     """The identity of the code that runs ``learner``'s cells: what resuming matches on, besides the config."""
-    modules = learner_modules()
-    others = set().union(*modules.values()) - modules[learner]
-    files = [f for f in source_files() if f.as_posix() not in others]
-    return f"{source_hash(files)}-torch{torch.__version__}-data{dataset_version}"
+    return f"{source_hash(files_of(learner))}-torch{torch.__version__}-data{dataset_version}"
 
 
 @functools.lru_cache(maxsize=None)

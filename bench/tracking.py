@@ -76,12 +76,11 @@ def resolve_uri(suite_uri: str, flag: str | None) -> str:
 @_uninterruptible
 def client_for(uri: str) -> MlflowClient:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep our own progress output readable
-    client = MlflowClient(tracking_uri=uri)
-    if uri.startswith("sqlite:///"):
-        # two invocations creating one new store would both run its migrations: the first does it under a lock
-        with FileLock(uri[len("sqlite:///"):] + ".lock", timeout=120):
-            client.search_experiments(max_results=1)
-    return client
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=uri)
+    # the client creates (and migrates) a new store: two invocations doing it at once collide, so one at a time
+    with FileLock(uri[len("sqlite:///"):] + ".lock", timeout=120):
+        return MlflowClient(tracking_uri=uri)
 
 
 @_uninterruptible

@@ -1,4 +1,5 @@
 import math
+import re
 import os
 import signal
 import subprocess
@@ -34,14 +35,19 @@ def test_a_suite_logs_every_cell_with_params_metrics_tags_and_artifacts(write_su
         assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "finished"
         tags, metrics, params = run.data.tags, run.data.metrics, run.data.params
         for tag in ("git_commit", "torch_version", "cuda_version", "device_name", "cpu_model", "config_hash",
+                    "code_identity", "eval_fingerprint", "owner.host", "owner.pid", "owner.started", "owner.heartbeat",
                     "mlflow.parentRunId"):
             assert tags[tag], tag
+        assert {k: v for k, v in tags.items() if k.startswith("axis.")} == {
+            "axis.n_way": "3", "axis.k_shot": "1", "axis.device": "cpu", "axis.seed": "0"}
         assert params["training.meta_iterations"] == "4" and params["n_way"] == "3"
         assert 0 <= metrics["test_accuracy"] <= 1 and metrics["test_accuracy_ci95"] > 0
         assert metrics["train_ms_median"] > 0 and metrics["train_saved_bytes_peak"] > 0
         assert metrics["eval_ms_median"] > 0 and metrics["train_rss_peak_bytes"] > 0
         client = MlflowClient(tracking_uri)
         assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [0, 1, 2, 3]
+        # the learner's own step metrics are logged, not dropped
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "train_query_score")] == [0, 1, 2, 3]
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_score")] == [2, 4]
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"test_episodes.csv", "meta_parameters.pt"} <= artifacts
@@ -66,7 +72,7 @@ def test_missing_device_is_a_skipped_run_with_its_reason(write_suite, tracking_u
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     path = write_suite({"learners": ["fomaml/functional"], "grid": {**TINY["grid"], "devices": ["cpu", "cuda"]}})
     assert main(["run", str(path), "--tracking-uri", tracking_uri, "--no-progress", "--no-report"]) == 0
-    runs = {r.data.tags["device"]: r for r in cell_runs(tracking_uri)}
+    runs = {r.data.tags["axis.device"]: r for r in cell_runs(tracking_uri)}
     assert runs["cpu"].data.tags["outcome"] == "finished"
     assert runs["cuda"].info.status == "KILLED" and runs["cuda"].data.tags["outcome"] == "skipped"
     assert "CUDA is not available" in runs["cuda"].data.tags["skip_reason"]
@@ -84,27 +90,64 @@ def test_a_diverging_cell_fails_alone_and_the_suite_exits_non_zero(write_suite, 
     assert "1 cell(s) failed" in capsys.readouterr().err
 
 
-def test_the_update_is_not_applied_once_the_loss_is_non_finite():
+def test_the_update_is_not_applied_once_the_loss_is_non_finite(monkeypatch):
+    from bench import training
+
     suite = parse_suite({**TINY, "learners": [{"name": "fomaml/functional", "config": {"inner_lr": 1e30}}]})
     cell = expand(suite)[0]
-    learner = build_learner(cell)
-    before = [p.detach().clone() for p in learner.model.parameters()]
+    built = []
+    monkeypatch.setattr(training, "build_learner", lambda c: built.append(build_learner(c)) or built[-1])
     try:
         run_cell(cell)
     except FloatingPointError:
         pass
     else:
         raise AssertionError("a non-finite loss must stop the cell")
-    after = build_learner(cell)
-    assert all(torch.equal(a, b) for a, b in zip(before, after.model.parameters()))
+    start = build_learner(cell)  # the same seed: the weights the cell started from
+    (learner,) = built
+    assert all(torch.equal(a, b) for a, b in zip(start.model.parameters(), learner.model.parameters()))
 
 
-def test_same_seed_same_start_and_same_episodes_for_every_learner():
-    suite = parse_suite({**TINY, "learners": ["fomaml/deepcopy", "maml", "finetune"]})
-    learners = [build_learner(cell) for cell in expand(suite)]
-    first = list(learners[0].model.parameters())
-    for other in learners[1:]:
-        assert all(torch.equal(a, b) for a, b in zip(first, other.model.parameters()))
+def test_same_seed_same_start_and_same_episodes_for_every_learner(monkeypatch):
+    """Every learner of a seed starts from the same weights, trains on the same episode stream and is scored on
+    the same test episodes; another seed changes the weights and the training stream, not the test episodes."""
+    from algorithms.base import MetaLearner
+    from bench import training
+
+    seen = {}
+    real = training.build_learner
+
+    def spy(cell):
+        learner = real(cell)
+        record = seen.setdefault((cell.learner, cell.seed), {"start": [p.detach().clone()
+                                                                        for p in learner.model.parameters()],
+                                                              "train": [], "test": []})
+        inner_meta, inner_predict = learner.meta_gradient, learner.predict
+        learner.meta_gradient = lambda batch: record["train"].append(batch.query_x.clone()) or inner_meta(batch)
+        learner.predict = lambda episode: record["test"].append(episode.query_x.clone()) or inner_predict(episode)
+        return learner
+
+    monkeypatch.setattr(training, "build_learner", spy)
+    suite = parse_suite({**TINY, "learners": ["fomaml/deepcopy", "maml", "finetune"],
+                         "grid": {**TINY["grid"], "seeds": [0, 1]}})
+    for cell in expand(suite):
+        run_cell(cell)
+    assert isinstance(real(expand(suite)[0]), MetaLearner)
+
+    def same(a, b):
+        return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+    for seed in (0, 1):
+        first = seen[("fomaml/deepcopy", seed)]
+        assert len(first["train"]) == 4 and len(first["test"]) >= 6
+        for name in ("maml", "finetune"):
+            other = seen[(name, seed)]
+            assert same(first["start"], other["start"]), name
+            assert same(first["train"], other["train"]), name
+            assert same(first["test"], other["test"]), name
+    zero, one = seen[("maml", 0)], seen[("maml", 1)]
+    assert not same(zero["start"], one["start"]) and not same(zero["train"], one["train"])
+    assert same(zero["test"], one["test"])
 
 
 def test_kill_minus_nine_then_rerun_resumes(write_suite, tmp_path):
@@ -189,13 +232,116 @@ def test_cuda_out_of_memory_becomes_a_failed_run_and_frees_the_cache(write_suite
 def test_ctrl_c_during_an_mlflow_write_waits_for_the_write_to_end():
     from bench.tracking import uninterruptible
 
+    # as an interactive terminal has it, however this test process was started (nohup and `&` ignore SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     done = []
+    try:
+        try:
+            with uninterruptible():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # the signal arrives here, inside the block
+                done.append("write finished")
+        except KeyboardInterrupt:
+            done.append("interrupted after")
+        assert done == ["write finished", "interrupted after"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_an_ignored_ctrl_c_stays_ignored():
+    """Started in the background (SIGINT ignored), a write must neither raise KeyboardInterrupt nor turn Ctrl-C on."""
+    from bench.tracking import uninterruptible
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with uninterruptible():
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)  # the signal arrives here, inside the block
-            done.append("write finished")
-    except KeyboardInterrupt:
-        done.append("interrupted after")
-    assert done == ["write finished", "interrupted after"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            time.sleep(0.05)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_editing_a_learner_reruns_its_cells_and_reuse_needs_a_flag(write_suite, tracking_uri, monkeypatch):
+    from bench import runner
+
+    path = str(write_suite())
+    args = ["run", path, "--tracking-uri", tracking_uri, "--no-progress", "--no-report"]
+    assert main(args) == 0
+    real = runner.code_identity
+    # maml's code changed (an uncommitted edit): its cell reruns, the others are reused
+    monkeypatch.setattr(runner, "code_identity", lambda learner, v: "edited" if learner == "maml" else real(learner, v))
+    assert main(args) == 0
+    counts = pd.Series([r.data.tags["learner"] for r in cell_runs(tracking_uri)]).value_counts().to_dict()
+    assert counts == {"maml": 2, "fomaml/functional": 1, "finetune": 1}
+    # changed again: without the flag it would rerun; with it, the finished runs of other code are reused
+    monkeypatch.setattr(runner, "code_identity", lambda learner, v: "edited again" if learner == "maml" else real(learner, v))
+    assert main(args + ["--reuse-other-code"]) == 0
+    assert len(cell_runs(tracking_uri)) == 4
+
+
+def test_closing_interrupted_runs_leaves_live_owners_alone(tracking_uri):
+    from bench import ownership, tracking
+
+    client = tracking.client_for(tracking_uri)
+    experiment = tracking.experiment_id(client, "owners")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = f"{time.time() - 2 * ownership.STALE_AFTER_S:.0f}"
+    owners = {"live": {}, "dead": {ownership.PID: dead.stdout.strip()},
+              "reused pid": {ownership.STARTED: "1"},  # this process's id, another start time: a later process
+              "other host, beating": {ownership.HOST: "elsewhere"},
+              "other host, silent": {ownership.HOST: "elsewhere", ownership.HEARTBEAT: stale}}
+    ids = {}
+    for name, changes in owners.items():
+        ids[name] = tracking.start_run(client, experiment, name, {"role": "cell"})
+        for key, value in changes.items():
+            client.set_tag(ids[name], key, value)
+    assert tracking.close_orphaned(client, experiment) == 3
+    status = {name: client.get_run(run_id).info.status for name, run_id in ids.items()}
+    assert status == {"live": "RUNNING", "dead": "FAILED", "reused pid": "FAILED", "other host, beating": "RUNNING",
+                      "other host, silent": "FAILED"}
+
+
+def test_two_invocations_of_one_suite_on_one_store_finish_every_cell_once(write_suite, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'shared.db'}"
+    path = write_suite({"grid": {**TINY["grid"], "seeds": [0, 1]}})
+    command = [sys.executable, "-m", "bench", "run", str(path), "--tracking-uri", uri, "--no-progress", "--no-report"]
+    processes = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    try:
+        results = [p.communicate(timeout=300) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    for p, (out, err) in zip(processes, results):
+        assert p.returncode == 0, err[-2000:]
+    runs = cell_runs(uri)
+    assert all(r.info.status == "FINISHED" and r.data.tags["outcome"] == "finished" for r in runs), \
+        [(r.data.tags.get("learner"), r.info.status, r.data.tags.get("outcome")) for r in runs]
+    hashes = [r.data.tags["config_hash"] for r in runs]
+    assert len(hashes) == 6 and len(set(hashes)) == 6  # 3 learners x 2 seeds, each finished exactly once
+    outcomes = " ".join(out for out, _ in results)
+    assert len(re.findall(r"\b(finished|reused)\b", outcomes)) == 12  # each invocation accounts for all 6
+
+
+def test_a_claim_that_loses_the_race_steps_back(tracking_uri, monkeypatch):
+    """Two invocations claim one cell at once: the later claim sees the earlier one only after creating its own run;
+    it deletes its run and leaves the cell to the first."""
+    from bench import runner, tracking
+
+    cell = expand(parse_suite({**TINY, "learners": ["maml"]}))[0]
+    client = tracking.client_for(tracking_uri)
+    experiment = tracking.experiment_id(client, "tiny")
+    first = runner.new_run(client, experiment, "parent", cell)  # the other invocation's claim (a live owner)
+    real, calls = tracking.runs_of_cell, []
+
+    def late(*args):  # the first look misses the other claim, still on its way into the store
+        calls.append(1)
+        return real(*args) if len(calls) > 1 else []
+
+    monkeypatch.setattr(tracking, "runs_of_cell", late)
+    done, holder = runner.attempt(client, experiment, "parent", cell, runner.cell_code(cell), progress=False)
+    assert done is None and holder == first
+    runs = cell_runs(tracking_uri)
+    assert [r.info.run_id for r in runs] == [first]  # our own claim was deleted, the cell was not run twice
