@@ -63,17 +63,21 @@ def test_maml_beats_fine_tuning_from_the_untrained_network_on_sinusoid():
     assert scratch - mse > scratch_ci + mse_ci, (scratch, mse)
 
 
-def test_the_fomaml_variants_train_identically_in_float64():
-    # SGD, not Adam: the conv biases before BatchNorm have a true gradient of exactly zero, and Adam divides
-    # their rounding noise (1e-17) by its own magnitude into full-size steps that differ between variants.
-    raw = {**GLYPHS, "backbone": {"filters": 8},
-           "training": {**GLYPHS["training"], "meta_iterations": 3, "dtype": "float64", "warmup_iterations": 0,
-                        "validate_every": 3, "optimizer": "sgd", "lr": 0.1},
-           "evaluation": {"test_episodes": 10, "query": 5}}
-    results = {name: run_cell(expand(parse_suite({**raw, "learners": [name]}))[0])
-               for name in ("fomaml/deepcopy", "fomaml/functional", "fomaml/higher")}
+def test_fomaml_variants_train_to_the_same_test_scores_in_float64():
+    """Same meta-gradient, so in float64 the three implementations train to the same model: identical per-episode
+    test scores, with Adam as the demo trains. (In float32 they drift apart by rounding; the report's seed-level
+    verdict handles that.)"""
+    raw = {**GLYPHS, "learners": ["fomaml/deepcopy", "fomaml/functional", "fomaml/higher"],
+           "backbone": {"filters": 8},
+           "training": {**GLYPHS["training"], "meta_iterations": 8, "dtype": "float64", "validate_every": 8},
+           "evaluation": {"test_episodes": 30, "query": 5}}
+    results = {cell.learner: run_cell(cell) for cell in expand(parse_suite(raw))}
     reference = results["fomaml/functional"]
+    assert 0.2 < sum(reference.test_scores) / len(reference.test_scores) < 1.0
     for name, result in results.items():
-        for key, value in reference.state_dict.items():
-            assert torch.allclose(result.state_dict[key], value, rtol=1e-9, atol=1e-12), (name, key)
-        assert result.test_scores == pytest.approx(reference.test_scores, abs=1e-12)
+        assert result.test_scores == reference.test_scores, name
+        # the weights agree except the conv biases before batch norm, which do not change any output: their true
+        # gradient is 0, and Adam turns their rounding noise (~1e-17) into full-size steps that differ by variant
+        for key, value in result.state_dict.items():
+            if not key.endswith(".0.bias") or not key.startswith("features."):
+                assert torch.allclose(value, reference.state_dict[key], rtol=0, atol=1e-9), (name, key)

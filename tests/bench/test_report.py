@@ -1,41 +1,97 @@
 import re
 
+import numpy as np
 import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from scipy import stats
 
 from bench.__main__ import main
+from bench.report.statistics import crossed_test, holm
 from tests.bench.conftest import TINY
 
 
-def test_report_from_real_tiny_runs(write_suite, tracking_uri, tmp_path, capsys):
-    grid = {**TINY["grid"], "inner_steps": [1, 2]}
+def run_and_report(write_suite, tracking_uri, tmp_path, changes, *extra, expect=0):
+    path = write_suite({**changes, "report": {"output_dir": str(tmp_path / "reports"), **changes.get("report", {})}})
+    assert main(["run", str(path), "--tracking-uri", tracking_uri, "--no-progress", *extra]) == expect
+    return tmp_path / "reports" / "tiny"
+
+
+def logged_scores(tracking_uri):
+    """label, inner_lr, seed -> test accuracy, straight from MLflow."""
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("tiny").experiment_id
+    return {(r.data.tags["label"], r.data.tags.get("axis.inner_lr"), int(r.data.tags["axis.seed"])):
+            r.data.metrics["test_accuracy"] for r in client.search_runs([experiment], "tags.role = 'cell'")}
+
+
+def test_a_swept_option_keeps_its_rows_pairs_and_figures_apart(write_suite, tracking_uri, tmp_path, capsys):
     learners = ["fomaml/functional", "fomaml/deepcopy", "maml", "finetune"]
-    out_dir = tmp_path / "reports"
-    path = write_suite({"learners": learners, "grid": grid, "report": {"output_dir": str(out_dir)}})
-    assert main(["run", str(path), "--tracking-uri", tracking_uri, "--no-progress"]) == 0
-    folder = out_dir / "tiny"
+    grid = {**TINY["grid"], "seeds": [0, 1, 2], "options": {"inner_lr": [0.1, 0.4]}}
+    folder = run_and_report(write_suite, tracking_uri, tmp_path, {"learners": learners, "grid": grid})
     assert f"report: {folder / 'report.md'}" in capsys.readouterr().out
-    main_table = pd.read_csv(folder / "main.csv")
-    assert set(main_table["learner"]) == set(learners)
-    assert len(main_table) == 7  # 3 learners x 2 inner steps + finetune once
-    paired = pd.read_csv(folder / "paired.csv")
-    assert set(paired["reference"]) == {"fomaml/functional"}
-    assert set(paired["learner"]) == {"fomaml/deepcopy", "maml", "finetune"}
-    assert (paired["episodes"] == 6).all()
-    # computed from the per-episode CSVs: the mean difference equals the difference of the logged means
-    for row in paired.itertuples():
-        mine = main_table[(main_table["learner"] == row.learner) & (main_table["S"].astype(str) == str(row.S))]
-        ref = main_table[(main_table["learner"] == "fomaml/functional") & (main_table["S"].astype(str) == str(row._6))]
-        mean = lambda t: float(t["test accuracy"].iloc[0].split(" ")[0]) / 100  # noqa: E731
-        assert abs(row._10 - (mean(mine) - mean(ref))) < 1e-3
-    for name in ("accuracy_by_learner", "time_vs_inner_steps", "memory_vs_inner_steps", "accuracy_vs_time",
-                 "validation_curves"):
+    results = pd.read_csv(folder / "results.csv", dtype=str)
+    assert len(results) == 7 and not results.duplicated(["learner", "inner_lr"]).any()  # 3 x 2 inner_lr + finetune
+    assert set(results[results["learner"] == "finetune"]["inner_lr"]) == {"-"}
+    assert (results["seeds"] == "3").all()
+    between = pd.read_csv(folder / "comparisons.csv", dtype=str)
+    variants = pd.read_csv(folder / "variant_comparisons.csv", dtype=str)
+    # every pair of algorithms at each inner_lr (finetune has none: it pairs with each), each exactly once
+    assert len(between) == 10 and not between.duplicated(["A", "B", "inner_lr"]).any()
+    assert set(zip(variants["A"], variants["B"], variants["inner_lr"])) == {
+        ("fomaml/functional", "fomaml/deepcopy", "0.1"), ("fomaml/functional", "fomaml/deepcopy", "0.4")}
+    assert (between["seeds"] == "3").all() and (between["episodes"] == "6").all()
+    # the mean difference is the difference of the seed-averaged scores MLflow holds, at the same inner_lr
+    scores = logged_scores(tracking_uri)
+    for row in between.to_dict("records"):
+        def mean(label):
+            lr = "-" if label == "finetune" else row["inner_lr"]
+            return np.mean([scores[(label, lr, seed)] for seed in (0, 1, 2)])
+        assert abs(float(row["A - B"].removesuffix("pp")) - 100 * (mean(row["A"]) - mean(row["B"]))) < 0.006
+    for name in ("score_by_learner", "test_accuracy_vs_inner_lr", "train_ms_median_vs_inner_lr",
+                 "train_saved_bytes_peak_vs_inner_lr", "score_vs_time", "validation_curves"):
         png = folder / f"{name}.png"
         assert png.stat().st_size > 5000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (folder / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 5
+    assert page.count("data:image/png;base64,") == 6
     assert not re.search(r"""(src|href)=['"]?(https?:)?//""", page)  # opens without external requests
     markdown = (folder / "report.md").read_text()
-    assert "## Failed and skipped cells" in markdown and "Wilcoxon" in markdown
+    assert "Holm-adjusted over every comparison" in markdown and "## Failed and skipped cells" in markdown
+    assert "| device | inner_lr |" in markdown  # the swept option is a column like the others
+
+
+def test_one_seed_gives_the_difference_and_no_verdict(write_suite, tracking_uri, tmp_path):
+    folder = run_and_report(write_suite, tracking_uri, tmp_path, {"learners": ["maml", "finetune"]})
+    (row,) = pd.read_csv(folder / "comparisons.csv", dtype=str, keep_default_na=False).to_dict("records")
+    assert row["verdict"] == "no verdict: one training run per learner (3 seeds needed)"
+    assert row["A - B"] != "-" and row["p (Holm)"] == "-"  # the difference is shown; no p-value enters the family
+    results = pd.read_csv(folder / "results.csv")
+    assert results["test accuracy (mean ± 95% CI across seeds)"].str.endswith("(1 seed: CI over episodes)").all()
+
+
+def test_changed_evaluation_is_a_new_definition_never_paired_with_the_old(write_suite, tracking_uri, tmp_path):
+    learners = {"learners": ["maml", "finetune"]}
+    run_and_report(write_suite, tracking_uri, tmp_path, learners, "--no-report")
+    folder = run_and_report(write_suite, tracking_uri, tmp_path,
+                            {**learners, "evaluation": {**TINY["evaluation"], "query": 3}})
+    runs = pd.read_csv(folder / "runs.csv")
+    assert len(runs) == 2  # the current definition only
+    others = pd.read_csv(folder / "other_definitions.csv")
+    assert others["runs"].sum() == 2 and set(others["learner"]) == {"maml", "finetune"}
+    assert len(pd.read_csv(folder / "comparisons.csv")) == 1
+
+
+def test_results_of_mixed_code_are_flagged(write_suite, tracking_uri, tmp_path, monkeypatch):
+    from bench import runner
+
+    run_and_report(write_suite, tracking_uri, tmp_path, {"learners": ["maml"]}, "--no-report")
+    real = runner.code_identity
+    monkeypatch.setattr(runner, "code_identity", lambda learner, v: "edited" if learner == "maml" else real(learner, v))
+    folder = run_and_report(write_suite, tracking_uri, tmp_path,
+                            {"learners": ["maml"], "grid": {**TINY["grid"], "seeds": [0, 1]}}, "--reuse-other-code")
+    assert "WARNING: runs made by more than one code version (--reuse-other-code) for: maml" in \
+        (folder / "report.md").read_text()
+    assert set(pd.read_csv(folder / "runs.csv")["code identity"]) == {"edited", real("maml", 3)}
 
 
 def test_report_lists_failed_and_skipped_cells_and_leaves_out_ablations_not_run(write_suite, tracking_uri,
@@ -43,38 +99,58 @@ def test_report_lists_failed_and_skipped_cells_and_leaves_out_ablations_not_run(
     import torch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     learners = ["fomaml/functional", {"name": "maml", "config": {"inner_lr": 1e30}, "label": "diverging"}]
-    path = write_suite({"learners": learners, "grid": {**TINY["grid"], "devices": ["cpu", "cuda"]},
-                        "report": {"output_dir": str(tmp_path / "r")}})
-    assert main(["run", str(path), "--tracking-uri", tracking_uri, "--no-progress"]) == 1
-    folder = tmp_path / "r" / "tiny"
+    folder = run_and_report(write_suite, tracking_uri, tmp_path,
+                            {"learners": learners, "grid": {**TINY["grid"], "devices": ["cpu", "cuda"]}}, expect=1)
     problems = pd.read_csv(folder / "failed_and_skipped.csv")
     assert set(problems["outcome"]) == {"failed", "skipped"}
     assert problems["reason"].str.contains("NonFiniteLossError").any()
     assert problems["reason"].str.contains("CUDA is not available").any()
-    assert not (folder / "time_vs_inner_steps.png").exists()  # one S only: no ablation figure
+    assert not list(folder.glob("*_vs_*inner*"))  # nothing swept: no ablation figure
 
 
 def test_report_of_an_unknown_suite_exits_2(tracking_uri, capsys):
     assert main(["report", "nothing-here", "--tracking-uri", tracking_uri]) == 2
-    assert "no MLflow experiment named 'nothing-here'" in capsys.readouterr().err
+    assert "nothing-here" in capsys.readouterr().err
 
 
 def test_a_learner_keeps_its_colour_whatever_else_is_in_the_report():
-    from bench.report import _palette
+    from bench.report.figures import palette
 
-    everyone = _palette(["finetune", "fomaml/deepcopy", "fomaml/functional", "fomaml/higher", "maml", "mine"])
-    some = _palette(["maml", "maml", "fomaml/higher", "mine"])  # duplicates, as a runs table has them
+    everyone = palette(["finetune", "fomaml/deepcopy", "fomaml/functional", "fomaml/higher", "maml", "mine"])
+    some = palette(["maml", "maml", "fomaml/higher", "mine"])  # duplicates, as a runs table has them
     for name in ("maml", "fomaml/higher", "mine"):
         assert some[name] == everyone[name]
     assert len({everyone[n] for n in everyone}) == len(everyone)
 
 
-def test_report_by_name_uses_the_options_logged_with_the_suite(write_suite, tracking_uri, tmp_path):
-    from bench.report import logged_options
-
-    path = write_suite({"learners": ["maml", "finetune"], "report": {"reference": "maml",
-                                                                     "output_dir": str(tmp_path / "r")}})
+def test_report_by_name_uses_the_suite_logged_with_the_runs(write_suite, tracking_uri, tmp_path):
+    path = write_suite({"learners": ["maml", "finetune", "fomaml/functional"],
+                        "report": {"reference": "maml", "output_dir": str(tmp_path / "r")}})
     assert main(["run", str(path), "--tracking-uri", tracking_uri, "--no-progress", "--no-report"]) == 0
-    assert logged_options("tiny", tracking_uri).reference == "maml"
     assert main(["report", "tiny", "--tracking-uri", tracking_uri]) == 0
-    assert set(pd.read_csv(tmp_path / "r" / "tiny" / "paired.csv")["reference"]) == {"maml"}
+    compared = pd.read_csv(tmp_path / "r" / "tiny" / "comparisons.csv")
+    assert set(compared["B"]) == {"maml"} and set(compared["A"]) == {"finetune", "fomaml/functional"}
+
+
+def test_holm_adjustment_matches_its_definition():
+    # Holm (1979): sorted p_(i) times (m - i + 1), made monotone, capped at 1; nan is not in the family
+    assert holm([0.01, 0.04, 0.03, float("nan"), 0.5]) == pytest.approx(
+        [0.04, 0.09, 0.09, float("nan"), 0.5], nan_ok=True)
+
+
+def test_with_one_episode_the_crossed_test_is_the_paired_t_test_over_seeds():
+    a, b = np.array([0.61, 0.70, 0.55, 0.66]), np.array([0.58, 0.64, 0.57, 0.60])
+    test = crossed_test((a - b).reshape(-1, 1))
+    assert test.p == pytest.approx(stats.ttest_rel(a, b).pvalue, rel=1e-12)
+
+
+def test_a_difference_between_two_trained_models_is_not_a_difference_between_learners():
+    """One seed where A wins every episode, others where it loses: the seed-level test sees no effect, where a
+    test over the pooled episodes would have called it (the float32 FOMAML-variant trap)."""
+    rng = np.random.default_rng(0)
+    per_seed = np.array([0.08, -0.05, 0.01])[:, None] + 0.01 * rng.standard_normal((3, 200))
+    test = crossed_test(per_seed)
+    assert test.p > 0.5 and test.seeds == 3 and test.episodes == 200
+    assert stats.wilcoxon(per_seed[0]).pvalue < 1e-10  # what a per-episode test of seed 0 alone would say
+    consistent = 0.04 + 0.01 * rng.standard_normal((5, 200))
+    assert crossed_test(consistent).p < 1e-4  # a difference that recurs across seeds is found
