@@ -11,7 +11,7 @@ from pathlib import Path
 from bench import tracking
 from bench.report import figures, render, tables
 from bench.report.loading import Runs, load_runs, logged_suites
-from bench.report.statistics import METHOD, comparisons
+from bench.report.statistics import METHOD, comparisons, representatives
 from bench.suite import ReportOptions, Suite
 
 __all__ = ["build_report", "logged_suites"]
@@ -37,9 +37,16 @@ def _header(runs: Runs) -> list[render.Block]:
     return [render.Items(tuple(items)), render.Heading("Dataset"), render.Items(_dataset_lines(h["dataset"]))]
 
 
-def _comparison_blocks(frames: dict, options: ReportOptions) -> list[render.Block]:
+def _comparison_blocks(runs: Runs, frames: dict, options: ReportOptions) -> list[render.Block]:
+    grouped = {}
+    for label, stand_in in representatives(runs).items():
+        grouped.setdefault(stand_in, []).append(label)
+    groups = [f"{', '.join(labels)} (as {stand_in})" for stand_in, labels in grouped.items() if len(labels) > 1]
+    note = ("Implementation variants of one algorithm are grouped: " + "; ".join(groups) + "." if groups and
+            not options.reference else "")
     return [render.Heading("Comparisons"), render.Text(METHOD.format(min_seeds=options.min_seeds, alpha=options.alpha)),
-            render.Heading("Between algorithms", 3), render.Table(frames["comparisons"]),
+            render.Heading("Between algorithms", 3), *([render.Text(note)] if note else []),
+            render.Table(frames["comparisons"]),
             render.Heading("Between implementation variants of one algorithm", 3),
             render.Text("Variants compute the same meta-gradient (bench verify: float64 agreement); in float32 "
                         "their training runs drift apart by rounding, so a difference here is a verdict on "
@@ -66,7 +73,7 @@ def build_report(suite: str, uri: str, suites: list[Suite] | None = None) -> Pat
     made = figures.all_figures(runs, folder)
     blocks: list[render.Block] = [render.Heading(f"meta-bench report: {suite}", 1), *_header(runs),
                                   render.Heading("Results"), render.Table(frames["results"]),
-                                  *_comparison_blocks(frames, options), render.Heading("Figures")]
+                                  *_comparison_blocks(runs, frames, options), render.Heading("Figures")]
     for title, path in made:
         blocks += [render.Heading(title, 3), render.Image(title, path)]
     blocks += [render.Heading("Every run"), render.Table(frames["runs"]),

@@ -4,8 +4,8 @@ Two learners are compared on the runs of the same seeds (same initial weights, s
 same test episodes: the per-episode score differences form a seeds x episodes table. Its mean is tested with a t
 statistic whose variance adds the spread of the per-seed means over the seeds and the spread of the per-episode
 means over the episodes (the conservative variance estimate of a crossed design: seeds and test episodes are both
-samples), on seeds - 1 degrees of freedom, so a difference between two trained models that does not recur across
-seeds is no evidence. P-values are Holm-adjusted over every comparison of a report.
+samples), with Welch-Satterthwaite degrees of freedom: where the seeds dominate the variance the test has about
+seeds - 1 of them, so a difference between two trained models that does not recur across seeds is no evidence. P-values are Holm-adjusted over every comparison of a report.
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from bench.suite import ABSENT, ReportOptions
 
 METHOD = ("Seeds are the unit of replication: for two learners trained with the same seeds, the per-episode score "
           "differences on identical test episodes form a seeds x episodes table whose mean is tested with a t "
-          "statistic on seeds - 1 degrees of freedom, its variance the between-seed spread of per-seed means plus "
-          "the between-episode spread of per-episode means. P-values are Holm-adjusted over every comparison in this "
+          "statistic whose variance adds the between-seed spread of per-seed means and the between-episode spread of "
+          "per-episode means (Welch-Satterthwaite degrees of freedom, at least seeds - 1). P-values are Holm-adjusted over every comparison in this "
           "report, and a verdict needs at least {min_seeds} seeds and an adjusted p below {alpha} (with fewer seeds "
           "the difference is shown without one).")
 
@@ -43,13 +43,14 @@ def crossed_test(differences: np.ndarray) -> Test:
     mean = float(differences.mean())
     if seeds < 2:
         return Test(mean, math.nan, math.nan, seeds, episodes)
-    variance = differences.mean(axis=1).var(ddof=1) / seeds
+    parts = [(differences.mean(axis=1).var(ddof=1) / seeds, seeds - 1)]
     if episodes > 1:
-        variance += differences.mean(axis=0).var(ddof=1) / episodes
-    se = math.sqrt(variance)
-    if se == 0:  # every seed and episode gives the same difference
+        parts.append((differences.mean(axis=0).var(ddof=1) / episodes, episodes - 1))
+    variance = sum(v for v, _ in parts)
+    if variance == 0:  # every seed and episode gives the same difference
         return Test(mean, 0.0, 1.0 if mean == 0 else 0.0, seeds, episodes)
-    df = seeds - 1
+    df = variance ** 2 / sum(v ** 2 / d for v, d in parts)  # Welch-Satterthwaite
+    se = math.sqrt(variance)
     return Test(mean, float(stats.t.ppf(0.975, df)) * se, float(2 * stats.t.sf(abs(mean) / se, df)), seeds, episodes)
 
 
@@ -77,11 +78,38 @@ def _compatible(a: tuple, b: tuple) -> bool:
     return all(x == y or ABSENT in (x, y) for x, y in zip(a, b))
 
 
-def _pairs(runs: Runs, options: ReportOptions) -> list[tuple[str, str]]:
-    present = [label for label in runs.learners if label in set(runs.finished["learner"])]
+def algorithm_of(learner: str) -> str:
+    """``fomaml/functional`` -> ``fomaml``: registered names ALGORITHM/VARIANT are implementations of one algorithm."""
+    return learner.split("/")[0]
+
+
+def representatives(runs: Runs) -> dict[str, str]:
+    """Label -> the label that stands for its algorithm between algorithms: the first implementation variant in the
+    suite's order stands for all of them (their own differences are compared among themselves), every other learner
+    for itself."""
+    f = runs.finished
+    registered = dict(zip(f["learner"], f["algorithm"]))
+    first: dict[str, str] = {}
+    out = {}
+    for label in (label for label in runs.learners if label in registered):
+        name = registered[label]
+        out[label] = first.setdefault(algorithm_of(name), label) if "/" in name else label
+    return out
+
+
+def _pairs(runs: Runs, options: ReportOptions) -> list[tuple[str, str, str]]:
+    """(A, B, kind) of every comparison the report makes."""
+    stand_in = representatives(runs)
+    present = list(stand_in)
     if options.reference:
-        return [(label, options.reference) for label in present if label != options.reference]
-    return list(combinations(present, 2))
+        return [(label, options.reference, "algorithms") for label in present if label != options.reference]
+    pairs = []
+    for a, b in combinations(present, 2):
+        if stand_in[a] == stand_in[b]:
+            pairs.append((a, b, "variants of one algorithm"))
+        elif stand_in[a] == a and stand_in[b] == b:
+            pairs.append((a, b, "algorithms"))
+    return pairs
 
 
 def _differences(runs: Runs, a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
@@ -100,7 +128,7 @@ def comparisons(runs: Runs, options: ReportOptions) -> pd.DataFrame:
     keys = runs.conditions + ["eval_fingerprint"]
     f = runs.finished
     rows = []
-    for label_a, label_b in _pairs(runs, options):
+    for label_a, label_b, kind in _pairs(runs, options):
         for key_a, part_a in f[f["learner"] == label_a].groupby(keys, sort=False):
             for key_b, part_b in f[f["learner"] == label_b].groupby(keys, sort=False):
                 if key_a[-1] != key_b[-1] or not _compatible(key_a[:-1], key_b[:-1]):
@@ -109,10 +137,7 @@ def comparisons(runs: Runs, options: ReportOptions) -> pd.DataFrame:
                 if table.size == 0:
                     continue
                 condition = {axis: x if x != ABSENT else y for axis, x, y in zip(runs.conditions, key_a, key_b)}
-                same_algorithm = part_a["algorithm"].iloc[0].split("/")[0] == part_b["algorithm"].iloc[0].split("/")[0]
-                rows.append({"A": label_a, "B": label_b, **condition,
-                             "kind": "variants of one algorithm" if same_algorithm else "algorithms",
-                             "test": crossed_test(table)})
+                rows.append({"A": label_a, "B": label_b, **condition, "kind": kind, "test": crossed_test(table)})
     out = pd.DataFrame(rows)
     if out.empty:
         return out
