@@ -38,6 +38,8 @@ def test_a_suite_logs_every_cell_with_params_metrics_tags_and_artifacts(write_su
                     "code_identity", "eval_fingerprint", "owner.host", "owner.pid", "owner.started", "owner.heartbeat",
                     "mlflow.parentRunId"):
             assert tags[tag], tag
+        if tags["learner"] != "finetune":  # what "auto" resolved to on this device is logged as what ran
+            assert tags["ran.task_batching"] == "loop" and tags["ran.vmap_chunk"] == "0"
         assert {k: v for k, v in tags.items() if k.startswith("axis.")} == {
             "axis.n_way": "3", "axis.k_shot": "1", "axis.device": "cpu", "axis.seed": "0"}
         assert params["training.meta_iterations"] == "4" and params["n_way"] == "3"
