@@ -19,11 +19,16 @@ from bench.seeding import seeded
 class BackboneConfig:
     """``filters`` 0 means the dataset's default (64; 32 for miniImageNet). ``pooling`` "max" is 2x2 max-pool
     after each block with a flattened head (Vinyals; Finn's miniImageNet); "stride" is stride-2 convolutions with
-    spatially averaged features (Finn's Omniglot)."""
+    spatially averaged features (Finn's Omniglot). ``bn_scale``: batch norm with a learned scale (gamma); Finn et
+    al.'s reference (``tf.contrib.layers.batch_norm``, ``scale=False``) has the shift alone. ``batch_norm``:
+    "batch_stats" normalises with the current batch's statistics everywhere (the MAML reference); "running_stats"
+    keeps running statistics, used in evaluation mode (Chen et al.'s Baseline backbone, ordinary batch norm)."""
 
     filters: int = 0
     pooling: Literal["max", "stride"] = "max"
     hidden: int = 40
+    bn_scale: bool = True
+    batch_norm: Literal["batch_stats", "running_stats"] = "batch_stats"
 
     def __post_init__(self) -> None:
         if self.filters < 0 or self.hidden <= 0:
@@ -41,11 +46,28 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
 
-def _conv_block(in_channels: int, filters: int, pooling: str) -> nn.Sequential:
-    stride = 2 if pooling == "stride" else 1
-    layers: list[nn.Module] = [nn.Conv2d(in_channels, filters, 3, stride=stride, padding=1),
-                               nn.BatchNorm2d(filters, track_running_stats=False), nn.ReLU()]
-    if pooling == "max":
+class BatchNormShift(nn.Module):
+    """Batch norm with a learned shift and no scale (``tf.contrib.layers.batch_norm``'s default, Finn et al.)."""
+
+    def __init__(self, channels: int, running_stats: bool):
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, affine=False, track_running_stats=running_stats)
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x) + self.bias.view(1, -1, 1, 1)
+
+
+def is_batch_norm(module: nn.Module) -> bool:
+    return isinstance(module, (nn.modules.batchnorm._BatchNorm, BatchNormShift))
+
+
+def _conv_block(in_channels: int, filters: int, config: BackboneConfig) -> nn.Sequential:
+    stride = 2 if config.pooling == "stride" else 1
+    running = config.batch_norm == "running_stats"
+    norm = nn.BatchNorm2d(filters, track_running_stats=running) if config.bn_scale else BatchNormShift(filters, running)
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, filters, 3, stride=stride, padding=1), norm, nn.ReLU()]
+    if config.pooling == "max":
         layers.append(nn.MaxPool2d(2))
     return nn.Sequential(*layers)
 
@@ -55,10 +77,10 @@ class SpatialMean(nn.Module):
         return x.mean(dim=(-2, -1))
 
 
-def conv4(input_shape: tuple[int, ...], out_features: int, filters: int = 64, pooling: str = "max") -> Classifier:
+def conv4(input_shape: tuple[int, ...], out_features: int, filters: int, config: BackboneConfig) -> Classifier:
     channels, height, width = input_shape
-    blocks = [_conv_block(channels if i == 0 else filters, filters, pooling) for i in range(4)]
-    if pooling == "max":
+    blocks = [_conv_block(channels if i == 0 else filters, filters, config) for i in range(4)]
+    if config.pooling == "max":
         for _ in range(4):
             height, width = height // 2, width // 2
         if height == 0 or width == 0:
@@ -81,7 +103,7 @@ def build_model(kind: str, input_shape: tuple[int, ...], out_features: int, conf
     """The backbone ``kind`` with weights drawn from ``seed`` alone: every learner of a cell starts identical."""
     with seeded(seed):
         if kind == "conv4":
-            return conv4(input_shape, out_features, config.filters or default_filters, config.pooling)
+            return conv4(input_shape, out_features, config.filters or default_filters, config)
         if kind == "mlp":
             return mlp(input_shape, out_features, config.hidden)
     raise ValueError(f"unknown backbone {kind!r}; known: conv4, mlp")

@@ -33,10 +33,14 @@ class TaskSpec:
     seed: int = 0  # for weights a learner adds to the model (the baseline's global classifier)
 
 
-def task_loss(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def task_loss(kind: str, output: torch.Tensor, target: torch.Tensor, per_class: int | None = None) -> torch.Tensor:
+    """Mean loss over the task's examples; with ``per_class`` (Finn et al.'s reference ``xent``), the sum over the
+    examples divided by ``per_class`` (the support shots K), i.e. the mean times examples / K."""
     if kind == "classification":
-        return F.cross_entropy(output, target)
-    return F.mse_loss(output, target)
+        loss, examples = F.cross_entropy(output, target), target.shape[-1]
+    else:
+        loss, examples = F.mse_loss(output, target), target.shape[-2]
+    return loss if per_class is None else loss * (examples / per_class)
 
 
 def task_score(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from typing import Callable, Literal
 import torch
 from torch.func import functional_call, vmap
 
-from algorithms.base import StepResult, register_learner, task_loss
+from algorithms.base import StepResult, register_learner
 from algorithms.inner_loop import InnerLoopConfig, InnerLoopLearner, stack_losses
 from datasets.episode import Episode
 
@@ -65,18 +65,22 @@ class FunctionalFOMAML(InnerLoopLearner):
 
     def _inner_loop(self, params: Params, forward: Callable, losses_of: Callable, x: torch.Tensor, y: torch.Tensor,
                     steps: int, create_graph: bool) -> tuple[Params, list[torch.Tensor]]:
-        """``steps`` SGD steps on the support loss: a pure function of ``params``."""
-        history = []
+        """``steps`` SGD steps on the support loss over the fast weights: a pure function of ``params``."""
+        history, fast = [], self.adapted_names()
         for _ in range(steps):
             losses = losses_of(forward(params, x), y)  # one loss per task (a scalar in loop mode)
-            grads = torch.autograd.grad(losses.sum(), list(params.values()), create_graph=create_graph)
-            params = {name: p - self.config.inner_lr * g for (name, p), g in zip(params.items(), grads)}
+            names = [name for name in params if name in fast]
+            grads = dict(zip(names, torch.autograd.grad(losses.sum(), [params[n] for n in names],
+                                                        create_graph=create_graph)))
+            params = {name: p - self.config.inner_lr * grads[name] if name in grads else p
+                      for name, p in params.items()}
             history.append(losses.detach())
         return params, history
 
     def adapted_parameters(self, episode: Episode, steps: int) -> dict[str, torch.Tensor]:
         start = {name: p.detach().requires_grad_() for name, p in self.model.named_parameters()}
-        adapted, _ = self._inner_loop(start, self._forward, self._loss, episode.support_x, episode.support_y,
+        losses_of = partial(self._loss, k_shot=self._k_shot(episode))
+        adapted, _ = self._inner_loop(start, self._forward, losses_of, episode.support_x, episode.support_y,
                                       steps, create_graph=False)
         return {name: p.detach() for name, p in adapted.items()}
 
@@ -84,16 +88,17 @@ class FunctionalFOMAML(InnerLoopLearner):
         tasks = len(batch)
         chunk = self._chunk(tasks, batch.query_x.device)
         theta = dict(self.model.named_parameters())
+        task_loss_of = partial(self._loss, k_shot=self._k_shot(batch))
         total, outputs, inner = 0.0, [], []
         for start in range(0, tasks, chunk or 1):
             if chunk:  # tasks [start, stop) at once: parameters gain a task dimension
                 part = batch.tasks(start, min(start + chunk, tasks))
                 size = len(part)
                 params = {name: p.expand(size, *p.shape) for name, p in theta.items()}
-                forward, losses_of = vmap(self._forward), vmap(partial(task_loss, self.task.kind))
+                forward, losses_of = vmap(self._forward), vmap(task_loss_of)
             else:
                 part, size, params = batch.task(start), 1, theta
-                forward, losses_of = self._forward, self._loss
+                forward, losses_of = self._forward, task_loss_of
             adapted, history = self._inner_loop(params, forward, losses_of, part.support_x, part.support_y,
                                                 self.config.inner_steps, create_graph=self.second_order)
             output = forward(adapted, part.query_x)

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch.func import functional_call
 
+from algorithms.backbones import is_batch_norm
 from algorithms.base import MetaLearner, StepResult, task_loss, task_score
 from datasets.episode import Episode
 
@@ -14,11 +16,17 @@ from datasets.episode import Episode
 @dataclass(frozen=True)
 class InnerLoopConfig:
     """inner_lr: step size of the inner SGD; inner_steps: inner steps in meta-training;
-    eval_inner_steps: inner steps when adapting to a test episode (Finn et al. use more at test time)."""
+    eval_inner_steps: inner steps when adapting to a test episode (Finn et al. use more at test time);
+    loss_reduction: "mean" (mean over a task's examples) or "sum_over_k" (Finn et al.'s reference: the sum over the
+    examples divided by the support shots K, so the inner step is inner_lr * N * grad(mean) at N-way), for the
+    support and query losses alike; adapt_bn: whether batch-norm parameters are adapted in the inner loop (Finn et
+    al.'s reference keeps them out of the fast weights: meta-learned by the outer optimiser only)."""
 
     inner_lr: float = 0.4
     inner_steps: int = 1
     eval_inner_steps: int = 3
+    loss_reduction: Literal["mean", "sum_over_k"] = "mean"
+    adapt_bn: bool = True
 
     def __post_init__(self) -> None:
         if self.inner_lr < 0:
@@ -48,8 +56,23 @@ class InnerLoopLearner(MetaLearner):
         score = task_score(self.task.kind, torch.stack(query_outputs), batch.query_y).mean()
         return StepResult(query_loss.detach(), {"query_score": score.detach(), "inner_losses": inner_losses.detach()})
 
-    def _loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return task_loss(self.task.kind, output, target)
+    def _loss(self, output: torch.Tensor, target: torch.Tensor, k_shot: int) -> torch.Tensor:
+        per_class = k_shot if self.config.loss_reduction == "sum_over_k" else None
+        return task_loss(self.task.kind, output, target, per_class)
+
+    def _k_shot(self, episode: Episode) -> int:
+        """Support examples per class of one episode (or of each episode of a batch)."""
+        labels = episode.support_y.shape[-1] if self.task.kind == "classification" else episode.support_y.shape[-2]
+        return labels // self.task.n_way
+
+    def adapted_names(self) -> set[str]:
+        """The parameters the inner loop adapts (the fast weights); the others are meta-learned only."""
+        frozen = set()
+        if not self.config.adapt_bn:
+            for prefix, module in self.model.named_modules():
+                if is_batch_norm(module):
+                    frozen |= {f"{prefix}.{name}" for name, _ in module.named_parameters()}
+        return {name for name, _ in self.model.named_parameters()} - frozen
 
 
 def stack_losses(losses: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:

@@ -9,14 +9,15 @@ from datasets import DATASETS, load_dataset
 FOMAML_VARIANTS = ["fomaml/deepcopy", "fomaml/functional", "fomaml/higher"]
 
 
-def make_problem(dataset="glyphs", n_way=5, k_shot=1, q_query=3, tasks=3, filters=8, seed=0, dtype=torch.float64):
+def make_problem(dataset="glyphs", n_way=5, k_shot=1, q_query=3, tasks=3, filters=8, seed=0, dtype=torch.float64,
+                 **backbone):
     data = load_dataset(dataset)
     batch = data.sampler("train", n_way, k_shot, q_query, seed).batch(0, tasks).to("cpu", dtype)
     task = task_of(data, n_way)
     entry = DATASETS[dataset]
 
     def model():
-        return build_model(entry.backbone, data.input_shape, n_way, BackboneConfig(filters=filters),
+        return build_model(entry.backbone, data.input_shape, n_way, BackboneConfig(filters=filters, **backbone),
                            entry.conv_filters, seed).to(dtype)
 
     return batch, task, model

@@ -11,15 +11,15 @@ def test_conv4_omniglot_parameter_count_matches_finn_et_al():
     # 4 x [3x3 conv, 64 filters + BatchNorm(gamma, beta)], then a 64 -> 5 linear head
     expected = (1 * 64 * 9 + 64) + 3 * (64 * 64 * 9 + 64) + 4 * 2 * 64 + (64 * 5 + 5)
     assert expected == 112_261
-    assert count(conv4((1, 28, 28), 5, 64, "max")) == expected
-    assert count(conv4((1, 28, 28), 5, 64, "stride")) == expected  # Finn's strided variant: same weights
+    assert count(conv4((1, 28, 28), 5, 64, BackboneConfig(pooling="max"))) == expected
+    assert count(conv4((1, 28, 28), 5, 64, BackboneConfig(pooling="stride"))) == expected  # Finn's strided variant: same weights
 
 
 def test_conv4_miniimagenet_parameter_count_matches_finn_et_al():
     # 32 filters, 84x84 RGB -> 5x5x32 = 800 features after four 2x2 max-pools
     expected = (3 * 32 * 9 + 32) + 3 * (32 * 32 * 9 + 32) + 4 * 2 * 32 + (800 * 5 + 5)
     assert expected == 32_901
-    assert count(conv4((3, 84, 84), 5, 32, "max")) == expected
+    assert count(conv4((3, 84, 84), 5, 32, BackboneConfig(pooling="max"))) == expected
 
 
 def test_sinusoid_mlp_has_two_hidden_layers_of_40():
@@ -27,7 +27,7 @@ def test_sinusoid_mlp_has_two_hidden_layers_of_40():
 
 
 def test_batchnorm_uses_batch_statistics_in_train_and_eval_alike():
-    model = conv4((1, 28, 28), 5, 8, "max")
+    model = conv4((1, 28, 28), 5, 8, BackboneConfig(pooling="max"))
     assert not list(model.buffers())  # no running statistics kept
     x = torch.rand(10, 1, 28, 28)
     train_out = model.train()(x)

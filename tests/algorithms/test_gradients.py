@@ -178,3 +178,33 @@ def test_every_registered_learner_is_covered_by_the_checks():
     assert verify.families() == {a: names for a, names in algorithms.items() if len(names) > 1}
     assert verify.second_order_learners() == ["maml"]
     assert set(LEARNERS.names()) == set(FOMAML_VARIANTS) | {"maml", "finetune"}
+
+
+@pytest.mark.parametrize("name", FOMAML_VARIANTS + ["maml"])
+def test_finn_reduction_makes_the_inner_step_n_times_the_mean_loss_step(name):
+    """Finn et al.'s xent is per-example CE / K, summed by tf.gradients over the N*K support examples: one inner
+    step is theta - alpha * N * grad(mean CE)."""
+    batch, task, model = make_problem(n_way=5, k_shot=2, q_query=2, tasks=1)
+    episode = batch.task(0)
+    learner = make_learner(name, task, model(), inner_lr=0.1, loss_reduction="sum_over_k")
+    adapted = learner.adapted_parameters(episode, steps=1)
+    reference = model()
+    mean_ce = torch.nn.functional.cross_entropy(reference(episode.support_x), episode.support_y)
+    grads = torch.autograd.grad(mean_ce, list(reference.parameters()))
+    for (key, p), g in zip(reference.named_parameters(), grads):
+        assert torch.allclose(adapted[key], p.detach() - 0.1 * 5 * g, rtol=0, atol=1e-12), key
+
+
+@pytest.mark.parametrize("name", FOMAML_VARIANTS + ["maml"])
+def test_batch_norm_kept_out_of_the_fast_weights_is_not_adapted_but_is_meta_learned(name):
+    batch, task, model = make_problem(tasks=2, k_shot=1, q_query=2, bn_scale=False)
+    learner = make_learner(name, task, model(), inner_lr=0.4, adapt_bn=False)
+    names = [key for key, _ in learner.model.named_parameters()]
+    shifts = [key for key in names if key.endswith("1.bias")]  # features.<block>.1 is the batch norm
+    assert len(shifts) == 4 and not any(key.endswith("1.weight") for key in names)  # a shift and no scale
+    adapted = learner.adapted_parameters(batch.task(0), steps=2)
+    start = dict(learner.model.named_parameters())
+    for key in names:
+        assert torch.equal(adapted[key], start[key].detach()) == (key in shifts), key
+    learner.meta_gradient(batch)
+    assert all(float(start[key].grad.abs().sum()) > 0 for key in shifts)  # the outer optimiser learns them

@@ -17,15 +17,19 @@ EPS = 1e-5  # torch's BatchNorm default
 
 
 def conv4(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """With a batch-norm scale: 4 tensors a block (conv weight, conv bias, gamma, beta); without (Finn's
+    reference): 3 (conv weight, conv bias, beta)."""
+    per_block = (len(params) - 2) // 4
     h = x
     for block in range(4):
-        weight, bias, gamma, beta = params[4 * block:4 * block + 4]
+        weight, bias, *affine = params[per_block * block:per_block * (block + 1)]
+        gamma, beta = affine if per_block == 4 else (torch.ones_like(affine[0]), affine[0])
         h = F.conv2d(h, weight, bias, padding=1)
         mean = h.mean(dim=(0, 2, 3), keepdim=True)
         var = ((h - mean) ** 2).mean(dim=(0, 2, 3), keepdim=True)  # biased: what batch norm normalises with
         h = (h - mean) / torch.sqrt(var + EPS) * gamma.view(1, -1, 1, 1) + beta.view(1, -1, 1, 1)
         h = F.max_pool2d(torch.clamp(h, min=0), 2)
-    return h.reshape(h.shape[0], -1) @ params[16].T + params[17]
+    return h.reshape(h.shape[0], -1) @ params[-2].T + params[-1]
 
 
 def mlp(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -42,20 +46,21 @@ def squared_error(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return ((output - target) ** 2).mean()
 
 
-def oracle_meta_gradient(forward, loss, theta, batch, lr, steps, second_order):
+def oracle_meta_gradient(forward, loss, theta, batch, lr, steps, second_order, frozen=(), scale=(1.0, 1.0)):
+    """``frozen``: indices of parameters the inner loop leaves alone; ``scale``: (support, query) loss factors."""
     tasks = batch.support_x.shape[0]
     total = [torch.zeros_like(p) for p in theta]
     for b in range(tasks):
         start = [p.detach().clone().requires_grad_() for p in theta]
         fast = start
         for _ in range(steps):
-            grads = torch.autograd.grad(loss(forward(fast, batch.support_x[b]), batch.support_y[b]), fast,
-                                        create_graph=second_order)
-            fast = [p - lr * g for p, g in zip(fast, grads)]
+            support_loss = scale[0] * loss(forward(fast, batch.support_x[b]), batch.support_y[b])
+            grads = torch.autograd.grad(support_loss, fast, create_graph=second_order)
+            fast = [p if i in frozen else p - lr * g for i, (p, g) in enumerate(zip(fast, grads))]
             if not second_order:  # the first-order approximation: each step's weights are constants
                 fast = [p.detach().requires_grad_() for p in fast]
         wrt = start if second_order else fast
-        grads = torch.autograd.grad(loss(forward(fast, batch.query_x[b]), batch.query_y[b]), wrt)
+        grads = torch.autograd.grad(scale[1] * loss(forward(fast, batch.query_x[b]), batch.query_y[b]), wrt)
         total = [t + g / tasks for t, g in zip(total, grads)]
     return torch.cat([t.flatten() for t in total])
 
@@ -76,3 +81,24 @@ def test_meta_gradient_equals_the_independent_oracle(name, steps, dataset, n_way
     if name in SECOND_ORDER:  # and the oracle tells the orders apart, so agreeing is not trivial
         first = oracle_meta_gradient(forward, loss, theta, batch, lr, steps, second_order=False)
         assert rel(first, expected) > 1e-4
+
+
+@pytest.mark.parametrize("name", GRADIENT_LEARNERS)
+def test_finn_reference_options_equal_the_oracle(name):
+    """Finn et al.'s reference: batch norm with a shift and no scale, kept out of the fast weights, and losses
+    summed over examples / K (support: N * mean; query: N * Q / K * mean)."""
+    n_way, k_shot, q_query, steps, lr = 5, 2, 3, 2, 0.4
+    batch, task, model = make_problem(n_way=n_way, k_shot=k_shot, q_query=q_query, tasks=2, bn_scale=False)
+    learner = make_learner(name, task, model(), inner_lr=lr, inner_steps=steps, loss_reduction="sum_over_k",
+                           adapt_bn=False)
+    learner.meta_gradient(batch)
+    got = torch.cat([p.grad.flatten() for p in learner.model.parameters()])
+    theta = [p.detach() for p in model().parameters()]
+    assert len(theta) == 4 * 3 + 2  # no batch-norm scale
+    betas = {3 * block + 2 for block in range(4)}
+    expected = oracle_meta_gradient(conv4, cross_entropy, theta, batch, lr, steps, name in SECOND_ORDER,
+                                    frozen=betas, scale=(n_way, n_way * q_query / k_shot))
+    assert rel(got, expected) <= 1e-9, (name, rel(got, expected))
+    adapted = oracle_meta_gradient(conv4, cross_entropy, theta, batch, lr, steps, name in SECOND_ORDER,
+                                   scale=(n_way, n_way * q_query / k_shot))
+    assert rel(adapted, expected) > 1e-6  # freezing the shifts matters, so agreeing is not trivial
