@@ -49,18 +49,25 @@ class GridSpec:
 class TrainingSpec:
     meta_iterations: int = 100
     meta_batch_size: int = 4
-    query: int = 15  # query examples per class (points, for regression) in training episodes
+    # query examples per class (points, for regression) in training episodes; "k_shot": as many as the cell's K
+    # (Finn et al.'s Omniglot: 2K images per class split into K support and K query)
+    query: int | Literal["k_shot"] = 15
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = 0.001
     validate_every: int = 50
     validation_episodes: int = 20
     warmup_iterations: int = 2
     dtype: Literal["float32", "float64"] = "float32"
+    meta_grad_clip: float | None = None  # clip every meta-gradient element to [-c, c] (Finn's miniImageNet: 10)
 
     def __post_init__(self) -> None:
-        for name in ("meta_iterations", "meta_batch_size", "query", "validate_every", "validation_episodes"):
+        for name in ("meta_iterations", "meta_batch_size", "validate_every", "validation_episodes"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"training.{name} must be positive, got {getattr(self, name)}")
+        if self.query != "k_shot" and self.query <= 0:
+            raise ValueError(f"training.query must be positive or 'k_shot', got {self.query}")
+        if self.meta_grad_clip is not None and self.meta_grad_clip <= 0:
+            raise ValueError(f"training.meta_grad_clip must be positive (or absent), got {self.meta_grad_clip}")
         if self.lr <= 0:
             raise ValueError(f"training.lr must be positive, got {self.lr}")
         if not 0 <= self.warmup_iterations < self.meta_iterations:
@@ -70,13 +77,13 @@ class TrainingSpec:
 @dataclass(frozen=True)
 class EvaluationSpec:
     test_episodes: int = 600
-    query: int = 15
+    query: int | Literal["k_shot"] = 15  # query examples per class in validation and test episodes; see training
     inner_steps: int | None = None  # test-time inner steps for every MAML-family learner; None: each learner's own
     episode_seed: int = 0  # validation and test episodes depend on this alone: identical across learners and seeds
     warmup_episodes: int = 1
 
     def __post_init__(self) -> None:
-        if self.test_episodes <= 0 or self.query <= 0:
+        if self.test_episodes <= 0 or (self.query != "k_shot" and self.query <= 0):
             raise ValueError(f"evaluation.test_episodes and evaluation.query must be positive, got "
                              f"{self.test_episodes}, {self.query}")
         if self.inner_steps is not None and self.inner_steps < 0:
@@ -168,12 +175,20 @@ class Cell:
         return values
 
     @property
+    def train_query(self) -> int:
+        return self.k_shot if self.training.query == "k_shot" else self.training.query
+
+    @property
+    def test_query(self) -> int:
+        return self.k_shot if self.evaluation.query == "k_shot" else self.evaluation.query
+
+    @property
     def evaluation_fingerprint(self) -> str:
         """Equal for two cells exactly when their test episodes are identical: only such runs are paired."""
         return _digest({"dataset": self.dataset.name, "options": to_mapping(self.dataset_options),
                         "version": DATASETS[self.dataset.name].version, "split": "test",
                         "episode_seed": self.evaluation.episode_seed, "n_way": self.n_way, "k_shot": self.k_shot,
-                        "query": self.evaluation.query, "episodes": self.evaluation.test_episodes})
+                        "query": self.test_query, "episodes": self.evaluation.test_episodes})
 
     @property
     def title(self) -> str:
@@ -282,9 +297,11 @@ def validate(suite: Suite, source: str, notes: list[str] | None = None) -> None:
     try:
         data = load_dataset(suite.dataset.name, suite.dataset.options)
         for n, k in itertools.product(grid.n_way, grid.k_shot):
-            data.check_request("train", n, k, suite.training.query)
-            data.check_request("val", n, k, suite.evaluation.query)
-            data.check_request("test", n, k, suite.evaluation.query)
+            train_query = k if suite.training.query == "k_shot" else suite.training.query
+            test_query = k if suite.evaluation.query == "k_shot" else suite.evaluation.query
+            data.check_request("train", n, k, train_query)
+            data.check_request("val", n, k, test_query)
+            data.check_request("test", n, k, test_query)
     except DataMissingError as error:
         if notes is None:
             raise ConfigError(f"{source}: dataset: {error}") from None

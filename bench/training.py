@@ -52,9 +52,9 @@ def run_cell(cell: Cell, on_train: Curve | None = None, on_validation: Curve | N
     data = load_dataset(cell.dataset.name, cell.dataset_options)
     learner = build_learner(cell)
     optimizer = build_optimizer(cell, learner)
-    train_source = data.sampler("train", cell.n_way, cell.k_shot, training.query, cell.seed)
-    val_source = data.sampler("val", cell.n_way, cell.k_shot, evaluation.query, evaluation.episode_seed)
-    test_source = data.sampler("test", cell.n_way, cell.k_shot, evaluation.query, evaluation.episode_seed)
+    train_source = data.sampler("train", cell.n_way, cell.k_shot, cell.train_query, cell.seed)
+    val_source = data.sampler("val", cell.n_way, cell.k_shot, cell.test_query, evaluation.episode_seed)
+    test_source = data.sampler("test", cell.n_way, cell.k_shot, cell.test_query, evaluation.episode_seed)
     batch_size = training.meta_batch_size
     meter = PhaseMeter(device, warmup=training.warmup_iterations)
     loss, validation = math.nan, []
@@ -69,6 +69,8 @@ def run_cell(cell: Cell, on_train: Curve | None = None, on_validation: Curve | N
             loss = values[0]
             if not math.isfinite(loss):  # detected before the update: never trained through
                 raise NonFiniteLossError(f"meta-loss became {loss} at meta-iteration {iteration}")
+            if training.meta_grad_clip is not None:
+                torch.nn.utils.clip_grad_value_(learner.meta_parameters(), training.meta_grad_clip)
             optimizer.step()
         if on_train is not None:
             on_train(iteration, dict(zip(names, values)))

@@ -150,12 +150,12 @@ def test_second_order_saved_bytes_grow_linearly_in_steps_but_not_in_tasks():
 
 def test_finetune_computes_frozen_features_once_per_episode():
     batch, task, model = make_problem(tasks=1, k_shot=2, q_query=3)
-    learner = make_learner("finetune", task, model(), head_steps=7)
+    learner = make_learner("finetune", task, model(), head_epochs=7)
     calls = []
     learner.model.features.register_forward_hook(lambda *args: calls.append(1))
     learner.predict(batch.task(0))
     assert len(calls) == 2  # support and query, not once per head step
-    full = make_learner("finetune", task, model(), head_steps=7, finetune_backbone=True)
+    full = make_learner("finetune", task, model(), head_epochs=7, finetune_backbone=True)
     assert full.predict(batch.task(0)).shape == (15, 5)
 
 

@@ -52,7 +52,7 @@ def test_maml_beats_fine_tuning_from_the_untrained_network_on_sinusoid():
            "training": {"meta_iterations": 400, "meta_batch_size": 10, "query": 10, "lr": 0.001,
                         "validate_every": 400, "validation_episodes": 5},
            "evaluation": {"test_episodes": 200, "query": 10}}
-    finetune = {"name": "finetune", "config": {"head_steps": 10, "head_lr": 0.01, "head_momentum": 0.0,
+    finetune = {"name": "finetune", "config": {"head_epochs": 10, "head_lr": 0.01, "head_momentum": 0.0,
                                                "head_dampening": 0.0, "head_weight_decay": 0.0,
                                                "finetune_backbone": True}}
     no_training = {**raw["training"], "meta_iterations": 1, "warmup_iterations": 0}

@@ -8,7 +8,7 @@ def test_list_prints_every_learner_with_doc_and_defaults(capsys):
     out = capsys.readouterr().out
     for name in ("fomaml/deepcopy", "fomaml/functional", "fomaml/higher", "maml", "finetune"):
         assert f"{name}\n" in out
-    assert "inner_lr=0.4" in out and "head_steps=100" in out and "task_batching='auto'" in out
+    assert "inner_lr=0.4" in out and "head_epochs=100" in out and "task_batching='auto'" in out
 
 
 def test_verify_passes_and_prints_each_pair(capsys):

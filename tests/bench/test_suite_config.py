@@ -48,20 +48,20 @@ def test_impossible_episodes_for_the_data_are_refused():
 
 def test_grid_expands_learner_options_and_skips_options_a_learner_lacks():
     suite = parse_suite({**TINY, "grid": {**TINY["grid"], "seeds": [0, 1],
-                                          "options": {"inner_steps": [1, 2], "head_steps": [5, 10]}}})
+                                          "options": {"inner_steps": [1, 2], "head_epochs": [5, 10]}}})
     cells = expand(suite)
     by_learner = {}
     for cell in cells:
         by_learner.setdefault(cell.learner, []).append(cell)
-    assert len(by_learner["maml"]) == 4 and len(by_learner["finetune"]) == 4  # 2 S x 2 seeds; 2 head_steps x 2 seeds
+    assert len(by_learner["maml"]) == 4 and len(by_learner["finetune"]) == 4  # 2 S x 2 seeds; 2 head_epochs x 2 seeds
     assert {c.learner_config.inner_steps for c in by_learner["maml"]} == {1, 2}
-    assert {c.learner_config.head_steps for c in by_learner["finetune"]} == {5, 10}
+    assert {c.learner_config.head_epochs for c in by_learner["finetune"]} == {5, 10}
     assert len({c.config_hash for c in cells}) == len(cells)
     # every swept option is an axis of every cell, the same way as n_way; "-" where the learner lacks it
     maml = next(c for c in by_learner["maml"] if c.learner_config.inner_steps == 2 and c.seed == 1)
     assert maml.axes == {"n_way": "3", "k_shot": "1", "device": "cpu", "seed": "1", "inner_steps": "2",
-                         "head_steps": "-"}
-    assert "inner_steps=2" in maml.title and "head_steps" not in maml.title
+                         "head_epochs": "-"}
+    assert "inner_steps=2" in maml.title and "head_epochs" not in maml.title
 
 
 def test_the_evaluation_fingerprint_changes_exactly_when_the_test_episodes_do():
