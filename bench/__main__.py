@@ -32,8 +32,11 @@ def cmd_run(args) -> int:
         for suite in suites:
             cells = expand(suite)
             print(f"suite {suite.suite}: {len(cells)} cell(s)")
+            for part in (suite.training, suite.evaluation, suite.backbone):
+                print(f"  {part}")
             for cell in cells:
-                print(f"  {cell.config_hash}  {cell.title}  {cell.learner_config}")
+                print(f"  {cell.config_hash}  {cell.title}  queries train/test {cell.train_query}/{cell.test_query}  "
+                      f"{cell.learner_config}")
         return 0
     text = Path(args.suite).read_text(encoding="utf-8")
     outcomes = []

@@ -98,3 +98,14 @@ def from_mapping(cls: type[C], mapping: Mapping[str, Any] | None, where: str) ->
 def to_mapping(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys: ``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

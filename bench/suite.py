@@ -102,12 +102,14 @@ class ReportOptions:
     """reference: "" compares every pair of learners; a learner's label compares every other learner with it alone
     (fewer tests, so more power after the multiple-comparison correction); alpha: the family-wise level of the
     Holm-corrected verdicts; min_seeds: training seeds needed before a verdict is given; output_dir: where
-    reports/<suite>/ is written."""
+    reports/<suite>/ is written; published: learner label -> the published series its cells should reproduce
+    (the report shows measured against published for each N and K the series has)."""
 
     reference: str = ""
     alpha: float = 0.05
     min_seeds: int = 3
     output_dir: str = "reports"
+    published: dict = field(default_factory=dict)  # learner label -> published series (bench/data/published.yaml)
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
@@ -277,6 +279,15 @@ def validate(suite: Suite, source: str, notes: list[str] | None = None) -> None:
         if label in labels:
             raise ConfigError(f"{where}: learner label {label!r} appears twice; give one a distinct 'label'")
         labels.add(label)
+    from bench.published import series  # noqa: PLC0415
+
+    for label, name in suite.report.published.items():
+        if label not in labels:
+            raise ConfigError(f"{source}: report.published: no learner is labelled {label!r}; labels: "
+                              f"{', '.join(sorted(labels))}")
+        if name not in series():
+            raise ConfigError(f"{source}: report.published.{label}: unknown published series {name!r}"
+                              f"{did_you_mean(str(name), list(series()))}; known: {', '.join(series())}")
     grid = suite.grid
     _positive_ints(grid.n_way, f"{source}: grid.n_way")
     _positive_ints(grid.k_shot, f"{source}: grid.k_shot")

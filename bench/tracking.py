@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from bench import ownership
+from bench.config import flatten
 from bench.measure import cpu_model, device_description
 from bench.provenance import PROJECT_ROOT, git_commit
 
@@ -116,20 +117,9 @@ def environment_tags(device: str | None = None) -> dict[str, str]:
     return tags
 
 
-def flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    flat = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = str(value)
-    return flat
-
-
 @_uninterruptible
 def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
-    items = [Param(k, v[:6000]) for k, v in flatten(params).items()]
+    items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
     for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run_id, params=items[start:start + 100])
 

@@ -67,13 +67,21 @@ def build_report(suite: str, uri: str, suites: list[Suite] | None = None) -> Pat
     frames = {"results": tables.results(runs), "runs": tables.per_run(runs),
               "comparisons": tables.verdicts(runs, compared, "algorithms"),
               "variant_comparisons": tables.verdicts(runs, compared, "variants of one algorithm"),
-              "failed_and_skipped": tables.problems(runs), "other_definitions": tables.other_definitions(runs)}
+              "failed_and_skipped": tables.problems(runs), "other_definitions": tables.other_definitions(runs),
+              "published": tables.against_published(runs, options)}
     for name, frame in frames.items():
         frame.to_csv(folder / f"{name}.csv", index=False)
     made = figures.all_figures(runs, folder)
     blocks: list[render.Block] = [render.Heading(f"meta-bench report: {suite}", 1), *_header(runs),
                                   render.Heading("Results"), render.Table(frames["results"]),
-                                  *_comparison_blocks(runs, frames, options), render.Heading("Figures")]
+                                  *_comparison_blocks(runs, frames, options)]
+    if options.published:
+        blocks += [render.Heading("Against published results"),
+                   render.Text("Measured (mean ± 95% CI across seeds) against the published number; the difference's "
+                               "interval combines both. Reproduced when it holds 0; not comparable when the data or "
+                               "a protocol setting the paper fixes differs (listed)."),
+                   render.Table(frames["published"])]
+    blocks.append(render.Heading("Figures"))
     for title, path in made:
         blocks += [render.Heading(title, 3), render.Image(title, path)]
     blocks += [render.Heading("Every run"), render.Table(frames["runs"]),

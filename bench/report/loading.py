@@ -25,6 +25,7 @@ class Runs:
     curves: pd.DataFrame  # validation scores over meta-iterations: run_id, iteration, val_score
     axes: list[str]  # the grid's axes, in order: n_way, k_shot, device, seed, then the swept options
     learners: list[str]  # labels in the suite's order
+    resolved: dict[str, dict]  # config hash -> the cell's resolved configuration (current definitions)
     header: dict
     score: str  # "accuracy" or "mse"
 
@@ -123,7 +124,7 @@ def load_runs(client: MlflowClient, suites: list[Suite]) -> Runs:
     learners = list(dict.fromkeys(spec.label or spec.name for s in suites for spec in s.learners))
     return Runs(finished, problems.reset_index(drop=True), frame[~current].reset_index(drop=True), episodes,
                 pd.DataFrame(curves, columns=["run_id", "iteration", "val_score"]), axes, learners,
-                _header(client, experiment, name, finished), "mse" if (finished["score_name"] == "mse").any()
+                {c.config_hash: c.resolved() for c in cells}, _header(client, experiment, name, finished), "mse" if (finished["score_name"] == "mse").any()
                 else "accuracy")
 
 

@@ -6,8 +6,10 @@ import math
 import pandas as pd
 
 from bench import metrics as m
+from bench import published as papers
 from bench.report.loading import Runs
 from bench.report.statistics import seed_interval
+from bench.suite import ReportOptions
 
 
 def _ordered(runs: Runs, frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -86,3 +88,29 @@ def other_definitions(runs: Runs) -> pd.DataFrame:
         return pd.DataFrame()
     counts = o.groupby(["learner", "outcome"], dropna=False).size().reset_index(name="runs")
     return counts.assign(outcome=counts["outcome"].replace("", "running or interrupted"))
+
+
+def against_published(runs: Runs, options: ReportOptions) -> pd.DataFrame:
+    """Each cell a suite ties to a published series: measured (across seeds) against published, with a verdict."""
+    rows = []
+    f = runs.finished
+    statistics = runs.header["dataset"]
+    for label, name in options.published.items():
+        for key, part in f[f["learner"] == label].groupby(runs.conditions, sort=False):
+            first = part.iloc[0]
+            paper = papers.find(name, int(first["n_way"]), int(first["k_shot"]))
+            if paper is None:
+                continue
+            mean, half = seed_interval(list(100 * part[m.SCORES["accuracy"].name]))
+            if len(part) == 1:
+                half = 100 * float(first[m.ci95("accuracy")])
+            why = papers.differences(paper, runs.resolved[first["config_hash"]], statistics.get("dataset", ""),
+                                     statistics)
+            verdict = papers.standing(paper, mean, half, why)
+            ci = "-" if math.isnan(verdict.half_width) else f"±{verdict.half_width:.2f}"
+            rows.append({"learner": label, **dict(zip(runs.conditions, key)), "seeds": len(part),
+                         "measured %": f"{mean:.2f} ± {half:.2f}",
+                         "published %": f"{paper.accuracy:.2f}" + (f" ± {paper.ci95:.2f}" if paper.ci95 else ""),
+                         "difference (pp)": f"{verdict.difference:+.2f} {ci}", "verdict": verdict.verdict,
+                         "source": paper.citation})
+    return pd.DataFrame(rows)
