@@ -1,4 +1,4 @@
-"""meta-bench command line: run, list, verify, datasets, report."""
+"""meta-bench command line: run, tune, list, verify, datasets, report."""
 from __future__ import annotations
 
 import argparse
@@ -62,6 +62,76 @@ def cmd_run(args) -> int:
             print(f"  {o.cell.title}: {o.detail}", file=sys.stderr)
         return EXIT_FAILURES
     return 0
+
+
+def cmd_tune(args) -> int:
+    from bench import tracking
+    from bench.config import ConfigError
+    from bench.suite import load_suites
+    from bench.tune import TuneOptions, resolve_storage
+
+    try:
+        suites = load_suites(args.suite)
+    except ConfigError as error:
+        return _fail(str(error))
+    suite = suites[0]
+    if suite.search is None:
+        return _fail(f"{args.suite}: the suite has no 'search' section: nothing to tune (see docs/suites.md)")
+    if args.n_trials is not None and args.n_trials <= 0:
+        return _fail(f"--n-trials must be positive, got {args.n_trials}")
+    if args.workers <= 0 or args.heartbeat <= 0:
+        return _fail(f"--workers and --heartbeat must be positive, got {args.workers}, {args.heartbeat}")
+    options = TuneOptions(storage=resolve_storage(args.storage), study=args.study or "", n_trials=args.n_trials,
+                          timeout=args.timeout, workers=1 if args.worker else args.workers, heartbeat=args.heartbeat)
+    uri = tracking.resolve_uri(suite.tracking.uri, args.tracking_uri)
+    from bench.tune import optimise, run_workers
+
+    try:
+        if args.worker:  # one of the processes `--workers` starts
+            optimise(suite, options, uri, options.n_trials or suite.search.n_trials)
+            return 0
+        status = run_workers(args.suite, suite, options, uri)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the study keeps every finished trial; rerun the same command to continue it",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return _tuned(args, suite, options, uri) if status == 0 else EXIT_FAILURES
+
+
+def _tuned(args, suite, options, uri) -> int:
+    """Best configurations: printed, written as a suite file, evaluated on the test episodes, reported."""
+    from bench.report import build_report
+    from bench.report.tuning import build_tuning_report
+    from bench.runner import run_suite
+    from bench.suite import suites_from_text
+    from bench.summary import summary_table
+    from bench.provenance import PROJECT_ROOT
+    from bench.tune import best_suite_documents, open_study, write_best
+
+    text = Path(args.suite).read_text(encoding="utf-8")
+    studies = {spec.label or spec.name: open_study(suite, options, spec.label or spec.name) for spec in suite.learners}
+    for label, study in studies.items():
+        done = [t for t in study.trials if t.state.name == "COMPLETE"]
+        if not done:
+            return _fail(f"study {study.study_name}: no trial completed, so there is no best configuration")
+        best = study.best_trials[0]
+        print(f"{label}: best of {len(study.trials)} trial(s) is trial {best.number}, values {best.values}, "
+              f"params {best.params}")
+    name = options.study or suite.suite
+    path = Path(args.best) if args.best else PROJECT_ROOT / "results" / name / "best.yaml"
+    documents = best_suite_documents(text, suite, options)
+    write_best(path, documents)
+    print(f"best configurations: {path} (run it with: python -m bench run {path})")
+    print(f"tuning report: {build_tuning_report(studies, name, PROJECT_ROOT / suite.report.output_dir / (name + '.tuning'))}")
+    if args.no_evaluate:
+        return 0
+    best_suites = suites_from_text(path.read_text(encoding="utf-8"), str(path))
+    outcomes = []
+    for best_suite in best_suites:
+        outcomes += run_suite(best_suite, path.read_text(encoding="utf-8"), uri, progress=not args.no_progress)
+    print(summary_table(outcomes))
+    print(f"report: {build_report(best_suites[0].suite, uri, best_suites)}")
+    return EXIT_FAILURES if any(o.outcome == "failed" for o in outcomes) else 0
 
 
 def cmd_list(args) -> int:
@@ -131,6 +201,22 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--no-report", action="store_true", help="do not build the report at the end")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
+    tune = commands.add_parser("tune", help="Optuna searches over the suite's search space, one study per learner")
+    tune.add_argument("suite", help="suite YAML file with a 'search' section")
+    tune.add_argument("--n-trials", type=int, help="trials per learner (overrides search.n_trials)")
+    tune.add_argument("--timeout", type=float, help="seconds per learner's study")
+    tune.add_argument("--workers", type=int, default=1, help="worker processes on the same storage")
+    tune.add_argument("--storage", default="sqlite:///results/optuna.db",
+                      help="Optuna storage URL (sqlite:///, postgresql://..., journal:PATH)")
+    tune.add_argument("--study", help="study name prefix (default: the suite's name)")
+    tune.add_argument("--tracking-uri", help="MLflow tracking URI")
+    tune.add_argument("--no-evaluate", action="store_true", help="do not evaluate the best configurations")
+    tune.add_argument("--best", help="where the best configurations go (default results/<study>/best.yaml)")
+    tune.add_argument("--heartbeat", type=int, default=10,
+                      help="seconds between trial heartbeats (RDB storages); a dead worker's trial is retried after 2")
+    tune.add_argument("--no-progress", action="store_true")
+    tune.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    tune.set_defaults(func=cmd_tune)
     commands.add_parser("list", help="every registered learner with its doc and defaults").set_defaults(func=cmd_list)
     verify = commands.add_parser("verify", help="gradient agreement of variants; finite differences for 2nd order")
     verify.add_argument("--tolerance", type=float, default=1e-6)

@@ -15,6 +15,7 @@ from algorithms import LEARNERS
 from algorithms.backbones import BackboneConfig
 from bench.config import ConfigError, check_keys, field_names, from_mapping, to_mapping
 from bench.registry import UnknownNameError, did_you_mean
+from bench.search import SearchSpec, validate_search
 from datasets import DATASETS
 from datasets.base import DataMissingError, DataRequestError
 from datasets.registry import parse_options
@@ -130,6 +131,7 @@ class Suite:
     backbone: BackboneConfig = BackboneConfig()
     tracking: TrackingSpec = TrackingSpec()
     report: ReportOptions = ReportOptions()
+    search: SearchSpec | None = None  # what `bench tune` explores (see bench/search.py)
 
 
 AXES = ("n_way", "k_shot", "device", "seed")  # every cell's axes; a suite's grid.options add their own
@@ -319,6 +321,8 @@ def validate(suite: Suite, source: str, notes: list[str] | None = None) -> None:
         notes.append(f"N and K not checked against the data: {error}")
     except DataRequestError as error:
         raise ConfigError(f"{source}: grid / dataset: {error}") from None
+    if suite.search is not None:
+        validate_search(suite, source)
     expand(suite)  # every learner config of the grid builds
 
 

@@ -46,7 +46,9 @@ def _step_values(result) -> tuple[list[str], torch.Tensor]:
 
 
 def run_cell(cell: Cell, on_train: Curve | None = None, on_validation: Curve | None = None,
-             progress: bool = False) -> CellResult:
+             progress: bool = False, test: bool = True) -> CellResult:
+    """Meta-train ``cell`` and score it on its test episodes; ``test`` False stops after meta-training (a
+    hyperparameter search never sees the test episodes)."""
     device, dtype = torch.device(cell.device), dtype_of(cell.training)
     training, evaluation = cell.training, cell.evaluation
     data = load_dataset(cell.dataset.name, cell.dataset_options)
@@ -82,14 +84,16 @@ def run_cell(cell: Cell, on_train: Curve | None = None, on_validation: Curve | N
             if on_validation is not None:
                 on_validation(iteration + 1, {m.VAL_SCORE: validation[-1]})
     results = meter.summary("train")
+    results.update({m.FINAL_VAL_SCORE: validation[-1], m.FINAL_TRAIN_LOSS: loss})
+    score_name = data.score_name
+    state = {k: v.detach().cpu() for k, v in learner.model.state_dict().items()}
+    if not test:
+        return CellResult(results, [], score_name, state, learner.execution(batch_size, device))
     eval_meter = PhaseMeter(device, warmup=evaluation.warmup_episodes)
     scores = evaluate(learner, test_source, evaluation.test_episodes, device, dtype, eval_meter)
     results.update(eval_meter.summary("eval"))
-    score_name = data.score_name
     mean, half_width = confidence_interval95(scores)
-    results.update({m.SCORES[score_name].name: mean, m.ci95(score_name): half_width,
-                    m.FINAL_TRAIN_LOSS: loss, m.FINAL_VAL_SCORE: validation[-1]})
+    results.update({m.SCORES[score_name].name: mean, m.ci95(score_name): half_width})
     if not math.isfinite(mean):
         raise NonFiniteLossError(f"test {score_name} is {mean}")
-    state = {k: v.detach().cpu() for k, v in learner.model.state_dict().items()}
     return CellResult(results, scores, score_name, state, learner.execution(batch_size, device))
