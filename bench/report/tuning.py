@@ -50,9 +50,14 @@ def study_blocks(study: optuna.Study, label: str, folder: Path) -> list[render.B
             blocks.append(render.Image("Optimisation history", path))
         if len(complete) >= 2 and study.best_trials[0].params:
             evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-            path = _save(plots.plot_param_importances(study, evaluator=evaluator, **target),
-                         folder / f"{safe}_importances.png")
-            blocks.append(render.Image("Parameter importances (fANOVA)", path))
+            try:
+                axes = plots.plot_param_importances(study, evaluator=evaluator, **target)
+            except RuntimeError as error:  # e.g. the completed trials do not vary: said in the report
+                plt.close("all")
+                blocks.append(render.Text(f"Parameter importances (fANOVA) not computable: {error}"))
+            else:
+                blocks.append(render.Image("Parameter importances (fANOVA)", _save(axes, folder /
+                                                                                    f"{safe}_importances.png")))
     return blocks
 
 
