@@ -9,8 +9,11 @@ comes back to the cell once the winner has ended: every cell is finished once, w
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -29,6 +32,39 @@ from datasets import DATASETS, load_dataset
 
 CLAIM_POLL_S = 1.0  # how often a cell held by another invocation is looked at again
 CLAIM_SETTLE_S = 1.0  # longer than a run takes from its start time to being visible in the store
+
+
+class _Interrupts:
+    """Ctrl-C, remembered. Python swallows a KeyboardInterrupt raised while a finaliser runs (the saved-tensor meter
+    uses finalisers in warm-up iterations), so the runner also looks at this flag after every meta-iteration."""
+
+    seen = False
+
+    @classmethod
+    def handler(cls, signum, frame) -> None:
+        cls.seen = True
+        raise KeyboardInterrupt
+
+    @classmethod
+    def check(cls) -> None:
+        if cls.seen:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def remembered_interrupts():
+    """Install the remembering handler where Ctrl-C is live (main thread, default handler); an ignored SIGINT
+    (a job started in the background) stays ignored."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    _Interrupts.seen = False
+    previous = signal.signal(signal.SIGINT, _Interrupts.handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @dataclass
@@ -67,6 +103,7 @@ def run_one(client, run_id: str, cell: Cell, progress: bool) -> Outcome:
     pending: list[tuple[str, float, int]] = []
 
     def on_train(iteration: int, values: dict[str, float]) -> None:
+        _Interrupts.check()
         pending.extend((name, value, iteration) for name, value in values.items() if math.isfinite(value))
 
     def on_validation(iteration: int, values: dict[str, float]) -> None:
@@ -152,27 +189,9 @@ def run_suite(suite: Suite, suite_text: str, uri: str, force: bool = False, reus
                                 {"role": "suite", **tracking.environment_tags()})
     outcomes: list[Outcome] = []
     try:
-        statistics = load_dataset(suite.dataset.name, suite.dataset.options).statistics()
-        with tracking.uninterruptible():
-            client.log_text(parent, suite_text, "suite.yaml")
-            client.log_text(parent, json.dumps(statistics, indent=2), "dataset.json")
-        waiting: list[Cell] = []
-        for cell in tqdm(cells, desc=f"{suite.suite}: cells", unit="cell", disable=not progress):
-            if force:
-                outcomes.append(run_one(client, new_run(client, experiment, parent, cell), cell, progress))
-                continue
-            done, _ = attempt(client, experiment, parent, cell, None if reuse_other_code else cell_code(cell),
-                              progress)
-            outcomes.append(done) if done else waiting.append(cell)
-        while waiting:  # cells another invocation is running: take them over if it ends without finishing them
-            cell = waiting.pop(0)
-            done, _ = attempt(client, experiment, parent, cell, None if reuse_other_code else cell_code(cell),
-                                   progress)
-            if done:
-                outcomes.append(done)
-            else:
-                waiting.append(cell)
-                time.sleep(CLAIM_POLL_S)
+        with remembered_interrupts():
+            _run_cells(client, experiment, parent, suite, suite_text, cells, outcomes, force, reuse_other_code,
+                       progress)
     except KeyboardInterrupt:
         tracking.end_run(client, parent, "interrupted", KILLED)
         raise
@@ -181,3 +200,27 @@ def run_suite(suite: Suite, suite_text: str, uri: str, force: bool = False, reus
                      {"cells": str(len(cells)), "failures": str(len(failures))})
     order = {cell.config_hash: i for i, cell in enumerate(cells)}
     return sorted(outcomes, key=lambda o: order[o.cell.config_hash])
+
+
+def _run_cells(client, experiment: str, parent: str, suite: Suite, suite_text: str, cells: list[Cell],
+               outcomes: list[Outcome], force: bool, reuse_other_code: bool, progress: bool) -> None:
+    statistics = load_dataset(suite.dataset.name, suite.dataset.options).statistics()
+    with tracking.uninterruptible():
+        client.log_text(parent, suite_text, "suite.yaml")
+        client.log_text(parent, json.dumps(statistics, indent=2), "dataset.json")
+    waiting: list[Cell] = []
+    for cell in tqdm(cells, desc=f"{suite.suite}: cells", unit="cell", disable=not progress):
+        if force:
+            outcomes.append(run_one(client, new_run(client, experiment, parent, cell), cell, progress))
+            continue
+        done, _ = attempt(client, experiment, parent, cell, None if reuse_other_code else cell_code(cell), progress)
+        outcomes.append(done) if done else waiting.append(cell)
+    while waiting:  # cells another invocation is running: take them over if it ends without finishing them
+        cell = waiting.pop(0)
+        done, _ = attempt(client, experiment, parent, cell, None if reuse_other_code else cell_code(cell), progress)
+        if done:
+            outcomes.append(done)
+        else:
+            waiting.append(cell)
+            _Interrupts.check()
+            time.sleep(CLAIM_POLL_S)
