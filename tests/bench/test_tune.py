@@ -178,3 +178,18 @@ def test_two_workers_on_a_real_postgresql(tmp_path, postgres_url):
     done = trials(tmp_path, storage=postgres_url)
     assert sorted(t.number for t in done) == [0, 1, 2, 3]
     assert all(t.state.name in ("COMPLETE", "PRUNED") for t in done)
+
+
+def test_a_failing_trial_does_not_stop_a_two_objective_study(tmp_path):
+    search = {"n_trials": 3, "objectives": ["score", "ms_per_iteration"],
+              "space": {"learner.inner_lr": {"choices": [0.4, 1e30]}}}  # 1e30 diverges: the trial fails
+    path = tune_suite(tmp_path, search=search)
+    study = optuna.create_study(study_name="tiny.maml", storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+                                directions=["maximize", "minimize"])
+    for lr in (1e30, 0.4, 0.4):
+        study.enqueue_trial({"learner.inner_lr": lr})
+    assert main(args(path, tmp_path, "--no-evaluate")) == 0
+    done = trials(tmp_path)
+    assert [t.state.name for t in done] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert all(len(t.values) == 2 and t.values[1] > 0 for t in done[1:])
+    assert (tmp_path / "reports" / "tiny.tuning" / "tiny.maml_pareto.png").stat().st_size > 5000
