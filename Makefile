@@ -7,7 +7,7 @@ SUITE ?= suites/quickstart.yaml
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
 	touch $@
 
-.PHONY: demo test bench
+.PHONY: demo test bench ci-check
 demo: .venv/installed
 	$(PY) -m bench run $(SUITE)
 
@@ -15,4 +15,9 @@ test: .venv/installed
 	$(PY) -m pytest -q
 
 bench: .venv/installed
-	$(PY) -m pytest -q benchmarks --benchmark-enable -p no:cacheprovider
+	mkdir -p results/benchmarks
+	$(PY) -m pytest -q benchmarks --benchmark-enable -p no:cacheprovider --benchmark-json results/benchmarks/latest.json
+
+# the regression gate's deterministic parts (gradients, float64 scores, memory); add --perf for speed
+ci-check: .venv/installed
+	$(PY) -m bench ci-check

@@ -154,6 +154,36 @@ def cmd_verify(args) -> int:
     return 0 if ok else EXIT_FAILURES
 
 
+def cmd_ci_check(args) -> int:
+    from bench import gate
+    from bench.verify import run_checks
+
+    path = Path(args.baseline)
+    print("1/3 gradients (bench verify)")
+    verified = run_checks(1e-6)
+    print("2/3 pinned float64 scores and saved-for-backward bytes" + (", speed ratios" if args.perf else ""))
+    figures = gate.measure(args.perf)
+    if args.update_baseline:
+        old = json.loads(path.read_text()) if path.exists() else {}
+        if not args.perf and "speed_ratio" in old:
+            figures["speed_ratio"] = old["speed_ratio"]  # a deterministic refresh keeps the speed baseline
+        gate.write_baseline(path, figures)
+        print(f"baseline written: {path} (review its diff)")
+        return 0 if verified else EXIT_FAILURES
+    if not path.exists():
+        return _fail(f"no baseline at {path}: create it with `python -m bench ci-check --update-baseline`")
+    failures = gate.compare(json.loads(path.read_text()), figures)
+    if not failures or not failures[0].startswith("baseline from another torch"):
+        print("3/3 memory flat over 20 meta-iterations")
+        failures += gate.flatness_failures()
+    if not verified:
+        failures.insert(0, "bench verify: implementation variants disagree (lines marked above)")
+    for line in failures:
+        print(f"REGRESSION {line}", file=sys.stderr)
+    print("ci-check passed" if not failures else f"ci-check failed: {len(failures)} regression(s)")
+    return EXIT_FAILURES if failures else 0
+
+
 def cmd_datasets(args) -> int:
     from bench.config import ConfigError
     from datasets import DATASETS, DataRequestError, load_dataset
@@ -221,6 +251,12 @@ def main(argv: list[str] | None = None) -> int:
     verify = commands.add_parser("verify", help="gradient agreement of variants; finite differences for 2nd order")
     verify.add_argument("--tolerance", type=float, default=1e-6)
     verify.set_defaults(func=cmd_verify)
+    check = commands.add_parser("ci-check", help="the regression gate: gradients, float64 scores, memory, --perf speed")
+    check.add_argument("--baseline", default=str(Path(__file__).resolve().parents[1] / "benchmarks" / "baselines" /
+                                                 "ci.json"))
+    check.add_argument("--update-baseline", action="store_true", help="write the measured figures as the baseline")
+    check.add_argument("--perf", action="store_true", help="also time every learner against a reference workload")
+    check.set_defaults(func=cmd_ci_check)
     data = commands.add_parser("datasets", help="statistics of datasets (default: glyphs and sinusoid)")
     data.add_argument("names", nargs="*")
     data.set_defaults(func=cmd_datasets)

@@ -1,6 +1,7 @@
 import pytest
 
 from bench.factory import new_learner
+from bench.gate import meta_iteration  # noqa: F401  (the benchmarks' step, defined once in the package)
 from datasets import load_dataset
 
 
@@ -16,11 +17,3 @@ def learner_on_glyphs(name: str, n_way: int = 5, inner_steps: int = 1, device: s
     if "inner_steps" in LEARNERS[name].Config.__dataclass_fields__:
         options["inner_steps"] = inner_steps
     return new_learner("glyphs", name, options, n_way, device=device)
-
-
-def meta_iteration(learner, batch):
-    def step():
-        for p in learner.meta_parameters():
-            p.grad = None
-        learner.meta_gradient(batch)
-    return step

@@ -1,20 +1,32 @@
-"""CI regression benchmarks (pytest-benchmark): `make bench`, compare runs with --benchmark-compare.
-
-Small shapes so that a run takes a minute; the full table is `python benchmarks/table.py`."""
+"""CI regression benchmarks (pytest-benchmark): `make bench`. Every registered learner (discovered from the
+registry) at the gate's fixed workloads, one test-episode adaptation each, and episode-batch assembly; grouped so
+that the table compares learners side by side. JSON with pytest-benchmark's machine info lands in
+results/benchmarks/. Timing decides nothing here: `bench ci-check --perf` is the gate."""
 import pytest
 
 from algorithms import LEARNERS
-from benchmarks.conftest import learner_on_glyphs, meta_iteration
+from bench.gate import WORKLOADS, batch_of, learner_on, meta_iteration
 
 
 def test_batch_assembly_32_episodes_5way_1shot(benchmark, glyphs):
+    benchmark.group = "episode batch assembly"
     sampler = glyphs.sampler("train", 5, 1, 15, seed=0)
     counter = iter(range(10**9))
     benchmark(lambda: sampler.batch(32 * next(counter), 32))
 
 
+@pytest.mark.parametrize("workload", WORKLOADS, ids=lambda w: w.name)
 @pytest.mark.parametrize("name", LEARNERS.names())
-def test_meta_iteration_5way_1shot_b8(benchmark, glyphs, name):
-    batch = glyphs.sampler("train", 5, 1, 15, seed=0).batch(0, 8)
-    learner = learner_on_glyphs(name)
-    benchmark.pedantic(meta_iteration(learner, batch), rounds=3, warmup_rounds=1)
+def test_meta_iteration(benchmark, name, workload):
+    benchmark.group = f"meta-iteration {workload.name}"
+    step = meta_iteration(learner_on(name, workload), batch_of(workload))
+    benchmark.pedantic(step, rounds=3, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("name", LEARNERS.names())
+def test_test_episode_adaptation(benchmark, name):
+    benchmark.group = "test-episode adaptation 5w1s"
+    workload = WORKLOADS[0]
+    learner = learner_on(name, workload)
+    episode = batch_of(workload).task(0)
+    benchmark.pedantic(lambda: learner.predict(episode), rounds=3, warmup_rounds=1)

@@ -1,0 +1,64 @@
+"""The regression gate: its comparisons name the learner and the figure, and the deterministic memory figures hold
+against the baseline in the repository."""
+import json
+
+import pytest
+import torch
+
+from algorithms import LEARNERS
+from bench import gate
+
+BASELINE = json.loads(gate.BASELINE.read_text())
+SAME_TORCH = pytest.mark.skipif(BASELINE["torch"] != torch.__version__,
+                                reason=f"baseline made with torch {BASELINE['torch']}: refresh it")
+
+
+def figures(section=None, name=None, value=None):
+    """The baseline's own figures, with one value changed."""
+    measured = json.loads(json.dumps(BASELINE))
+    if section:
+        measured[section][name] = value
+    return measured
+
+
+def test_unchanged_figures_pass_and_each_regression_names_learner_and_figure():
+    assert gate.compare(BASELINE, figures()) == []
+    (line,) = gate.compare(BASELINE, figures("scores", "fomaml/deepcopy", 0.1))
+    assert line.startswith("fomaml/deepcopy: test accuracy 0.100000 on the pinned float64 suite")
+    (line,) = gate.compare(BASELINE, figures("saved_bytes", "maml", 1))
+    assert line.startswith("maml: saved-for-backward bytes 1, baseline")
+    slow = 2 * BASELINE["speed_ratio"]["finetune"]
+    (line,) = gate.compare(BASELINE, figures("speed_ratio", "finetune", slow))
+    assert line.startswith("finetune: meta-iteration takes") and "+100%" in line
+    assert gate.compare(BASELINE, figures("speed_ratio", "finetune", 1.2 * BASELINE["speed_ratio"]["finetune"])) == []
+
+
+def test_another_torch_asks_for_a_refresh_instead_of_failing_obscurely():
+    (line,) = gate.compare({**BASELINE, "torch": "1.0"}, figures())
+    assert line.startswith("baseline from another torch (1.0, this is") and "--update-baseline" in line
+
+
+def test_every_registered_learner_is_in_the_baseline():
+    assert set(BASELINE["scores"]) == set(BASELINE["saved_bytes"]) == set(LEARNERS.names())
+
+
+@SAME_TORCH
+def test_saved_bytes_equal_the_stored_values():
+    assert gate.saved_bytes() == BASELINE["saved_bytes"]
+
+
+def test_memory_stays_flat_over_20_meta_iterations_and_a_leak_is_caught(monkeypatch):
+    assert gate.flatness_failures() == []
+    from algorithms.fomaml_functional import FunctionalFOMAML
+
+    kept = []
+    real = FunctionalFOMAML.meta_gradient
+
+    def leaky(self, batch):  # the classic: a history of losses that keeps every step's tensors alive
+        result = real(self, batch)
+        kept.append(torch.zeros(1000) + result.loss)
+        return result
+
+    monkeypatch.setattr(FunctionalFOMAML, "meta_gradient", leaky)
+    (line,) = gate.flatness_failures(["fomaml/functional"])
+    assert line.startswith("fomaml/functional: live tensor memory grew from")
