@@ -154,8 +154,8 @@ def test_same_seed_same_start_and_same_episodes_for_every_learner(monkeypatch):
 
 def test_kill_minus_nine_then_rerun_resumes(write_suite, tmp_path):
     uri = f"sqlite:///{tmp_path / 'kill.db'}"
-    slow = {**TINY["training"], "meta_iterations": 1000, "validate_every": 250}
-    # the first cell runs to the end; the second (maml, 1000 iterations) is killed in flight, then rerun whole
+    slow = {**TINY["training"], "meta_iterations": 300, "validate_every": 100}
+    # the first cell runs to the end; the second (maml, 300 iterations) is killed in flight, then rerun whole
     fast_first = write_suite({"learners": ["fomaml/functional", "maml"], "training": slow}, name="kill.yaml")
     command = [sys.executable, "-m", "bench", "run", str(fast_first), "--tracking-uri", uri, "--no-progress",
                "--no-report"]
