@@ -60,10 +60,13 @@ class MetaLearner(ABC):
     """Subclasses set ``Config`` (a frozen dataclass of hyperparameters) and a one-line docstring."""
 
     Config: ClassVar[type]
+    kinds: ClassVar[tuple[str, ...]] = ("classification", "regression")  # the task kinds it can learn
 
     def __init__(self, model: Classifier, config, task: TaskSpec):
         if not isinstance(config, self.Config):
             raise TypeError(f"{type(self).__name__} takes a {self.Config.__name__}, got {type(config).__name__}")
+        if task.kind not in self.kinds:
+            raise ValueError(f"{type(self).__name__} learns {' and '.join(self.kinds)} tasks, not {task.kind}")
         self.model, self.config, self.task = model, config, task
 
     def meta_parameters(self) -> list[nn.Parameter]:

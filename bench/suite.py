@@ -309,6 +309,10 @@ def validate(suite: Suite, source: str, notes: list[str] | None = None) -> None:
     from datasets import load_dataset  # noqa: PLC0415  (loading is the expensive part: only for a valid suite)
     try:
         data = load_dataset(suite.dataset.name, suite.dataset.options)
+        for spec in suite.learners:
+            if data.task_kind not in LEARNERS[spec.name].kinds:
+                raise ConfigError(f"{source}: learners: {spec.name} learns {' and '.join(LEARNERS[spec.name].kinds)} "
+                                  f"tasks; dataset {suite.dataset.name} is {data.task_kind}")
         for n, k in itertools.product(grid.n_way, grid.k_shot):
             train_query = k if suite.training.query == "k_shot" else suite.training.query
             test_query = k if suite.evaluation.query == "k_shot" else suite.evaluation.query

@@ -15,6 +15,10 @@ from tests.algorithms.helpers import make_learner, make_problem
 def test_meta_gradient_fills_grad_and_returns_detached_tensors(name, dataset):
     n_way = 5 if dataset == "glyphs" else 1
     batch, task, model = make_problem(dataset, n_way=n_way, k_shot=2, q_query=3, tasks=2)
+    if task.kind not in LEARNERS[name].kinds:  # refused at once, with the reason
+        with pytest.raises(ValueError, match=f"learns .* tasks, not {task.kind}"):
+            make_learner(name, task, model())
+        return
     learner = make_learner(name, task, model())
     before = [p.detach().clone() for p in learner.model.parameters()]
     result = learner.meta_gradient(batch)
@@ -62,7 +66,7 @@ def test_registry_refuses_duplicates_and_suggests_near_names():
     with pytest.raises(ValueError, match="learner 'maml' is already registered"):
         register_learner("maml")(MetaLearner)
     with pytest.raises(UnknownNameError, match="unknown learner 'fomaml/functionl' \\(did you mean "
-                                               "'fomaml/functional'\\?\\); known: finetune, fomaml/deepcopy"):
+                                               "'fomaml/functional'\\?\\); known: anil, finetune, fomaml/deepcopy"):
         LEARNERS["fomaml/functionl"]
 
 

@@ -33,7 +33,7 @@ def test_wrong_types_and_ranges_are_named():
 
 
 def test_unknown_names_list_the_known_ones():
-    bad({"learners": ["mamll"]}, r"learners\[0\].name: unknown learner 'mamll' \(did you mean 'maml'\?\); known: finetune")
+    bad({"learners": ["mamll"]}, r"learners\[0\].name: unknown learner 'mamll' \(did you mean 'maml'\?\); known: anil, finetune")
     bad({"dataset": {"name": "omniglott"}}, r"dataset.name: unknown dataset 'omniglott' \(did you mean 'omniglot'")
     bad({"grid": {"devices": ["gpu"]}}, r"grid.devices: unknown device 'gpu'; known: cpu, cuda, cuda:N, mps")
     bad({"learners": [{"name": "maml", "config": {"inner_rate": 0.1}}]},
