@@ -196,6 +196,10 @@ def flatness_failures(names: list[str] | None = None) -> list[str]:
 
 
 def write_baseline(path: Path, figures: dict) -> None:
+    """Write ``figures`` as the baseline; a refresh without speed ratios keeps the stored ones."""
+    old = json.loads(path.read_text()) if path.exists() else {}
+    if "speed_ratio" not in figures and "speed_ratio" in old:
+        figures = {**figures, "speed_ratio": old["speed_ratio"]}
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")

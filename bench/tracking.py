@@ -63,15 +63,19 @@ def _uninterruptible(write):
     return wrapped
 
 
-def resolve_uri(suite_uri: str, flag: str | None) -> str:
-    """--tracking-uri beats MLFLOW_TRACKING_URI beats the suite's own."""
-    uri = flag or os.environ.get("MLFLOW_TRACKING_URI") or suite_uri
+def anchored_sqlite(uri: str) -> str:
+    """A relative SQLite path is taken from the project root, not wherever the command was started; its folder is
+    made. Other URIs pass unchanged. (MLflow stores and Optuna storages alike.)"""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        # relative SQLite paths are taken from the project root, not wherever the command was started
         uri = f"sqlite:///{PROJECT_ROOT / uri[len('sqlite:///'):]}"
     if uri.startswith("sqlite:///"):
         Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     return uri
+
+
+def resolve_uri(suite_uri: str, flag: str | None) -> str:
+    """--tracking-uri beats MLFLOW_TRACKING_URI beats the suite's own."""
+    return anchored_sqlite(flag or os.environ.get("MLFLOW_TRACKING_URI") or suite_uri)
 
 
 @_uninterruptible

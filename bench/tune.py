@@ -46,15 +46,6 @@ class TuneOptions:
     heartbeat: int = 10  # seconds; a killed worker's trial is failed (and retried) 2 heartbeats after its last
 
 
-def resolve_storage(url: str) -> str:
-    """Relative SQLite paths are taken from the project root, like the MLflow store's."""
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        url = f"sqlite:///{PROJECT_ROOT / url[len('sqlite:///'):]}"
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    return url
-
-
 def storage_for(url: str, heartbeat: int) -> optuna.storages.BaseStorage:
     """An RDB storage runs with a heartbeat, so a killed worker's trial is failed and retried, never RUNNING forever;
     ``journal:PATH`` is a journal file for a shared filesystem."""

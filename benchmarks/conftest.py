@@ -1,7 +1,6 @@
 import pytest
 
-from bench.factory import new_learner
-from bench.gate import meta_iteration  # noqa: F401  (the benchmarks' step, defined once in the package)
+from bench.gate import Workload, learner_on, meta_iteration  # noqa: F401  (the benchmarks' step, defined once)
 from datasets import load_dataset
 
 
@@ -12,8 +11,4 @@ def glyphs():
 
 def learner_on_glyphs(name: str, n_way: int = 5, inner_steps: int = 1, device: str = "cpu", **options):
     """A learner on glyphs with the default Conv-4, on ``device``; ``inner_steps`` where the learner has them."""
-    from algorithms import LEARNERS  # noqa: PLC0415
-
-    if "inner_steps" in LEARNERS[name].Config.__dataclass_fields__:
-        options["inner_steps"] = inner_steps
-    return new_learner("glyphs", name, options, n_way, device=device)
+    return learner_on(name, Workload("glyphs", "glyphs", n_way, 1, 0, inner_steps), device=device, **options)

@@ -76,7 +76,8 @@ def logged_suites(client: MlflowClient, name: str) -> list[Suite]:
     return suites
 
 
-def _frame(raw: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+def _frame(raw: pd.DataFrame, axes: list[str]) -> tuple[pd.DataFrame, str]:
+    """One row per run, its tags and metrics as columns; and what the runs are scored by."""
     frame = pd.DataFrame({"run_id": raw["run_id"], "start_time": raw["start_time"], "status": raw["status"]})
     for column, tag in (("outcome", "outcome"), ("config_hash", "config_hash"), ("code_identity", "code_identity"),
                         ("eval_fingerprint", "eval_fingerprint"), ("learner", "label"), ("algorithm", "learner"),
@@ -89,7 +90,7 @@ def _frame(raw: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
     score = "mse" if (frame["score_name"] == "mse").any() else "accuracy"
     for name in (m.SCORES[score].name, m.ci95(score)) + tuple(metric.name for metric in m.COSTS):
         frame[name] = _metric(raw, name).values
-    return frame
+    return frame, score
 
 
 def load_runs(client: MlflowClient, suites: list[Suite]) -> Runs:
@@ -106,7 +107,7 @@ def load_runs(client: MlflowClient, suites: list[Suite]) -> Runs:
         raise LookupError(f"experiment {name!r} at {client.tracking_uri} holds no cell runs yet: run the suite first")
     cells = [cell for suite in suites for cell in expand(suite)]
     axes = list(AXES) + [o for o in dict.fromkeys(a for s in suites for a in s.grid.options)]
-    frame = _frame(raw.sort_values("start_time"), axes)
+    frame, score = _frame(raw.sort_values("start_time"), axes)
     current = frame["config_hash"].isin({c.config_hash for c in cells}) & (frame["eval_fingerprint"] != "")
     done = frame[current & (frame["status"] == tracking.FINISHED) & (frame["outcome"] == "finished")]
     finished = done.groupby("config_hash").tail(1).reset_index(drop=True)
@@ -124,8 +125,7 @@ def load_runs(client: MlflowClient, suites: list[Suite]) -> Runs:
     learners = list(dict.fromkeys(spec.label or spec.name for s in suites for spec in s.learners))
     return Runs(finished, problems.reset_index(drop=True), frame[~current].reset_index(drop=True), episodes,
                 pd.DataFrame(curves, columns=["run_id", "iteration", "val_score"]), axes, learners,
-                {c.config_hash: c.resolved() for c in cells}, _header(client, experiment, name, finished), "mse" if (finished["score_name"] == "mse").any()
-                else "accuracy")
+                {c.config_hash: c.resolved() for c in cells}, _header(client, experiment, name, finished), score)
 
 
 def _header(client: MlflowClient, experiment: str, suite: str, finished: pd.DataFrame) -> dict:
