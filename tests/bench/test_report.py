@@ -156,3 +156,12 @@ def test_a_difference_between_two_trained_models_is_not_a_difference_between_lea
     assert stats.wilcoxon(per_seed[0]).pvalue < 1e-10  # what a per-episode test of seed 0 alone would say
     consistent = 0.04 + 0.01 * rng.standard_normal((5, 200))
     assert crossed_test(consistent).p < 1e-4  # a difference that recurs across seeds is found
+
+
+def test_the_test_episodes_are_a_sample_too():
+    """Every seed sees the same few test episodes: a difference that all seeds share but that swings widely from
+    episode to episode is uncertain because of the episodes, and the test must say so."""
+    episodes = np.array([0.6, -0.4, 0.5, -0.3, 0.2])  # mean +0.12 over five episodes
+    shared = np.tile(episodes, (3, 1))  # identical for every seed: no between-seed spread at all
+    test = crossed_test(shared)
+    assert test.p > 0.3 and test.half_width > 0.4
