@@ -72,6 +72,15 @@ class MetaLearner(ABC):
     def meta_parameters(self) -> list[nn.Parameter]:
         return list(self.model.parameters())
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything meta-learned (saved with a finished cell): the model's state, plus any meta-parameters a
+        learner adds (learned inner learning rates)."""
+        return self.model.state_dict()
+
+    def start_iteration(self, iteration: int) -> None:
+        """Called by the runner before meta-iteration ``iteration`` (from 0): learners whose objective follows a
+        training schedule (MAML++'s annealing) read the clock here; the others ignore it."""
+
     def execution(self, tasks: int, device: torch.device) -> dict[str, str]:
         """How this learner runs a meta-batch of ``tasks`` on ``device`` where a config leaves it open (an "auto"
         option resolved): logged with the cell so results say what actually ran."""

@@ -64,18 +64,30 @@ class FunctionalFOMAML(InnerLoopLearner):
         return functional_call(self.model, params, (x,))
 
     def _inner_loop(self, params: Params, forward: Callable, losses_of: Callable, x: torch.Tensor, y: torch.Tensor,
-                    steps: int, create_graph: bool) -> tuple[Params, list[torch.Tensor]]:
-        """``steps`` SGD steps on the support loss over the fast weights: a pure function of ``params``."""
+                    steps: int, create_graph: bool, after_step: Callable[[int, Params], None] | None = None
+                    ) -> tuple[Params, list[torch.Tensor]]:
+        """``steps`` SGD steps on the support loss over the fast weights: a pure function of ``params``;
+        ``after_step(step, params)`` sees the weights after each step (MAML++'s multi-step loss)."""
         history, fast = [], self.adapted_names()
-        for _ in range(steps):
+        for step in range(steps):
             losses = losses_of(forward(params, x), y)  # one loss per task (a scalar in loop mode)
             names = [name for name in params if name in fast]
             grads = dict(zip(names, torch.autograd.grad(losses.sum(), [params[n] for n in names],
                                                         create_graph=create_graph)))
-            params = {name: p - self.config.inner_lr * grads[name] if name in grads else p
+            params = {name: self._step(name, step, p, grads[name]) if name in grads else p
                       for name, p in params.items()}
             history.append(losses.detach())
+            if after_step is not None:
+                after_step(step, params)
         return params, history
+
+    def _step(self, name: str, step: int, parameter: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """Inner step ``step`` of one fast weight (Meta-SGD and MAML++'s LSLR learn the step size)."""
+        return parameter - self.config.inner_lr * grad
+
+    def _step_loss_weights(self) -> list[float] | None:
+        """Weights of the query loss after each inner step in the meta-objective; None: the final step's alone."""
+        return None
 
     def adapted_parameters(self, episode: Episode, steps: int) -> dict[str, torch.Tensor]:
         start = {name: p.detach().requires_grad_() for name, p in self.model.named_parameters()}
@@ -99,12 +111,19 @@ class FunctionalFOMAML(InnerLoopLearner):
             else:
                 part, size, params = batch.task(start), 1, theta
                 forward, losses_of = self._forward, task_loss_of
+            weights, weighted = self._step_loss_weights(), []
+
+            def weigh_query_loss(step: int, fast: Params, part: Episode = part) -> None:
+                weighted.append(weights[step] * losses_of(forward(fast, part.query_x), part.query_y).sum())
+
             adapted, history = self._inner_loop(params, forward, losses_of, part.support_x, part.support_y,
-                                                self.config.inner_steps, create_graph=self.second_order)
+                                                self.config.inner_steps, self.second_order,
+                                                weigh_query_loss if weights else None)
             output = forward(adapted, part.query_x)
             query_losses = losses_of(output, part.query_y)
+            objective = sum(weighted) if weighted else query_losses.sum()
             # one backward per chunk: its graph is freed before the next chunk is built
-            (query_losses.sum() / tasks).backward()
+            (objective / tasks).backward()
             total = total + query_losses.detach().sum()
             outputs.extend(output.detach().reshape(size, *output.shape[-2:]).unbind(0))
             steps = stack_losses(history, output)

@@ -65,6 +65,7 @@ def run_cell(cell: Cell, on_train: Curve | None = None, on_validation: Curve | N
         batch = train_source.batch(iteration * batch_size, batch_size).to(device, dtype)
         with meter.step():
             optimizer.zero_grad(set_to_none=True)
+            learner.start_iteration(iteration)
             result = learner.meta_gradient(batch)
             names, values = _step_values(result)
             values = values.tolist()  # the iteration's one device read
@@ -86,7 +87,7 @@ def run_cell(cell: Cell, on_train: Curve | None = None, on_validation: Curve | N
     results = meter.summary("train")
     results.update({m.FINAL_VAL_SCORE: validation[-1], m.FINAL_TRAIN_LOSS: loss})
     score_name = data.score_name
-    state = {k: v.detach().cpu() for k, v in learner.model.state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in learner.state_dict().items()}
     if not test:
         return CellResult(results, [], score_name, state, learner.execution(batch_size, device))
     eval_meter = PhaseMeter(device, warmup=evaluation.warmup_episodes)

@@ -60,6 +60,10 @@ def test_unknown_option_lists_the_known_ones():
         from_mapping(cls.Config, {"inner_lr": -1}, "maml")
     with pytest.raises(ConfigError, match="expected an integer, got 'three'"):
         from_mapping(cls.Config, {"inner_steps": "three"}, "maml")
+    with pytest.raises(ConfigError, match="msl_epochs must be >= 1, got 0"):
+        from_mapping(cls.Config, {"multi_step_loss": True, "msl_epochs": 0}, "maml")
+    with pytest.raises(ConfigError, match="lslr must be false for metasgd"):
+        from_mapping(LEARNERS["metasgd"].Config, {"lslr": True}, "metasgd")
 
 
 def test_registry_refuses_duplicates_and_suggests_near_names():

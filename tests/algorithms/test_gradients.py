@@ -176,8 +176,9 @@ def test_every_registered_learner_is_covered_by_the_checks():
     for name in LEARNERS.names():
         algorithms.setdefault(name.split("/")[0], []).append(name)
     assert verify.families() == {a: names for a, names in algorithms.items() if len(names) > 1}
-    assert verify.second_order_learners() == ["anil", "maml"]
-    assert set(LEARNERS.names()) == set(FOMAML_VARIANTS) | {"maml", "finetune", "anil", "protonet"}
+    assert verify.second_order_learners() == ["anil", "maml", "metasgd"]
+    assert set(LEARNERS.names()) == set(FOMAML_VARIANTS) | {"maml", "finetune", "anil", "metasgd", "protonet",
+                                                             "reptile"}
 
 
 @pytest.mark.parametrize("name", FOMAML_VARIANTS + ["maml"])

@@ -11,8 +11,8 @@ from algorithms.inner_loop import InnerLoopLearner
 from bench import verify
 from tests.algorithms.helpers import make_learner, make_problem, rel
 
-# learners whose meta-gradient is the query gradient through an inner SGD loop
-GRADIENT_LEARNERS = [name for name, cls in LEARNERS.items() if issubclass(cls, InnerLoopLearner)]
+# learners whose meta-gradient is the query gradient through an inner SGD loop (Reptile's is not: its own test)
+GRADIENT_LEARNERS = [name for name, cls in LEARNERS.items() if issubclass(cls, InnerLoopLearner) and name != "reptile"]
 SECOND_ORDER = set(verify.second_order_learners())
 EPS = 1e-5  # torch's BatchNorm default
 
@@ -53,21 +53,30 @@ def head_only(name: str, theta: list) -> set[int]:
     return set(range(len(theta) - 2)) if name == "anil" else set()
 
 
-def oracle_meta_gradient(forward, loss, theta, batch, lr, steps, second_order, frozen=(), scale=(1.0, 1.0)):
-    """``frozen``: indices of parameters the inner loop leaves alone; ``scale``: (support, query) loss factors."""
+def oracle_meta_gradient(forward, loss, theta, batch, lr, steps, second_order, frozen=(), scale=(1.0, 1.0),
+                         step_weights=None):
+    """``lr``: a number, or ``lr(step, index)`` giving the inner rate (a number or a tensor of the parameter's shape)
+    of parameter ``index`` at ``step``; ``frozen``: indices of parameters the inner loop leaves alone; ``scale``:
+    (support, query) loss factors; ``step_weights``: the meta-objective is sum_i w_i * (query loss after step i + 1)
+    instead of the final query loss (second order only here)."""
     tasks = batch.support_x.shape[0]
+    rate = lr if callable(lr) else (lambda step, index: lr)
     total = [torch.zeros_like(p) for p in theta]
     for b in range(tasks):
         start = [p.detach().clone().requires_grad_() for p in theta]
-        fast = start
-        for _ in range(steps):
+        fast, objective = start, 0.0
+        for step in range(steps):
             support_loss = scale[0] * loss(forward(fast, batch.support_x[b]), batch.support_y[b])
             grads = torch.autograd.grad(support_loss, fast, create_graph=second_order)
-            fast = [p if i in frozen else p - lr * g for i, (p, g) in enumerate(zip(fast, grads))]
+            fast = [p if i in frozen else p - rate(step, i) * g for i, (p, g) in enumerate(zip(fast, grads))]
             if not second_order:  # the first-order approximation: each step's weights are constants
                 fast = [p.detach().requires_grad_() for p in fast]
+            if step_weights is not None:
+                objective = objective + step_weights[step] * loss(forward(fast, batch.query_x[b]), batch.query_y[b])
+        if step_weights is None:
+            objective = loss(forward(fast, batch.query_x[b]), batch.query_y[b])
         wrt = start if second_order else fast
-        grads = torch.autograd.grad(scale[1] * loss(forward(fast, batch.query_x[b]), batch.query_y[b]), wrt)
+        grads = torch.autograd.grad(scale[1] * objective, wrt)
         total = [t + g / tasks for t, g in zip(total, grads)]
     return torch.cat([t.flatten() for t in total])
 
@@ -112,3 +121,36 @@ def test_finn_reference_options_equal_the_oracle(name):
                                    scale=(n_way, n_way * q_query / k_shot))
     if name != "anil":  # (ANIL never adapts the shifts)
         assert rel(adapted, expected) > 1e-6  # freezing the shifts matters, so agreeing is not trivial
+
+
+def test_learned_inner_rates_and_the_multi_step_loss_equal_the_oracle():
+    """MAML++'s LSLR (a rate per tensor and step) with the multi-step loss, and Meta-SGD (a rate per element), at
+    random rates: the oracle takes the same rates and weights, and nothing else of the learners."""
+    batch, task, model = make_problem(n_way=5, k_shot=2, q_query=3, tasks=2)
+    theta = [p.detach() for p in model().parameters()]
+    generator = torch.Generator().manual_seed(3)
+    plus = make_learner("maml", task, model(), inner_lr=0.4, inner_steps=2, lslr=True, multi_step_loss=True,
+                        msl_epochs=4, epoch_iterations=10)
+    with torch.no_grad():
+        for rates in plus.rates.values():
+            rates.copy_(0.2 + 0.4 * torch.rand(rates.shape, generator=generator, dtype=rates.dtype))
+    plus.start_iteration(25)  # epoch 2 of 4: 1/2 - 2 / (2 * 4) and 1/2 + 2 / (2 * 4)
+    weights = plus._step_loss_weights()
+    assert weights == pytest.approx([0.25, 0.75], abs=1e-15)
+    plus.meta_gradient(batch)
+    lslr = list(plus.rates.values())
+    expected = oracle_meta_gradient(conv4, cross_entropy, theta, batch, lambda step, i: lslr[i][step].detach(), 2,
+                                    second_order=True, step_weights=weights)
+    assert rel(torch.cat([p.grad.flatten() for p in plus.model.parameters()]), expected) <= 1e-9
+    assert rel(expected, oracle_meta_gradient(conv4, cross_entropy, theta, batch, lambda step, i: lslr[i][step]
+                                              .detach(), 2, second_order=True)) > 1e-4  # the weights matter
+
+    meta = make_learner("metasgd", task, model(), inner_lr=0.4, inner_steps=2)
+    with torch.no_grad():
+        for rates in meta.rates.values():
+            rates.copy_(0.2 + 0.4 * torch.rand(rates.shape, generator=generator, dtype=rates.dtype))
+    meta.meta_gradient(batch)
+    elementwise = list(meta.rates.values())
+    expected = oracle_meta_gradient(conv4, cross_entropy, theta, batch, lambda step, i: elementwise[i].detach(), 2,
+                                    second_order=True)
+    assert rel(torch.cat([p.grad.flatten() for p in meta.model.parameters()]), expected) <= 1e-9
