@@ -39,12 +39,26 @@ def cmd_run(args) -> int:
                       f"{cell.learner_config}")
         return 0
     text = Path(args.suite).read_text(encoding="utf-8")
+    executor = None
+    if args.executor == "ray":  # only here is Ray imported
+        try:
+            from bench.ray_executor import RayExecutor, RayOptions
+        except ImportError as error:
+            return _fail(f"--executor ray needs Ray: pip install -e '.[distributed]' ({error})")
+        try:
+            executor = RayExecutor(RayOptions(args.address, args.max_parallel, args.cpus_per_cell, args.max_retries))
+            for suite in suites:
+                executor.check(expand(suite))
+        except ValueError as error:
+            return _fail(str(error))
+    elif args.address is not None:
+        return _fail("--address is for --executor ray")
     outcomes = []
     try:
         for suite in suites:
             uri = tracking.resolve_uri(suite.tracking.uri, args.tracking_uri)
             outcomes += run_suite(suite, text, uri, force=args.force, reuse_other_code=args.reuse_other_code,
-                                  progress=not args.no_progress)
+                                  progress=not args.no_progress, executor=executor)
     except KeyboardInterrupt:
         print("\ninterrupted: finished cells are in MLflow; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -227,6 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--tracking-uri", help="MLflow tracking URI (overrides MLFLOW_TRACKING_URI and the suite)")
     run.add_argument("--no-report", action="store_true", help="do not build the report at the end")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--executor", choices=["in-process", "ray"], default="in-process",
+                     help="in-process: cells one after another here (default); ray: cells as Ray tasks")
+    run.add_argument("--address", help="with --executor ray: a Ray cluster ('auto', 'ray://HOST:PORT'); "
+                                       "default: start Ray on this machine")
+    run.add_argument("--max-parallel", type=int, default=0, help="with --executor ray: cells in flight at most "
+                                                                  "(default 0: as many as resources allow)")
+    run.add_argument("--cpus-per-cell", type=int, default=1,
+                     help="with --executor ray: CPU threads a cell reserves and uses (default 1)")
+    run.add_argument("--max-retries", type=int, default=2,
+                     help="with --executor ray: new attempts of a cell whose worker or node died (default 2)")
     run.set_defaults(func=cmd_run)
     tune = commands.add_parser("tune", help="Optuna searches over the suite's search space, one study per learner")
     tune.add_argument("suite", help="suite YAML file with a 'search' section")

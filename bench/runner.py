@@ -27,7 +27,7 @@ from bench.measure import device_available
 from bench.provenance import code_identity
 from bench.suite import Cell, Suite, expand
 from bench.tracking import FAILED, FINISHED, KILLED, RUNNING
-from bench.training import run_cell
+from bench.training import CellResult, run_cell
 from datasets import DATASETS, load_dataset
 
 CLAIM_POLL_S = 1.0  # how often a cell held by another invocation is looked at again
@@ -115,8 +115,7 @@ def run_one(client, run_id: str, cell: Cell, progress: bool) -> Outcome:
         tracking.log_params(client, run_id, cell.resolved())
         available, why = device_available(cell.device)
         if not available:
-            tracking.end_run(client, run_id, "skipped", KILLED, {"skip_reason": why})
-            return Outcome(cell, "skipped", detail=why, run_id=run_id)
+            return skip_run(client, run_id, cell, why)
         with ownership.Heartbeat(lambda now: tracking.heartbeat(client, run_id, now)):
             result = run_cell(cell, on_train, on_validation, progress)
     except KeyboardInterrupt:
@@ -125,15 +124,27 @@ def run_one(client, run_id: str, cell: Cell, progress: bool) -> Outcome:
     except Exception as error:  # recorded as a FAILED run and listed at the end: the suite goes on
         if isinstance(error, torch.cuda.OutOfMemoryError):
             torch.cuda.empty_cache()
-        message = f"{type(error).__name__}: {error}"
-        tracking.end_run(client, run_id, "failed", FAILED,
-                         {"error": message, "traceback": traceback.format_exc()[-4000:]})
-        return Outcome(cell, "failed", detail=message, run_id=run_id)
+        return fail_run(client, run_id, cell, f"{type(error).__name__}: {error}", traceback.format_exc())
+    return finish_run(client, run_id, cell, result)
+
+
+def skip_run(client, run_id: str, cell: Cell, why: str) -> Outcome:
+    tracking.end_run(client, run_id, "skipped", KILLED, {"skip_reason": why})
+    return Outcome(cell, "skipped", detail=why, run_id=run_id)
+
+
+def fail_run(client, run_id: str, cell: Cell, message: str, trace: str = "") -> Outcome:
+    tracking.end_run(client, run_id, "failed", FAILED, {"error": message, "traceback": trace[-4000:]})
+    return Outcome(cell, "failed", detail=message, run_id=run_id)
+
+
+def finish_run(client, run_id: str, cell: Cell, result: CellResult, tags: dict[str, str] | None = None) -> Outcome:
+    """Log a cell's results (metrics, per-episode test scores, meta-parameters) and end its run FINISHED."""
     tracking.log_metrics(client, run_id, [(k, v, 0) for k, v in result.metrics.items() if math.isfinite(v)])
     tracking.log_file(client, run_id, _write_scores(result.test_scores, result.score_name), "test_episodes.csv")
     tracking.log_file(client, run_id, lambda path: torch.save(result.state_dict, path), "meta_parameters.pt")
     ran = {f"ran.{k}": v for k, v in result.execution.items()}
-    tracking.end_run(client, run_id, "finished", FINISHED, {"score": result.score_name, **ran})
+    tracking.end_run(client, run_id, "finished", FINISHED, {"score": result.score_name, **ran, **(tags or {})})
     return Outcome(cell, "finished", result.metrics, run_id=run_id)
 
 
@@ -157,10 +168,18 @@ def _others_running(client, experiment: str, parent: str) -> bool:
     return any(r.info.run_id != parent and not ownership.owner_gone(r.data.tags) for r in suites)
 
 
-def attempt(client, experiment: str, parent: str, cell: Cell, code: str | None, progress: bool
-            ) -> tuple[Outcome | None, str | None]:
-    """Run ``cell`` unless it is held: (outcome, None) when it was run or reused, (None, run id of the holder)
-    when another invocation holds it. ``code``: the code identity a reusable run must have (None: any)."""
+@dataclass
+class Claim:
+    """Where a cell stands for this invocation: exactly one of the three is set."""
+
+    reused: Outcome | None = None  # finished before (by code that may be reused): nothing to run
+    run_id: str = ""  # claimed: this RUNNING run is ours to run
+    held_by: str = ""  # another live invocation runs it now
+
+
+def claim(client, experiment: str, parent: str, cell: Cell, code: str | None) -> Claim:
+    """Claim ``cell`` unless it is finished or held. ``code``: the code identity a reusable run must have (None:
+    any)."""
     holder = _holder(tracking.runs_of_cell(client, experiment, cell.config_hash), code)
     if holder is None:
         contended = _others_running(client, experiment, parent)
@@ -169,16 +188,67 @@ def attempt(client, experiment: str, parent: str, cell: Cell, code: str | None, 
             time.sleep(CLAIM_SETTLE_S)
         holder = _holder(tracking.runs_of_cell(client, experiment, cell.config_hash), code, own=run_id)
         if holder is not None and holder.info.run_id == run_id:
-            return run_one(client, run_id, cell, progress), None
+            return Claim(run_id=run_id)
         tracking.delete_run(client, run_id)  # another claimant came first: step back
     if holder is not None and tracking.is_finished(holder):
-        return Outcome(cell, "reused", dict(holder.data.metrics), run_id=holder.info.run_id), None
-    return None, holder.info.run_id if holder is not None else None
+        return Claim(reused=Outcome(cell, "reused", dict(holder.data.metrics), run_id=holder.info.run_id))
+    return Claim(held_by=holder.info.run_id if holder is not None else "")
+
+
+def attempt(client, experiment: str, parent: str, cell: Cell, code: str | None, progress: bool
+            ) -> tuple[Outcome | None, str | None]:
+    """Run ``cell`` unless it is held: (outcome, None) when it was run or reused, (None, run id of the holder)
+    when another invocation holds it. ``code``: the code identity a reusable run must have (None: any)."""
+    state = claim(client, experiment, parent, cell, code)
+    if state.run_id:
+        return run_one(client, state.run_id, cell, progress), None
+    return state.reused, state.held_by or None
+
+
+@dataclass
+class SuiteRun:
+    """One invocation's hold on a suite, as executors see it."""
+
+    suite: str
+    client: object
+    experiment: str
+    parent: str  # the suite run
+    force: bool  # run every cell again
+    reuse_other_code: bool  # reuse finished cells whatever code made them
+    progress: bool
+    echo: Callable[[str], None]
+
+    def code(self, cell: Cell) -> str | None:
+        return None if self.reuse_other_code else cell_code(cell)
+
+
+class InProcess:
+    """The default executor: cells one after another in this process, on its devices; no Ray."""
+
+    def run_cells(self, run: SuiteRun, cells: list[Cell], outcomes: list[Outcome]) -> None:
+        waiting: list[Cell] = []
+        for cell in tqdm(cells, desc=f"{run.suite}: cells", unit="cell", disable=not run.progress):
+            if run.force:
+                run_id = new_run(run.client, run.experiment, run.parent, cell)
+                outcomes.append(run_one(run.client, run_id, cell, run.progress))
+                continue
+            done, _ = attempt(run.client, run.experiment, run.parent, cell, run.code(cell), run.progress)
+            outcomes.append(done) if done else waiting.append(cell)
+        while waiting:  # cells another invocation is running: take them over if it ends without finishing them
+            cell = waiting.pop(0)
+            done, _ = attempt(run.client, run.experiment, run.parent, cell, run.code(cell), run.progress)
+            if done:
+                outcomes.append(done)
+            else:
+                waiting.append(cell)
+                _Interrupts.check()
+                time.sleep(CLAIM_POLL_S)
 
 
 def run_suite(suite: Suite, suite_text: str, uri: str, force: bool = False, reuse_other_code: bool = False,
-              progress: bool = True, echo: Callable[[str], None] = print) -> list[Outcome]:
-    """``force``: run every cell again; ``reuse_other_code``: reuse finished cells whatever code made them."""
+              progress: bool = True, echo: Callable[[str], None] = print, executor=None) -> list[Outcome]:
+    """``force``: run every cell again; ``reuse_other_code``: reuse finished cells whatever code made them;
+    ``executor``: what runs the cells (default: ``InProcess``; ``bench.ray_executor.RayExecutor`` spreads them)."""
     client = tracking.client_for(uri)
     experiment = tracking.experiment_id(client, suite.suite)
     closed = tracking.close_orphaned(client, experiment)
@@ -190,8 +260,12 @@ def run_suite(suite: Suite, suite_text: str, uri: str, force: bool = False, reus
     outcomes: list[Outcome] = []
     try:
         with remembered_interrupts():
-            _run_cells(client, experiment, parent, suite, suite_text, cells, outcomes, force, reuse_other_code,
-                       progress)
+            statistics = load_dataset(suite.dataset.name, suite.dataset.options).statistics()
+            with tracking.uninterruptible():
+                client.log_text(parent, suite_text, "suite.yaml")
+                client.log_text(parent, json.dumps(statistics, indent=2), "dataset.json")
+            run = SuiteRun(suite.suite, client, experiment, parent, force, reuse_other_code, progress, echo)
+            (executor or InProcess()).run_cells(run, cells, outcomes)
     except KeyboardInterrupt:
         tracking.end_run(client, parent, "interrupted", KILLED)
         raise
@@ -200,27 +274,3 @@ def run_suite(suite: Suite, suite_text: str, uri: str, force: bool = False, reus
                      {"cells": str(len(cells)), "failures": str(len(failures))})
     order = {cell.config_hash: i for i, cell in enumerate(cells)}
     return sorted(outcomes, key=lambda o: order[o.cell.config_hash])
-
-
-def _run_cells(client, experiment: str, parent: str, suite: Suite, suite_text: str, cells: list[Cell],
-               outcomes: list[Outcome], force: bool, reuse_other_code: bool, progress: bool) -> None:
-    statistics = load_dataset(suite.dataset.name, suite.dataset.options).statistics()
-    with tracking.uninterruptible():
-        client.log_text(parent, suite_text, "suite.yaml")
-        client.log_text(parent, json.dumps(statistics, indent=2), "dataset.json")
-    waiting: list[Cell] = []
-    for cell in tqdm(cells, desc=f"{suite.suite}: cells", unit="cell", disable=not progress):
-        if force:
-            outcomes.append(run_one(client, new_run(client, experiment, parent, cell), cell, progress))
-            continue
-        done, _ = attempt(client, experiment, parent, cell, None if reuse_other_code else cell_code(cell), progress)
-        outcomes.append(done) if done else waiting.append(cell)
-    while waiting:  # cells another invocation is running: take them over if it ends without finishing them
-        cell = waiting.pop(0)
-        done, _ = attempt(client, experiment, parent, cell, None if reuse_other_code else cell_code(cell), progress)
-        if done:
-            outcomes.append(done)
-        else:
-            waiting.append(cell)
-            _Interrupts.check()
-            time.sleep(CLAIM_POLL_S)

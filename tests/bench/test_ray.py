@@ -1,0 +1,215 @@
+"""The Ray executor on a real local Ray cluster (2 CPUs, started here) and a real `mlflow server` (started here):
+every cell finished exactly once, the in-process executor's float64 scores, a SIGKILLed worker survived, and the
+in-process path never importing Ray."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from bench.__main__ import main
+from bench.ray_executor import RayExecutor, RayOptions
+from bench.report import build_report
+from bench.runner import run_suite
+from bench.suite import parse_suite
+from tests.bench.conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[2]
+RAY = Path(sys.executable).parent / "ray"
+FOUR_CELLS = {**TINY, "learners": ["fomaml/functional", "maml"], "grid": {**TINY["grid"], "seeds": [0, 1]},
+              "training": {**TINY["training"], "dtype": "float64"}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A Ray head on this machine with 2 CPUs and no GPU, stopped at the end."""
+    port = free_port()
+    subprocess.run([str(RAY), "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
+                    "--include-dashboard=false", "--disable-usage-stats"], check=True, capture_output=True,
+                   timeout=120)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([str(RAY), "stop", "--force"], capture_output=True, timeout=120)
+
+
+@pytest.fixture()
+def mlflow_server(tmp_path):
+    """`mlflow server` on a free localhost port: SQLite backend, artifacts served from a local folder."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not come up on {url} (exit {server.poll()})")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def cell_runs(uri: str, suite: str = "tiny") -> list:
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(suite)
+    return client.search_runs([experiment.experiment_id], filter_string="tags.role = 'cell'")
+
+
+def scores_by_cell(uri: str) -> dict[str, tuple[list[float], float]]:
+    """Per finished cell: its per-episode test scores and its final meta-training loss."""
+    client = MlflowClient(uri)
+    scores = {}
+    for run in cell_runs(uri):
+        if run.info.status == "FINISHED":
+            path = client.download_artifacts(run.info.run_id, "test_episodes.csv")
+            scores[run.data.tags["config_hash"]] = (pd.read_csv(path)["accuracy"].tolist(),
+                                                    run.data.metrics["final_train_loss"])
+    return scores
+
+
+def assert_each_cell_finished_once(uri: str, cells: int) -> list:
+    runs = cell_runs(uri)
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    assert sorted({r.data.tags["config_hash"] for r in finished}) == sorted(r.data.tags["config_hash"]
+                                                                             for r in finished)
+    assert len(finished) == cells
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    return runs
+
+
+def test_ray_runs_every_cell_once_with_the_in_process_scores_into_a_real_mlflow_server(ray_cluster, mlflow_server,
+                                                                                        tmp_path):
+    raw = {**FOUR_CELLS, "report": {"output_dir": str(tmp_path / "reports")}}
+    suite, text = parse_suite(raw), yaml.safe_dump(raw)
+    local = f"sqlite:///{tmp_path / 'local.db'}"
+    run_suite(suite, text, local, progress=False)  # this process's threads; each Ray cell gets 1
+    outcomes = run_suite(suite, text, mlflow_server, progress=False,
+                         executor=RayExecutor(RayOptions(address=ray_cluster, max_parallel=2)))
+    assert sorted(o.outcome for o in outcomes) == ["finished"] * 4
+    runs = assert_each_cell_finished_once(mlflow_server, 4)
+    expected, got = scores_by_cell(local), scores_by_cell(mlflow_server)
+    assert len(expected) == 4 and got == expected  # float64, exactly
+    for run in runs:
+        assert run.data.tags["executor"] == "ray" and run.data.tags["executor.concurrent_cells"] in ("1", "2")
+        assert [m.step for m in MlflowClient(mlflow_server).get_metric_history(run.info.run_id, "train_loss")] == \
+            [0, 1, 2, 3]  # the curves came back with the result
+    assert {r.data.tags["executor.concurrent_cells"] for r in runs} == {"2"}  # two cells at once on 2 CPUs
+    # resuming on Ray reuses every finished cell
+    again = run_suite(suite, text, mlflow_server, progress=False,
+                      executor=RayExecutor(RayOptions(address=ray_cluster, max_parallel=2)))
+    assert [o.outcome for o in again] == ["reused"] * 4
+    report = build_report("tiny", mlflow_server, [suite])
+    assert "maml" in report.read_text() and "fomaml/functional" in report.read_text()
+
+
+def worker_pids() -> list[int]:
+    """Processes whose title Ray set to the cell task's name while it runs."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "cmdline").read_bytes().startswith(b"ray::run_cell_remotely"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def start_driver(ray_cluster: str, tmp_path: Path) -> tuple[subprocess.Popen, str]:
+    """`bench run --executor ray` in its own process, returned once a cell is training on a worker."""
+    # cells of 2-4 s each (1 s at 100 iterations on this machine): a signal sent 0.5 s into one lands mid-cell
+    raw = {**FOUR_CELLS, "training": {**FOUR_CELLS["training"], "meta_iterations": 250, "validate_every": 250}}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    driver = subprocess.Popen([sys.executable, "-m", "bench", "run", str(path), "--executor", "ray", "--address",
+                               ray_cluster, "--max-parallel", "2", "--tracking-uri", uri, "--no-report",
+                               "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    deadline = time.monotonic() + 120
+    while not worker_pids():
+        assert driver.poll() is None and time.monotonic() < deadline, "no cell started"
+        time.sleep(0.1)
+    time.sleep(0.5)  # inside the cell: its run is RUNNING and training
+    assert worker_pids(), "the cell ended before the test could interrupt it"
+    return driver, uri
+
+
+def test_ctrl_c_on_the_driver_cancels_the_cells_in_flight_and_ends_their_runs_killed(ray_cluster, tmp_path):
+    driver, uri = start_driver(ray_cluster, tmp_path)
+    driver.send_signal(signal.SIGINT)
+    output, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 130, output
+    runs = cell_runs(uri)
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"]
+    killed = [r for r in runs if r.info.status == "KILLED"]
+    assert killed and all(r.data.tags["outcome"] == "interrupted" for r in killed)
+    deadline = time.monotonic() + 30
+    while worker_pids():  # cancelled, not left computing for nobody
+        assert time.monotonic() < deadline, "a cell task outlived the driver's Ctrl-C"
+        time.sleep(0.2)
+
+
+def test_a_worker_killed_mid_cell_leaves_no_run_running_and_every_cell_finishes_once(ray_cluster, tmp_path):
+    driver, uri = start_driver(ray_cluster, tmp_path)
+    victim = worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 0, output
+    runs = assert_each_cell_finished_once(uri, 4)
+    lost = [r for r in runs if r.data.tags.get("outcome") == "interrupted"]
+    assert len(lost) == 1 and lost[0].info.status == "FAILED" and "the worker died" in lost[0].data.tags["error"]
+    retried = [r for r in runs if r.data.tags.get("config_hash") == lost[0].data.tags["config_hash"]
+               and r.info.status == "FINISHED"]
+    assert retried[0].data.tags["executor.attempt"] == "2"
+    assert "worker lost" in output
+
+
+def test_the_in_process_executor_never_imports_ray(tmp_path):
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "learners": ["fomaml/functional"]}))
+    script = ("import sys; from bench.__main__ import main; "
+              f"code = main(['run', {str(path)!r}, '--tracking-uri', 'sqlite:///{tmp_path / 'mlflow.db'}', "
+              "'--no-progress', '--no-report']); "
+              "assert code == 0, code; assert 'ray' not in sys.modules, 'ray was imported'; print('no ray')")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "no ray" in done.stdout, done.stdout + done.stderr
+
+
+def test_bad_executor_input_is_refused_before_anything_is_written(tmp_path, capsys):
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "grid": {**TINY["grid"], "devices": ["cuda:1"]}}))
+    store = tmp_path / "mlflow.db"
+    assert main(["run", str(path), "--executor", "ray", "--tracking-uri", f"sqlite:///{store}"]) == 2
+    assert "device 'cuda:1'" in capsys.readouterr().err and not store.exists()
+    assert main(["run", str(path), "--address", "auto", "--tracking-uri", f"sqlite:///{store}"]) == 2
+    assert "--address is for --executor ray" in capsys.readouterr().err and not store.exists()
+    assert main(["run", str(path), "--executor", "ray", "--max-parallel", "-1",
+                 "--tracking-uri", f"sqlite:///{store}"]) == 2
+    assert "--max-parallel must be >= 0" in capsys.readouterr().err and not store.exists()
