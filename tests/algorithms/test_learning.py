@@ -37,8 +37,13 @@ BUDGET = {"finetune": ({}, {"meta_iterations": 600, "lr": 0.001}),
           "reptile": ({"inner_lr": 0.4, "inner_steps": 3, "eval_inner_steps": 3}, {"optimizer": "sgd", "lr": 1.0})}
 
 
+# FOMAML's deepcopy and higher variants train to the same weights as the functional one (the float64 test below),
+# so one of the three stands for them here
+LEARNING = [name for name in LEARNERS.names() if name not in ("fomaml/deepcopy", "fomaml/higher")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", LEARNERS.names())
+@pytest.mark.parametrize("name", LEARNING)
 def test_meta_training_beats_the_untrained_initialisation_on_glyphs(name):
     config, training = BUDGET.get(name, ({}, {}))
     training = {**GLYPHS["training"], **training}
