@@ -49,7 +49,8 @@ def cmd_run(args) -> int:
             executor = RayExecutor(RayOptions(args.address, args.max_parallel, args.cpus_per_cell, args.max_retries))
             for suite in suites:
                 executor.check(expand(suite))
-        except ValueError as error:
+            executor.start()  # a cluster that cannot be joined fails here, before anything is written
+        except (ValueError, ConnectionError) as error:
             return _fail(str(error))
     elif args.address is not None:
         return _fail("--address is for --executor ray")
@@ -62,6 +63,9 @@ def cmd_run(args) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: finished cells are in MLflow; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if executor is not None:
+            executor.stop()
     print(summary_table(outcomes))
     if not args.no_report:
         from bench.report import build_report

@@ -103,16 +103,33 @@ class RayExecutor:
                 raise ValueError(f"device {cell.device!r}: on Ray a cuda cell is given a whole GPU, which it sees as "
                                  f"'cuda'; use devices: [cuda]")
 
-    def run_cells(self, run: SuiteRun, cells: list[Cell], outcomes: list[Outcome]) -> None:
-        self.check(cells)
-        started_ray = not ray.is_initialized()
-        if started_ray:
+    def start(self) -> bool:
+        """Start or join Ray unless this process already has it; True when this call did (and so owns it)."""
+        if ray.is_initialized():
+            return False
+        try:
             ray.init(address=self.options.address, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
+        except ConnectionError as error:
+            raise ConnectionError(
+                f"could not join the Ray cluster at {self.options.address}: {str(error).splitlines()[0]}. If its "
+                f"head uses token authentication (Ray >= 2.59 turns it on for a head started where ~/.ray/auth_token "
+                f"exists), run with RAY_AUTH_MODE=token and the head's token in ~/.ray/auth_token; or start the "
+                f"head with RAY_AUTH_MODE=disabled") from error
+        return True
+
+    @staticmethod
+    def stop() -> None:
+        if ray.is_initialized():
+            ray.shutdown()
+
+    def run_cells(self, run: SuiteRun, cells: list[Cell], outcomes: list[Outcome]) -> None:
+        self.check(cells)
+        owned = self.start()
         try:
             _Drive(run, self.options, outcomes).through(cells)
         finally:
-            if started_ray:
+            if owned:
                 ray.shutdown()
 
 

@@ -38,7 +38,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """A Ray head on this machine with 2 CPUs and no GPU, stopped at the end."""
+    """A Ray head on this machine with 2 CPUs and no GPU, stopped at the end. Token authentication off for the head
+    and every client of this module: Ray >= 2.59 turns it on for a head started while ~/.ray/auth_token exists (any
+    earlier local `ray.init()` writes one) but not for `ray.init(address=...)`, which then cannot connect."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("RAY_AUTH_MODE", "disabled")
     port = free_port()
     subprocess.run([str(RAY), "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
                     "--include-dashboard=false", "--disable-usage-stats"], check=True, capture_output=True,
@@ -47,6 +51,7 @@ def ray_cluster():
         yield f"127.0.0.1:{port}"
     finally:
         subprocess.run([str(RAY), "stop", "--force"], capture_output=True, timeout=120)
+        patch.undo()
 
 
 @pytest.fixture()
