@@ -138,14 +138,15 @@ class _Drive:
 
     def __init__(self, run: SuiteRun, options: RayOptions, outcomes: list[Outcome]):
         self.run, self.options, self.outcomes = run, options, outcomes
-        self.task = ray.remote(max_retries=0)(run_cell_remotely)  # retries are ours: each attempt is its own run
-        self.gpus = ray.cluster_resources().get("GPU", 0)
+        self.bar = tqdm(disable=True)  # replaced by the suite's bar in through()
         self.queued: deque[_Attempt] = deque()  # claimed, not yet submitted
         self.in_flight: dict[ray.ObjectRef, _Attempt] = {}
         self.held: list[tuple[Cell, int]] = []  # held by another invocation: (cell, attempts so far)
         self.intervals: list[tuple[str, str, float, float]] = []  # (run id, node, start, end) of finished cells
 
     def through(self, cells: list[Cell]) -> None:
+        self.task = ray.remote(max_retries=0)(run_cell_remotely)  # retries are ours: each attempt is its own run
+        self.gpus = ray.cluster_resources().get("GPU", 0)
         self.bar = tqdm(total=len(cells), desc=f"{self.run.suite}: cells", unit="cell", disable=not self.run.progress)
         try:
             for cell in cells:

@@ -18,10 +18,12 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from bench.__main__ import main
-from bench.ray_executor import RayExecutor, RayOptions
+from bench import tracking
+from bench.ray_executor import RayExecutor, RayOptions, RemoteResult, _Attempt, _Drive
 from bench.report import build_report
-from bench.runner import _Interrupts, run_suite
-from bench.suite import parse_suite
+from bench.runner import SuiteRun, _Interrupts, new_run, run_suite
+from bench.suite import expand, parse_suite
+from bench.training import run_cell
 from tests.bench.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -240,3 +242,17 @@ def test_bad_executor_input_is_refused_before_anything_is_written(tmp_path, caps
     assert main(["run", str(path), "--executor", "ray", "--max-parallel", "-1",
                  "--tracking-uri", f"sqlite:///{store}"]) == 2
     assert "--max-parallel must be >= 0" in capsys.readouterr().err and not store.exists()
+
+
+def test_a_worker_on_other_code_fails_its_cell_instead_of_logging_under_the_drivers_identity(tmp_path):
+    """The driver's check, fed what a worker on another commit would send back (no cluster needed)."""
+    cell = expand(parse_suite({**TINY, "learners": ["fomaml/functional"]}))[0]
+    client = tracking.client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = tracking.experiment_id(client, "tiny")
+    run_id = new_run(client, experiment, "", cell)
+    drive = _Drive(SuiteRun("tiny", client, experiment, "", False, False, False, print), RayOptions(), [])
+    drive._record(_Attempt(cell, run_id, 0), RemoteResult(run_cell(cell), code="0" * 16, node="other-node"))
+    (outcome,) = drive.outcomes
+    assert outcome.outcome == "failed" and "runs other code" in outcome.detail
+    stored = client.get_run(run_id)
+    assert stored.info.status == "FAILED" and "test_accuracy" not in stored.data.metrics
