@@ -130,7 +130,7 @@ class RayExecutor:
             _Drive(run, self.options, outcomes).through(cells)
         finally:
             if owned:
-                ray.shutdown()
+                self.stop()
 
 
 class _Drive:
@@ -168,7 +168,7 @@ class _Drive:
 
     def _claim(self, cell: Cell, number: int) -> None:
         run = self.run
-        if run.force and number == 0:
+        if run.force:  # a retry under --force too: an older finished run must not stand in for it
             self.queued.append(_Attempt(cell, new_run(run.client, run.experiment, run.parent, cell), number))
             return
         state = claim(run.client, run.experiment, run.parent, cell, run.code(cell))
