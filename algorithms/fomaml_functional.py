@@ -111,15 +111,17 @@ class FunctionalFOMAML(InnerLoopLearner):
             else:
                 part, size, params = batch.task(start), 1, theta
                 forward, losses_of = self._forward, task_loss_of
-            weights, weighted = self._step_loss_weights(), []
+            weights, weighted, step_outputs = self._step_loss_weights(), [], []
 
             def weigh_query_loss(step: int, fast: Params, part: Episode = part) -> None:
-                weighted.append(weights[step] * losses_of(forward(fast, part.query_x), part.query_y).sum())
+                step_outputs.append(forward(fast, part.query_x))
+                weighted.append(weights[step] * losses_of(step_outputs[-1], part.query_y).sum())
 
             adapted, history = self._inner_loop(params, forward, losses_of, part.support_x, part.support_y,
                                                 self.config.inner_steps, self.second_order,
                                                 weigh_query_loss if weights else None)
-            output = forward(adapted, part.query_x)
+            # the multi-step loss has run the final weights' query forward already
+            output = step_outputs[-1] if step_outputs else forward(adapted, part.query_x)
             query_losses = losses_of(output, part.query_y)
             objective = sum(weighted) if weighted else query_losses.sum()
             # one backward per chunk: its graph is freed before the next chunk is built

@@ -71,13 +71,25 @@ class MAML(FunctionalFOMAML):
         self.rates = self._inner_rates()
 
     def _inner_rates(self) -> nn.ParameterDict | None:
-        """The learned inner learning rates (meta-parameters), or None for the fixed ``inner_lr``. Built from pairs:
-        in the model's parameter order (a ParameterDict built from a dict sorts its keys)."""
-        if not self.config.lslr:
+        """The learned inner learning rates (meta-parameters) of the fast weights, or None for the fixed
+        ``inner_lr``. Built from pairs: in the model's parameter order (a ParameterDict built from a dict sorts its
+        keys)."""
+        if not self._learns_rates():
             return None
-        steps = max(self.config.inner_steps, 1)
-        return nn.ParameterDict([(rate_key(name), nn.Parameter(p.new_full((steps,), self.config.inner_lr)))
-                                 for name, p in self.model.named_parameters() if name in self.adapted_names()])
+        fast = self.adapted_names()
+        return nn.ParameterDict([(rate_key(name), nn.Parameter(self._initial_rates(p)))
+                                 for name, p in self.model.named_parameters() if name in fast])
+
+    def _learns_rates(self) -> bool:
+        return self.config.lslr
+
+    def _initial_rates(self, parameter: torch.Tensor) -> torch.Tensor:
+        """LSLR: one rate per inner step for the whole tensor."""
+        return parameter.new_full((max(self.config.inner_steps, 1),), self.config.inner_lr)
+
+    def _rate(self, name: str, step: int) -> torch.Tensor:
+        rates = self.rates[rate_key(name)]
+        return rates[min(step, len(rates) - 1)]
 
     def meta_parameters(self) -> list[nn.Parameter]:
         return super().meta_parameters() + (list(self.rates.values()) if self.rates is not None else [])
@@ -100,8 +112,7 @@ class MAML(FunctionalFOMAML):
     def _step(self, name: str, step: int, parameter: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         if self.rates is None:
             return super()._step(name, step, parameter, grad)
-        rates = self.rates[rate_key(name)]
-        return parameter - rates[min(step, len(rates) - 1)] * grad
+        return parameter - self._rate(name, step) * grad
 
     def _step_loss_weights(self) -> list[float] | None:
         steps = self.config.inner_steps

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from algorithms.base import register_learner
 from algorithms.maml import MAML, MAMLConfig, rate_key
@@ -28,9 +27,11 @@ class MetaSGD(MAML):
 
     Config = MetaSGDConfig
 
-    def _inner_rates(self) -> nn.ParameterDict:
-        return nn.ParameterDict([(rate_key(name), nn.Parameter(torch.full_like(p, self.config.inner_lr)))
-                                 for name, p in self.model.named_parameters() if name in self.adapted_names()])
+    def _learns_rates(self) -> bool:
+        return True
 
-    def _step(self, name: str, step: int, parameter: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-        return parameter - self.rates[rate_key(name)] * grad
+    def _initial_rates(self, parameter: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(parameter, self.config.inner_lr)  # one rate per element, the same at every step
+
+    def _rate(self, name: str, step: int) -> torch.Tensor:
+        return self.rates[rate_key(name)]
