@@ -16,7 +16,7 @@ from functools import partial
 from typing import Callable, Literal
 
 import torch
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
 from algorithms.base import StepResult, register_learner
 from algorithms.inner_loop import InnerLoopConfig, InnerLoopLearner, stack_losses
@@ -59,9 +59,6 @@ class FunctionalFOMAML(InnerLoopLearner):
     def execution(self, tasks: int, device: torch.device) -> dict[str, str]:
         chunk = self._chunk(tasks, device)
         return {"task_batching": "vmap" if chunk else "loop", "vmap_chunk": str(chunk)}
-
-    def _forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.model, params, (x,))
 
     def _inner_loop(self, params: Params, forward: Callable, losses_of: Callable, x: torch.Tensor, y: torch.Tensor,
                     steps: int, create_graph: bool, after_step: Callable[[int, Params], None] | None = None

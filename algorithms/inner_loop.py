@@ -48,7 +48,11 @@ class InnerLoopLearner(MetaLearner):
     def predict(self, episode: Episode) -> torch.Tensor:
         params = self.adapted_parameters(episode, self.config.eval_inner_steps)
         with torch.no_grad():
-            return functional_call(self.model, params, (episode.query_x,))
+            return self._forward(params, episode.query_x)
+
+    def _forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """The model's output at ``params``: how every inner-loop learner runs its model on a parameter dict."""
+        return functional_call(self.model, params, (x,))
 
     def _result(self, query_loss: torch.Tensor, query_outputs: list[torch.Tensor], batch: Episode,
                 inner_losses: torch.Tensor) -> StepResult:

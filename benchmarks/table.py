@@ -1,8 +1,11 @@
-"""The speed and memory table of the README: every learner, wall-clock per meta-iteration and peak bytes saved for
-backward, at 5-way 1-shot (B=32, S=1) and 5-way 5-shot (B=32, S=5) on glyphs with 15 queries per class, scaling
-with S in {1, 2, 5, 10}; the floor; the cost of assembling a batch.
+"""The speed and memory table of the README, all in one process: the fp32 matrix-multiply rate (the floor is an
+iteration's FLOPs at that rate), the plain reference implementations of ``benchmarks/plain.py`` (what a user writes
+without this project), and every learner: wall-clock per meta-iteration, x floor, speed-up over the fastest plain
+reference of the same order, peak bytes saved for backward. Glyphs, Conv-4, 15 queries per class, at 5-way 1-shot
+(B=32, S=1), 20-way 1-shot (B=16, S=5) and 5-way 5-shot (B=32, S=5); the vmap rows (the memory comparison) at the
+first; then scaling with S.
 
-    .venv/bin/python benchmarks/table.py [--iterations 3] [--device cpu]
+    .venv/bin/python benchmarks/table.py [--iterations 3] [--device cpu] [--learners a,b] [--steps 1,2,5,10]
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -18,9 +22,16 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from algorithms import LEARNERS  # noqa: E402
+from bench.gate import Workload, learner_on, meta_iteration  # noqa: E402
 from bench.measure import PhaseMeter, cpu_model, saved_bytes_of, synchronize  # noqa: E402
-from benchmarks.conftest import learner_on_glyphs, meta_iteration  # noqa: E402
-from datasets import load_dataset  # noqa: E402
+from bench.verify import relative_difference  # noqa: E402
+from benchmarks.plain import plain_references  # noqa: E402
+from datasets import Episode, load_dataset  # noqa: E402
+
+QUERY = 15
+CONFIGS = ((5, 1, 32, 1), (20, 1, 16, 5), (5, 5, 32, 5))  # n_way, k_shot, tasks, inner steps
+VMAP_ROWS = ("fomaml/functional", "fomaml/fast", "maml", "maml/fast")
+SCALING = ("fomaml/functional", "fomaml/fast", "maml", "maml/fast")
 
 
 def matmul_rate(device: torch.device, size: int = 2048, repeats: int = 10) -> float:
@@ -35,11 +46,12 @@ def matmul_rate(device: torch.device, size: int = 2048, repeats: int = 10) -> fl
     return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
-def measure(name: str, k_shot: int, steps: int, iterations: int, device: torch.device, **options):
-    data = load_dataset("glyphs")
-    batch = data.sampler("train", 5, k_shot, 15, seed=0).batch(0, 32).to(device)
-    learner = learner_on_glyphs(name, inner_steps=steps, device=device, **options)
-    step = meta_iteration(learner, batch)
+def batch_for(n_way: int, k_shot: int, tasks: int, device: torch.device) -> Episode:
+    return load_dataset("glyphs").sampler("train", n_way, k_shot, QUERY, seed=0).batch(0, tasks).to(device)
+
+
+def timed(step: Callable[[], None], iterations: int, device: torch.device) -> tuple[float, int]:
+    """Median seconds of ``iterations`` timed steps after one untimed, and the peak bytes saved for backward."""
     saved = saved_bytes_of(step)
     meter = PhaseMeter(device, warmup=1)
     for _ in range(iterations + 1):
@@ -48,14 +60,75 @@ def measure(name: str, k_shot: int, steps: int, iterations: int, device: torch.d
     return statistics.median(meter.times), saved
 
 
-def flops_of(name: str, k_shot: int, steps: int) -> float:
-    data = load_dataset("glyphs")
-    batch = data.sampler("train", 5, k_shot, 15, seed=0).batch(0, 32)
-    learner = learner_on_glyphs(name, inner_steps=steps)
+def learner_step(name: str, n_way: int, steps: int, device: torch.device, **options):
+    learner = learner_on(name, Workload("glyphs", "glyphs", n_way, 1, 0, steps), device=str(device), **options)
+    return learner, learner.model
+
+
+def reference_step(reference, batch: Episode) -> Callable[[], None]:
+    def step():
+        for p in reference.model.parameters():
+            p.grad = None
+        reference.meta_gradient(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+    return step
+
+
+def flat_grad(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+
+def flops_of(n_way: int, k_shot: int, tasks: int, steps: int) -> float:
+    batch = batch_for(n_way, k_shot, tasks, torch.device("cpu"))
+    learner, _ = learner_step("fomaml/functional", n_way, steps, torch.device("cpu"))
     counter = FlopCounterMode(display=False)
     with counter:
         meta_iteration(learner, batch)()
     return counter.get_total_flops()
+
+
+def compared_to(name: str) -> str | None:
+    """The order of plain reference a row is compared with: FOMAML's variants with plain FOMAML, MAML's with plain
+    MAML; other algorithms with neither."""
+    if name.startswith("plain"):
+        return "MAML" if "MAML," in name and "FOMAML" not in name else "FOMAML"
+    algorithm = name.split("/")[0].split(" ")[0]
+    return {"fomaml": "FOMAML", "maml": "MAML"}.get(algorithm)
+
+
+def configuration(n_way: int, k_shot: int, tasks: int, steps: int, names: list[str], vmap: bool,
+                  iterations: int, device: torch.device, rate: float) -> None:
+    floor = flops_of(n_way, k_shot, tasks, steps) / rate
+    print(f"\n{n_way}-way {k_shot}-shot, B={tasks}, S={steps}, Q={QUERY}: FOMAML floor {floor * 1000:.0f} ms "
+          f"(FlopCounterMode FLOPs at the measured rate)")
+    batch = batch_for(n_way, k_shot, tasks, device)
+    rows, grads = {}, {}
+    first, _ = learner_step("fomaml/functional", n_way, steps, device)
+    for label, reference in plain_references(first.model, first.config.inner_lr, steps).items():
+        rows[label] = timed(reference_step(reference, batch), iterations, device)
+        grads[label] = flat_grad(reference.model)
+    runs = [(name, {}) for name in names]
+    runs += [(name, {"task_batching": "vmap"}) for name in VMAP_ROWS if vmap and name in names]
+    for name, options in runs:
+        learner, model = learner_step(name, n_way, steps, device, **options)
+        label = f"{name} (vmap)" if options else name
+        rows[label] = timed(meta_iteration(learner, batch), iterations, device)
+        if label in ("fomaml/functional", "maml"):
+            grads[label] = flat_grad(model)
+    for label in rows:
+        if label.startswith("plain"):
+            match = "maml" if compared_to(label) == "MAML" else "fomaml/functional"
+            if match in grads:  # the references compute the learners' meta-gradient (fp32 rounding apart)
+                print(f"{label}: meta-gradient vs {match} rel diff {relative_difference(grads[label], grads[match]):.1e}")
+    fastest = {order: min(t for label, (t, _) in rows.items() if label.startswith("plain") and
+                          compared_to(label) == order) for order in ("FOMAML", "MAML")}
+    print("| implementation | ms / meta-iteration (median) | x floor | speed-up over the fastest plain reference "
+          "of its order | peak saved-for-backward MB |")
+    print("|---|---|---|---|---|")
+    for label, (seconds, saved) in rows.items():
+        order = compared_to(label)
+        speedup = f"{fastest[order] / seconds:.2f}x" if order else "-"
+        print(f"| {label} | {seconds * 1000:.0f} | {seconds / floor:.2f} | {speedup} | {saved / 1e6:.1f} |",
+              flush=True)
 
 
 def main() -> None:
@@ -70,33 +143,24 @@ def main() -> None:
     print(f"device: {device} ({cpu_model() if device.type == 'cpu' else torch.cuda.get_device_name(device)}), "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     rate = matmul_rate(device)
-    print(f"measured fp32 matmul rate: {rate / 1e9:.1f} GFLOP/s (2048^3, median of 10)")
-    data = load_dataset("glyphs")
-    sampler = data.sampler("train", 5, 1, 15, seed=0)
+    print(f"measured fp32 matmul rate: {rate / 1e9:.1f} GFLOP/s (2048^3, 10 repeats)")
+    sampler = load_dataset("glyphs").sampler("train", 5, 1, QUERY, seed=0)
     times = []
     for i in range(20):
         start = time.perf_counter()
         sampler.batch(32 * i, 32)
         times.append(time.perf_counter() - start)
     print(f"batch assembly, 32 episodes of 5-way 1-shot 15-query: {statistics.median(times) * 1000:.2f} ms (median of 20)")
-    for k, s in ((1, 1), (5, 5)):
-        floor_flops = flops_of("fomaml/functional", k, s)
-        print(f"\n5-way {k}-shot, B=32, S={s}, Q=15: FOMAML FLOPs per meta-iteration (FlopCounterMode) "
-              f"{floor_flops / 1e9:.1f} GFLOP -> floor {floor_flops / rate * 1000:.0f} ms at the measured rate")
-        print("| learner | ms / meta-iteration (median) | x floor | peak saved-for-backward MB |")
-        print("|---|---|---|---|")
-        for name in names:
-            seconds, saved = measure(name, k, s, args.iterations, device)
-            print(f"| {name} | {seconds * 1000:.0f} | {seconds / (floor_flops / rate):.1f} | {saved / 1e6:.1f} |",
-                  flush=True)
+    for i, (n_way, k_shot, tasks, steps) in enumerate(CONFIGS):
+        configuration(n_way, k_shot, tasks, steps, names, i == 0, args.iterations, device, rate)
     steps = [int(s) for s in args.steps.split(",")]
     print("\nscaling with S, 5-way 1-shot, B=32, Q=15: ms / meta-iteration and peak saved MB")
-    print("| learner | " + " | ".join(f"S={s}" for s in steps) + " |")
+    print("| implementation | " + " | ".join(f"S={s}" for s in steps) + " |")
     print("|---|" + "---|" * len(steps))
-    for name in names:
-        if "inner_steps" not in LEARNERS[name].Config.__dataclass_fields__:
-            continue
-        cells = [measure(name, 1, s, args.iterations, device) for s in steps]
+    batch = batch_for(5, 1, 32, device)
+    for name in SCALING:
+        cells = [timed(meta_iteration(learner_step(name, 5, s, device)[0], batch), args.iterations, device)
+                 for s in steps]
         print(f"| {name} | " + " | ".join(f"{t * 1000:.0f} ms, {b / 1e6:.0f} MB" for t, b in cells) + " |", flush=True)
 
 

@@ -6,7 +6,7 @@ from bench.factory import task_of
 from bench.config import from_mapping
 from datasets import DATASETS, load_dataset
 
-FOMAML_VARIANTS = ["fomaml/deepcopy", "fomaml/functional", "fomaml/higher"]
+FOMAML_VARIANTS = ["fomaml/deepcopy", "fomaml/fast", "fomaml/functional", "fomaml/higher"]
 
 
 def make_problem(dataset="glyphs", n_way=5, k_shot=1, q_query=3, tasks=3, filters=8, seed=0, dtype=torch.float64,

@@ -27,7 +27,7 @@ def test_fomaml_variants_give_the_same_meta_gradient(dataset, n_way, inner_lr, s
         assert rel(grad, reference) <= 1e-6, name
 
 
-@pytest.mark.parametrize("name", ["fomaml/functional", "maml"])
+@pytest.mark.parametrize("name", ["fomaml/functional", "maml", "fomaml/fast", "maml/fast"])
 @pytest.mark.parametrize("chunk", [0, 2])
 def test_vmap_batching_equals_the_task_loop(name, chunk):
     batch, task, model = make_problem(tasks=3, k_shot=1, q_query=2)
@@ -94,7 +94,7 @@ def test_maml_differs_from_fomaml_unless_second_order_terms_vanish(dataset, n_wa
     assert rel(grad("maml", inner_lr, first_order=True), grad("fomaml/functional", inner_lr)) <= 1e-12
 
 
-@pytest.mark.parametrize("name", ["fomaml/deepcopy", "fomaml/functional", "fomaml/higher", "maml"])
+@pytest.mark.parametrize("name", FOMAML_VARIANTS + ["maml", "maml/fast"])
 def test_zero_inner_lr_leaves_the_meta_parameters_and_steps_count_exactly(name):
     batch, task, model = make_problem(tasks=2, k_shot=2, q_query=2)
     episode = batch.task(0)
@@ -176,8 +176,8 @@ def test_every_registered_learner_is_covered_by_the_checks():
     for name in LEARNERS.names():
         algorithms.setdefault(name.split("/")[0], []).append(name)
     assert verify.families() == {a: names for a, names in algorithms.items() if len(names) > 1}
-    assert verify.second_order_learners() == ["anil", "maml", "metasgd"]
-    assert set(LEARNERS.names()) == set(FOMAML_VARIANTS) | {"maml", "finetune", "anil", "metasgd", "protonet",
+    assert verify.second_order_learners() == ["anil", "maml", "maml/fast", "metasgd"]
+    assert set(LEARNERS.names()) == set(FOMAML_VARIANTS) | {"maml", "maml/fast", "finetune", "anil", "metasgd", "protonet",
                                                              "reptile"}
 
 

@@ -1,0 +1,128 @@
+"""`fomaml/fast` and `maml/fast`: the functional learners with the model run through a faster execution plan that
+computes the same function and the same gradients (``bench verify`` and the oracle test prove it).
+
+What was measured on a 2-core CPU before choosing it (``benchmarks/batched_route.py``,
+``docs/measurements/batched_route_cpu_2core.txt``): running all tasks of a meta-batch together loses wherever a task's
+batch is large (the query pass, ~90% of a 5-way 1-shot meta-step: 0.5x grouped, 0.26x unfold + bmm, 0.54x one shared
+convolution; per-task batch norm written out over the whole meta-batch 6x slower), so tasks stay one by one on the
+CPU. What pays is making each task's pass cheaper, exactly:
+
+- channels-last activations: oneDNN convolutions and max-pool run without reordering their inputs;
+- max-pool before ReLU: ``relu(max_pool(x)) == max_pool(relu(x))`` (ReLU is monotone; where a window's maximum is
+  not positive both give 0 with a zero gradient), with ReLU on a quarter of the elements, forward and backward.
+
+On other devices ``task_batching: auto`` keeps vmap over the meta-batch (launch-bound: one pass for all tasks); the
+plan runs under vmap too, without the channels-last copy (a vmapped tensor has no memory format of its own).
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import torch
+from torch import nn
+from torch._C._functorch import is_batchedtensor
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from algorithms.backbones import Classifier
+from algorithms.base import register_learner
+from algorithms.fomaml_functional import FunctionalFOMAML, Params
+from algorithms.maml import MAML
+
+Layout = Callable[[torch.Tensor], torch.Tensor]
+Step = Callable[[Params, torch.Tensor, Layout], torch.Tensor]
+
+
+def channels_last(tensor: torch.Tensor) -> torch.Tensor:
+    """Images and convolution kernels in channels-last memory format (a differentiable copy); others unchanged.
+    Kernels too: a channels-last kernel is what makes oneDNN keep its output channels-last."""
+    if tensor.dim() != 4 or is_batchedtensor(tensor):
+        return tensor
+    return tensor.contiguous(memory_format=torch.channels_last)
+
+
+def contiguous(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+def _leaf(module: nn.Module, prefix: str) -> Step:
+    names = {f"{prefix}{name}": name for name, _ in module.named_parameters()}
+
+    def step(params: Params, x: torch.Tensor, layout: Layout) -> torch.Tensor:
+        # outputs too: a convolution over one input channel (the images) comes out contiguous otherwise
+        return layout(functional_call(module, {local: layout(params[name]) for name, local in names.items()}, (x,)))
+    return step
+
+
+def _pool_then_relu(pool: nn.MaxPool2d) -> Step:
+    def step(params: Params, x: torch.Tensor, layout: Layout) -> torch.Tensor:
+        return F.relu(pool(x))
+    return step
+
+
+def plan(module: nn.Module, prefix: str = "") -> list[Step]:
+    """``module``'s forward as a list of steps over a parameter dict, with every ReLU directly followed by a
+    max-pool swapped with it."""
+    if isinstance(module, Classifier):  # forward: head(features(x))
+        return plan(module.features, f"{prefix}features.") + plan(module.head, f"{prefix}head.")
+    if not isinstance(module, nn.Sequential):
+        return [_leaf(module, prefix)]
+    children, steps, i = list(module.named_children()), [], 0
+    while i < len(children):
+        name, child = children[i]
+        following = children[i + 1][1] if i + 1 < len(children) else None
+        if isinstance(child, nn.ReLU) and isinstance(following, nn.MaxPool2d):
+            steps.append(_pool_then_relu(following))
+            i += 2
+        else:
+            steps.extend(plan(child, f"{prefix}{name}."))
+            i += 1
+    return steps
+
+
+class FastForward:
+    """``model(x)`` for a parameter dict, through ``plan(model)``, in channels-last memory format unless told
+    otherwise."""
+
+    def __init__(self, model: nn.Module):
+        self.steps = plan(model)
+
+    def __call__(self, params: Params, x: torch.Tensor, in_channels_last: bool = True) -> torch.Tensor:
+        layout = channels_last if in_channels_last else contiguous
+        x = layout(x)
+        for step in self.steps:
+            x = step(params, x, layout)
+        return x
+
+
+class FastExecution:
+    """Mixed into a functional learner: its model runs through ``FastForward`` in training and evaluation."""
+
+    def __init__(self, model, config, task):
+        super().__init__(model, config, task)
+        self.fast_forward = FastForward(model)
+
+    def _forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        return self.fast_forward(params, x)
+
+    def _inner_loop(self, params: Params, forward: Callable, losses_of: Callable, x: torch.Tensor, y: torch.Tensor,
+                    steps: int, create_graph: bool, after_step: Callable[[int, Params], None] | None = None
+                    ) -> tuple[Params, list[torch.Tensor]]:
+        # A graph differentiated twice (second-order inner steps) runs slower channels-last on the CPU: its double
+        # backward (batch norm's above all) has no channels-last kernels; measured 1.2x slower at 5-way 1-shot S=1
+        # and 1.6x at 5-way 5-shot S=5. So those steps stay contiguous; everything differentiated once goes
+        # channels-last.
+        if create_graph and forward == self._forward:
+            forward = partial(self.fast_forward, in_channels_last=False)
+        return super()._inner_loop(params, forward, losses_of, x, y, steps, create_graph, after_step)
+
+
+@register_learner("fomaml/fast")
+class FastFOMAML(FastExecution, FunctionalFOMAML):
+    """First-order MAML, functional, with the model run channels-last and max-pool before ReLU (same gradients)."""
+
+
+@register_learner("maml/fast")
+class FastMAML(FastExecution, MAML):
+    """Second-order MAML (and its MAML++ options), with the model run channels-last and max-pool before ReLU."""
