@@ -2,12 +2,13 @@
 computes the same function and the same gradients (``bench verify`` and the oracle test prove it).
 
 What was measured on a 2-core CPU before choosing it (``benchmarks/batched_route.py``,
-``docs/measurements/batched_route_cpu_2core.txt``): running all tasks of a meta-batch together loses wherever a task's
-batch is large (the query pass, ~90% of a 5-way 1-shot meta-step: 0.5x grouped, 0.26x unfold + bmm, 0.54x one shared
-convolution; per-task batch norm written out over the whole meta-batch 6x slower), so tasks stay one by one on the
-CPU. What pays is making each task's pass cheaper, exactly:
+``docs/measurements/batched_route_cpu_2core.txt``): running all tasks of a meta-batch together loses (the query
+pass, ~90% of a 5-way 1-shot meta-step: 0.5x grouped, 0.26x unfold + bmm, 0.54x one shared convolution; the
+support steps alone under vmap 1.13x slower at 5-way 1-shot S=1 and 2.9x at 5-way 5-shot S=5,
+``benchmarks/fast_route.py``), so tasks stay one by one on the CPU. What pays is making each task's pass cheaper,
+exactly:
 
-- channels-last activations: oneDNN convolutions and max-pool run without reordering their inputs;
+- channels-last activations and kernels: oneDNN convolutions and max-pool run without reordering their inputs;
 - max-pool before ReLU: ``relu(max_pool(x)) == max_pool(relu(x))`` (ReLU is monotone; where a window's maximum is
   not positive both give 0 with a zero gradient), with ReLU on a quarter of the elements, forward and backward.
 
@@ -110,9 +111,9 @@ class FastExecution:
                     steps: int, create_graph: bool, after_step: Callable[[int, Params], None] | None = None
                     ) -> tuple[Params, list[torch.Tensor]]:
         # A graph differentiated twice (second-order inner steps) runs slower channels-last on the CPU: its double
-        # backward (batch norm's above all) has no channels-last kernels; measured 1.2x slower at 5-way 1-shot S=1
-        # and 1.6x at 5-way 5-shot S=5. So those steps stay contiguous; everything differentiated once goes
-        # channels-last.
+        # backward (batch norm's above all) has no channels-last kernels; 1.21x slower at 5-way 1-shot S=1 and
+        # 1.69x at 5-way 5-shot S=5 (benchmarks/fast_route.py). So those steps stay contiguous; everything
+        # differentiated once goes channels-last.
         if create_graph and forward == self._forward:
             forward = partial(self.fast_forward, in_channels_last=False)
         return super()._inner_loop(params, forward, losses_of, x, y, steps, create_graph, after_step)

@@ -45,7 +45,7 @@ def batching(device: torch.device, iterations: int = 5) -> None:
     data = load_dataset("glyphs")
     print("\n| learner | shape | task_batching | ms / meta-iter (median) | saved MB | CUDA peak MB |")
     print("|---|---|---|---|---|---|")
-    for name in ("fomaml/functional", "maml"):
+    for name in ("fomaml/functional", "fomaml/fast", "maml", "maml/fast"):
         for k, s in ((1, 1), (5, 5)):
             batch = data.sampler("train", 5, k, 15, seed=0).batch(0, 32).to(device)
             for mode, chunk in (("loop", 0), ("vmap", 0), ("vmap", 8)):
