@@ -26,8 +26,9 @@ def palette(labels) -> dict[str, tuple]:
     from algorithms import LEARNERS  # noqa: PLC0415
 
     order = LEARNERS.names() + sorted(set(labels) - set(LEARNERS.names()))
-    colours = sns.color_palette("tab10", n_colors=10)
-    return {name: colours[i % 10] for i, name in enumerate(order)}
+    # tab10, then tab20's light shades of the same hues: 20 distinct colours before any repeats
+    colours = sns.color_palette("tab10", n_colors=10) + sns.color_palette("tab20", n_colors=20)[1::2]
+    return {name: colours[i % len(colours)] for i, name in enumerate(order)}
 
 
 def _save(fig, folder: Path, name: str) -> Path:
