@@ -18,7 +18,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -191,6 +191,16 @@ class PhaseMeter:
         if self.device.type == "cuda":
             out[phase(prefix, CUDA_PEAK_BYTES)] = float(self.cuda_peak_bytes)
         return out
+
+
+def time_steps(step: Callable[[], None], iterations: int, device: torch.device) -> PhaseMeter:
+    """For benchmarks: one untimed warm-up call of ``step`` (where saved-for-backward bytes are counted), then
+    ``iterations`` timed ones."""
+    meter = PhaseMeter(device, warmup=1)
+    for _ in range(iterations + 1):
+        with meter.step():
+            step()
+    return meter
 
 
 def saved_bytes_of(fn) -> int:

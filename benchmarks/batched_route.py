@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 from torch.nn import functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.measure import time_steps  # noqa: E402
 
 
 def conv4_params(tasks: int, filters: int, channels: int, per_task: bool) -> list[torch.Tensor]:
@@ -89,13 +94,7 @@ def per_task_loop(x: torch.Tensor, params: list[torch.Tensor], tasks: int) -> to
 
 
 def median_ms(step, repeats: int = 5) -> float:
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return 1000 * statistics.median(time_steps(step, repeats, torch.device("cpu")).times)
 
 
 def main() -> None:

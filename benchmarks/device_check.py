@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import metrics  # noqa: E402
 from bench.training import run_cell  # noqa: E402
-from bench.measure import PhaseMeter, device_description, saved_bytes_of  # noqa: E402
+from bench.measure import device_description, time_steps  # noqa: E402
 from bench.suite import expand, load_suites  # noqa: E402
 from benchmarks.conftest import learner_on_glyphs, meta_iteration  # noqa: E402
 from datasets import load_dataset  # noqa: E402
@@ -50,13 +50,9 @@ def batching(device: torch.device, iterations: int = 5) -> None:
             batch = data.sampler("train", 5, k, 15, seed=0).batch(0, 32).to(device)
             for mode, chunk in (("loop", 0), ("vmap", 0), ("vmap", 8)):
                 learner = learner_on_glyphs(name, inner_steps=s, device=device, task_batching=mode, vmap_chunk=chunk)
-                step = meta_iteration(learner, batch)
                 try:
-                    saved = saved_bytes_of(step)
-                    meter = PhaseMeter(device, warmup=1)
-                    for _ in range(iterations + 1):
-                        with meter.step():
-                            step()
+                    meter = time_steps(meta_iteration(learner, batch), iterations, device)
+                    saved = meter.saved_bytes_peak
                     cuda = metrics.CUDA_MB.format(meter.summary("train").get(metrics.CUDA_MB.name))
                     print(f"| {name} | 5w{k}s B=32 S={s} | {mode}{f' chunk {chunk}' if chunk else ''} | "
                           f"{statistics.median(meter.times) * 1000:.1f} | {saved / 1e6:.0f} | {cuda} |", flush=True)

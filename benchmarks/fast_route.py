@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from torch.func import vmap
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.gate import Workload, learner_on  # noqa: E402
+from bench.measure import PhaseMeter  # noqa: E402
 from datasets import load_dataset  # noqa: E402
 
 
@@ -46,16 +46,14 @@ def support_steps(name: str, k_shot: int, steps: int, batched: bool, second_orde
 
 
 def interleaved(arms: dict, rounds: int) -> None:
-    times = {label: [] for label in arms}
-    for run in arms.values():
-        run()
-    for _ in range(rounds):
+    """Each arm's warm-up, then ``rounds`` rounds of one timed call per arm: the machine's drift hits every arm."""
+    meters = {label: PhaseMeter(torch.device("cpu"), warmup=1) for label in arms}
+    for _ in range(rounds + 1):
         for label, run in arms.items():
-            start = time.perf_counter()
-            run()
-            times[label].append(time.perf_counter() - start)
-    for label, values in times.items():
-        print(f"| {label} | {statistics.median(values) * 1000:.0f} |", flush=True)
+            with meters[label].step():
+                run()
+    for label, meter in meters.items():
+        print(f"| {label} | {statistics.median(meter.times) * 1000:.0f} |", flush=True)
 
 
 def main() -> None:

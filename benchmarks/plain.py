@@ -17,6 +17,8 @@ class PlainDeepcopyFOMAML:
     """Per task: deepcopy the model, SGD on the copy's support loss, backward the copy's query loss, and add the
     copy's gradients into the model's (the step the textbook snippet forgets)."""
 
+    order = "FOMAML"
+
     def __init__(self, model: nn.Module, inner_lr: float, steps: int):
         self.model, self.inner_lr, self.steps = model, inner_lr, steps
 
@@ -41,6 +43,7 @@ class PlainAutogradMAML:
 
     def __init__(self, model: nn.Module, inner_lr: float, steps: int, second_order: bool):
         self.model, self.inner_lr, self.steps, self.second_order = model, inner_lr, steps, second_order
+        self.order = "MAML" if second_order else "FOMAML"
 
     def meta_gradient(self, support_x, support_y, query_x, query_y) -> None:
         tasks = len(support_x)

@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from algorithms import LEARNERS  # noqa: E402
 from bench.gate import Workload, learner_on, meta_iteration  # noqa: E402
-from bench.measure import PhaseMeter, cpu_model, saved_bytes_of, synchronize  # noqa: E402
-from bench.verify import relative_difference  # noqa: E402
+from bench.measure import cpu_model, synchronize, time_steps  # noqa: E402
+from bench.verify import algorithm_of, relative_difference  # noqa: E402
 from benchmarks.plain import plain_references  # noqa: E402
 from datasets import Episode, load_dataset  # noqa: E402
 
@@ -52,17 +52,12 @@ def batch_for(n_way: int, k_shot: int, tasks: int, device: torch.device) -> Epis
 
 def timed(step: Callable[[], None], iterations: int, device: torch.device) -> tuple[float, int]:
     """Median seconds of ``iterations`` timed steps after one untimed, and the peak bytes saved for backward."""
-    saved = saved_bytes_of(step)
-    meter = PhaseMeter(device, warmup=1)
-    for _ in range(iterations + 1):
-        with meter.step():
-            step()
-    return statistics.median(meter.times), saved
+    meter = time_steps(step, iterations, device)
+    return statistics.median(meter.times), meter.saved_bytes_peak
 
 
-def learner_step(name: str, n_way: int, steps: int, device: torch.device, **options):
-    learner = learner_on(name, Workload("glyphs", "glyphs", n_way, 1, 0, steps), device=str(device), **options)
-    return learner, learner.model
+def learner_for(name: str, n_way: int, steps: int, device: torch.device, **options):
+    return learner_on(name, Workload("glyphs", "glyphs", n_way, 1, 0, steps), device=str(device), **options)
 
 
 def reference_step(reference, batch: Episode) -> Callable[[], None]:
@@ -79,20 +74,15 @@ def flat_grad(model: torch.nn.Module) -> torch.Tensor:
 
 def flops_of(n_way: int, k_shot: int, tasks: int, steps: int) -> float:
     batch = batch_for(n_way, k_shot, tasks, torch.device("cpu"))
-    learner, _ = learner_step("fomaml/functional", n_way, steps, torch.device("cpu"))
+    learner = learner_for("fomaml/functional", n_way, steps, torch.device("cpu"))
     counter = FlopCounterMode(display=False)
     with counter:
         meta_iteration(learner, batch)()
     return counter.get_total_flops()
 
 
-def compared_to(name: str) -> str | None:
-    """The order of plain reference a row is compared with: FOMAML's variants with plain FOMAML, MAML's with plain
-    MAML; other algorithms with neither."""
-    if name.startswith("plain"):
-        return "MAML" if "MAML," in name and "FOMAML" not in name else "FOMAML"
-    algorithm = name.split("/")[0].split(" ")[0]
-    return {"fomaml": "FOMAML", "maml": "MAML"}.get(algorithm)
+ORDERS = {"fomaml": "FOMAML", "maml": "MAML"}  # a learner's rows are compared with plain references of its order
+MATCHING_LEARNER = {"FOMAML": "fomaml/functional", "MAML": "maml"}  # what a plain reference's gradient must equal
 
 
 def configuration(n_way: int, k_shot: int, tasks: int, steps: int, names: list[str], vmap: bool,
@@ -101,31 +91,32 @@ def configuration(n_way: int, k_shot: int, tasks: int, steps: int, names: list[s
     print(f"\n{n_way}-way {k_shot}-shot, B={tasks}, S={steps}, Q={QUERY}: FOMAML floor {floor * 1000:.0f} ms "
           f"(FlopCounterMode FLOPs at the measured rate)")
     batch = batch_for(n_way, k_shot, tasks, device)
-    rows, grads = {}, {}
-    first, _ = learner_step("fomaml/functional", n_way, steps, device)
-    for label, reference in plain_references(first.model, first.config.inner_lr, steps).items():
+    rows, grads, orders = {}, {}, {}
+    first = learner_for("fomaml/functional", n_way, steps, device)
+    references = plain_references(first.model, first.config.inner_lr, steps)
+    for label, reference in references.items():
         rows[label] = timed(reference_step(reference, batch), iterations, device)
-        grads[label] = flat_grad(reference.model)
+        grads[label], orders[label] = flat_grad(reference.model), reference.order
     runs = [(name, {}) for name in names]
     runs += [(name, {"task_batching": "vmap"}) for name in VMAP_ROWS if vmap and name in names]
     for name, options in runs:
-        learner, model = learner_step(name, n_way, steps, device, **options)
+        learner = learner_for(name, n_way, steps, device, **options)
         label = f"{name} (vmap)" if options else name
         rows[label] = timed(meta_iteration(learner, batch), iterations, device)
-        if label in ("fomaml/functional", "maml"):
-            grads[label] = flat_grad(model)
-    for label in rows:
-        if label.startswith("plain"):
-            match = "maml" if compared_to(label) == "MAML" else "fomaml/functional"
-            if match in grads:  # the references compute the learners' meta-gradient (fp32 rounding apart)
-                print(f"{label}: meta-gradient vs {match} rel diff {relative_difference(grads[label], grads[match]):.1e}")
-    fastest = {order: min(t for label, (t, _) in rows.items() if label.startswith("plain") and
-                          compared_to(label) == order) for order in ("FOMAML", "MAML")}
+        orders[label] = ORDERS.get(algorithm_of(name))
+        if label in MATCHING_LEARNER.values():
+            grads[label] = flat_grad(learner.model)
+    for label, reference in references.items():
+        match = MATCHING_LEARNER[reference.order]
+        if match in grads:  # the references compute the learners' meta-gradient (fp32 rounding apart)
+            print(f"{label}: meta-gradient vs {match} rel diff {relative_difference(grads[label], grads[match]):.1e}")
+    fastest = {order: min(rows[label][0] for label, reference in references.items() if reference.order == order)
+               for order in MATCHING_LEARNER}
     print("| implementation | ms / meta-iteration (median) | x floor | speed-up over the fastest plain reference "
           "of its order | peak saved-for-backward MB |")
     print("|---|---|---|---|---|")
     for label, (seconds, saved) in rows.items():
-        order = compared_to(label)
+        order = orders[label]
         speedup = f"{fastest[order] / seconds:.2f}x" if order else "-"
         print(f"| {label} | {seconds * 1000:.0f} | {seconds / floor:.2f} | {speedup} | {saved / 1e6:.1f} |",
               flush=True)
@@ -159,7 +150,7 @@ def main() -> None:
     print("|---|" + "---|" * len(steps))
     batch = batch_for(5, 1, 32, device)
     for name in SCALING:
-        cells = [timed(meta_iteration(learner_step(name, 5, s, device)[0], batch), args.iterations, device)
+        cells = [timed(meta_iteration(learner_for(name, 5, s, device), batch), args.iterations, device)
                  for s in steps]
         print(f"| {name} | " + " | ".join(f"{t * 1000:.0f} ms, {b / 1e6:.0f} MB" for t, b in cells) + " |", flush=True)
 
