@@ -9,7 +9,12 @@ from pathlib import Path
 EXIT_FAILURES, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
 
+MAX_MESSAGE_CHARS = 2000
+
+
 def _fail(message: str) -> int:
+    if len(message) > MAX_MESSAGE_CHARS:  # one readable paragraph, even when a message quotes something huge
+        message = f"{message[:MAX_MESSAGE_CHARS]} ... ({len(message) - MAX_MESSAGE_CHARS} more characters)"
     print(f"error: {message}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
@@ -17,13 +22,20 @@ def _fail(message: str) -> int:
 def cmd_run(args) -> int:
     from bench import tracking
     from bench.config import ConfigError
+    import contextlib
+
+    from bench.ownership import OwnershipLost
+    from bench.provenance import CodeChangedError
     from bench.runner import run_suite
-    from bench.suite import expand, load_suites
+
+    from bench.suite import MAX_CELLS, expand, load_suites
     from bench.summary import summary_table
 
     notes: list[str] | None = [] if args.dry_run else None
     try:
-        suites = load_suites(args.suite, notes)
+        suites = load_suites(args.suite, notes, max_cells=None if args.allow_large_grid else MAX_CELLS)
+        for suite in suites:  # a store that cannot be opened is refused before anything is written
+            tracking.resolve_uri(suite.tracking.uri, args.tracking_uri, create=False)
     except ConfigError as error:
         return _fail(str(error))
     if args.dry_run:
@@ -39,7 +51,9 @@ def cmd_run(args) -> int:
                       f"{cell.learner_config}")
         return 0
     text = Path(args.suite).read_text(encoding="utf-8")
-    executor = None
+    from bench.runner import InProcess
+
+    executor = InProcess(progress=not args.no_progress)
     if args.executor == "ray":  # only here is Ray imported
         try:
             from bench.ray_executor import RayExecutor, RayOptions
@@ -49,23 +63,27 @@ def cmd_run(args) -> int:
             executor = RayExecutor(RayOptions(args.address, args.max_parallel, args.cpus_per_cell, args.max_retries))
             for suite in suites:
                 executor.check(expand(suite))
-            executor.start()  # a cluster that cannot be joined fails here, before anything is written
-        except (ValueError, ConnectionError) as error:
+        except ValueError as error:
             return _fail(str(error))
     elif args.address is not None:
         return _fail("--address is for --executor ray")
     outcomes = []
-    try:
-        for suite in suites:
-            uri = tracking.resolve_uri(suite.tracking.uri, args.tracking_uri)
-            outcomes += run_suite(suite, text, uri, force=args.force, reuse_other_code=args.reuse_other_code,
-                                  progress=not args.no_progress, executor=executor)
-    except KeyboardInterrupt:
-        print("\ninterrupted: finished cells are in MLflow; rerun the same command to resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    finally:
-        if executor is not None:
-            executor.stop()
+    with contextlib.ExitStack() as stack:
+        try:  # the executor's lifecycle: Ray is started or joined here, before anything is written, and left at the end
+            stack.enter_context(executor)
+        except ConnectionError as error:
+            return _fail(str(error))
+        try:
+            for suite in suites:
+                uri = tracking.resolve_uri(suite.tracking.uri, args.tracking_uri)
+                outcomes += run_suite(suite, text, uri, force=args.force, reuse_other_code=args.reuse_other_code,
+                                      progress=not args.no_progress, executor=executor, max_wait_s=args.max_wait)
+        except KeyboardInterrupt:
+            print("\ninterrupted: finished cells are in MLflow; rerun the same command to resume", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except (CodeChangedError, OwnershipLost) as error:
+            print(f"stopped: {error}; finished cells are in MLflow", file=sys.stderr)
+            return EXIT_FAILURES
     print(summary_table(outcomes))
     if not args.no_report:
         from bench.report import build_report
@@ -73,11 +91,11 @@ def cmd_run(args) -> int:
             named = [s for s in suites if s.suite == name]
             uri = tracking.resolve_uri(named[0].tracking.uri, args.tracking_uri)
             print(f"report: {build_report(name, uri, named)}")
-    failures = [o for o in outcomes if o.outcome == "failed"]
+    failures = [o for o in outcomes if o.outcome in ("failed", "held")]
     if failures:
-        print(f"{len(failures)} cell(s) failed:", file=sys.stderr)
+        print(f"{len(failures)} cell(s) failed or left to a later run:", file=sys.stderr)
         for o in failures:
-            print(f"  {o.cell.title}: {o.detail}", file=sys.stderr)
+            print(f"  {o.outcome} {o.cell.title}: {o.detail}", file=sys.stderr)
         return EXIT_FAILURES
     return 0
 
@@ -97,23 +115,32 @@ def cmd_tune(args) -> int:
         return _fail(f"{args.suite}: the suite has no 'search' section: nothing to tune (see docs/suites.md)")
     if args.n_trials is not None and args.n_trials <= 0:
         return _fail(f"--n-trials must be positive, got {args.n_trials}")
-    if args.workers <= 0 or args.heartbeat <= 0:
+    if args.workers <= 0 or (args.heartbeat is not None and args.heartbeat <= 0):
         return _fail(f"--workers and --heartbeat must be positive, got {args.workers}, {args.heartbeat}")
-    options = TuneOptions(storage=tracking.anchored_sqlite(args.storage), study=args.study or "", n_trials=args.n_trials,
-                          timeout=args.timeout, workers=1 if args.worker else args.workers, heartbeat=args.heartbeat)
-    uri = tracking.resolve_uri(suite.tracking.uri, args.tracking_uri)
+    worker = args.worker_shares is not None  # one of the processes `--workers` starts
+    try:
+        options = TuneOptions(storage=tracking.anchored_sqlite(args.storage), study=args.study or "",
+                              n_trials=args.n_trials, timeout=args.timeout, workers=1 if worker else args.workers,
+                              heartbeat=args.heartbeat)
+        uri = tracking.resolve_uri(suite.tracking.uri, args.tracking_uri)
+    except ConfigError as error:
+        return _fail(str(error))
     from bench.tune import optimise, run_workers
 
     try:
-        if args.worker:  # one of the processes `--workers` starts
-            optimise(suite, options, uri, options.n_trials or suite.search.n_trials)
+        if worker:
+            optimise(suite, options, uri, json.loads(args.worker_shares))
             return 0
-        status = run_workers(args.suite, suite, options, uri)
+        problems = run_workers(args.suite, suite, options, uri)
+    except ConfigError as error:  # a storage that cannot be opened: refused before anything is written
+        return _fail(str(error))
     except KeyboardInterrupt:
         print("\ninterrupted: the study keeps every finished trial; rerun the same command to continue it",
               file=sys.stderr)
         return EXIT_INTERRUPTED
-    return _tuned(args, suite, options, uri) if status == 0 else EXIT_FAILURES
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return EXIT_FAILURES if problems else _tuned(args, suite, options, uri)
 
 
 def _tuned(args, suite, options, uri) -> int:
@@ -124,7 +151,7 @@ def _tuned(args, suite, options, uri) -> int:
     from bench.suite import suites_from_text
     from bench.summary import summary_table
     from bench.provenance import PROJECT_ROOT
-    from bench.tune import best_suite_documents, open_study, write_best
+    from bench.tune import FINISHED_STATES, best_suite_documents, charged, open_study, write_best
 
     text = Path(args.suite).read_text(encoding="utf-8")
     studies = {spec.label or spec.name: open_study(suite, options, spec.label or spec.name) for spec in suite.learners}
@@ -133,8 +160,8 @@ def _tuned(args, suite, options, uri) -> int:
         if not done:
             return _fail(f"study {study.study_name}: no trial completed, so there is no best configuration")
         best = study.best_trials[0]
-        print(f"{label}: best of {len(study.trials)} trial(s) is trial {best.number}, values {best.values}, "
-              f"params {best.params}")
+        print(f"{label}: best of {charged(study, FINISHED_STATES)} trial(s) is trial {best.number}, values "
+              f"{best.values}, params {best.params}")
     name = options.study or suite.suite
     path = Path(args.best) if args.best else PROJECT_ROOT / "results" / name / "best.yaml"
     documents = best_suite_documents(text, suite, options)
@@ -240,9 +267,15 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("suite", help="suite YAML file")
     run.add_argument("--dry-run", action="store_true", help="print the expanded grid and exit")
     run.add_argument("--force", action="store_true", help="rerun cells already FINISHED")
+    run.add_argument("--allow-large-grid", action="store_true",
+                     help="run a grid above the cell limit (bench.suite.MAX_CELLS), refused without it as more "
+                          "often a slip than a plan")
     run.add_argument("--reuse-other-code", action="store_true",
                      help="reuse FINISHED cells even when other code made them (the report flags mixed code)")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (overrides MLFLOW_TRACKING_URI and the suite)")
+    run.add_argument("--max-wait", type=float, default=None, metavar="SECONDS",
+                     help="how long a cell that another live invocation runs is waited for before it is left to a "
+                          "later run (default 12 h)")
     run.add_argument("--no-report", action="store_true", help="do not build the report at the end")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument("--executor", choices=["in-process", "ray"], default="in-process",
@@ -258,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     run.set_defaults(func=cmd_run)
     tune = commands.add_parser("tune", help="Optuna searches over the suite's search space, one study per learner")
     tune.add_argument("suite", help="suite YAML file with a 'search' section")
-    tune.add_argument("--n-trials", type=int, help="trials per learner (overrides search.n_trials)")
+    tune.add_argument("--n-trials", type=int, help="each learner's study's total budget (overrides search.n_trials); "
+                                                   "a rerun only tops a study up to it")
     tune.add_argument("--timeout", type=float, help="seconds per learner's study")
     tune.add_argument("--workers", type=int, default=1, help="worker processes on the same storage")
     tune.add_argument("--storage", default="sqlite:///results/optuna.db",
@@ -267,10 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     tune.add_argument("--tracking-uri", help="MLflow tracking URI")
     tune.add_argument("--no-evaluate", action="store_true", help="do not evaluate the best configurations")
     tune.add_argument("--best", help="where the best configurations go (default results/<study>/best.yaml)")
-    tune.add_argument("--heartbeat", type=int, default=10,
-                      help="seconds between trial heartbeats (RDB storages); a dead worker's trial is retried after 2")
+    tune.add_argument("--heartbeat", type=int,
+                      help="seconds between trial heartbeats (RDB storages only, default 10); a dead worker's trial is "
+                           "retried after 2")
     tune.add_argument("--no-progress", action="store_true")
-    tune.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    tune.add_argument("--worker-shares", help=argparse.SUPPRESS)  # a worker: JSON label -> its trials at most
     tune.set_defaults(func=cmd_tune)
     commands.add_parser("list", help="every registered learner with its doc and defaults").set_defaults(func=cmd_list)
     verify = commands.add_parser("verify", help="gradient agreement of variants; finite differences for 2nd order")

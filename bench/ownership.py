@@ -1,9 +1,14 @@
 """Who owns a RUNNING run, and whether that owner is gone: two `bench run` on one store must leave each other's live
 runs alone, and a run whose process died (Ctrl-C lost, kill -9, a lost machine) must not stay RUNNING forever.
 
-A run is tagged with its owner's host, process id and process start time, and a heartbeat refreshed while it runs.
-On the same host the owner is gone when no process with that id and start time exists; on another host, when the
-heartbeat is older than ``STALE_AFTER_S``.
+A run is tagged with its owner's host name (for people), machine identity (boot id and pid namespace: equal host
+names in containers or cloned VMs are told apart), process id and start time, the heartbeat the owner refreshes and
+the staleness limit it promises to keep. The owner is gone when its heartbeat is older than that limit (a stopped or
+hung process included), or, on the same machine, when no process with that id and start time runs (a zombie is
+gone). An owner that cannot beat for most of its limit stops its own cells (``Heartbeat.check``) rather than run on
+unowned while another invocation takes them over.
+
+``METABENCH_HEARTBEAT_S`` and ``METABENCH_STALE_AFTER_S`` scale both times (tests, or stores slower than usual).
 """
 from __future__ import annotations
 
@@ -12,25 +17,49 @@ import platform
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
-HOST, PID, STARTED, HEARTBEAT = "owner.host", "owner.pid", "owner.started", "owner.heartbeat"
-HEARTBEAT_EVERY_S = 30.0
-STALE_AFTER_S = 600.0  # twenty missed heartbeats: the owner on another host is gone
+HOST, MACHINE, PID, STARTED = "owner.host", "owner.machine", "owner.pid", "owner.started"
+HEARTBEAT, STALE_AFTER = "owner.heartbeat", "owner.stale_after"
+HEARTBEAT_EVERY_S = float(os.environ.get("METABENCH_HEARTBEAT_S", 30.0))
+STALE_AFTER_S = float(os.environ.get("METABENCH_STALE_AFTER_S", 600.0))  # twenty missed heartbeats
+GIVE_UP_FRACTION = 0.8  # an owner that could not beat for this part of its limit stops before others take over
+
+
+class OwnershipLost(RuntimeError):
+    """This process could not refresh its heartbeat for most of its staleness limit: others may take its runs."""
 
 
 def process_start(pid: int) -> str:
     """A token that tells this process apart from a later one reusing its id (Linux: start time in clock ticks)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return ""
 
 
+def _process_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def machine_identity() -> str:
+    """What makes process ids comparable: one kernel boot and one pid namespace. Host names are not enough
+    (containers with host networking, cloned VMs share them)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:  # not Linux: the host name is all there is
+        return platform.node()
+    return f"{boot}/{namespace}"
+
+
 def owner_tags() -> dict[str, str]:
     pid = os.getpid()
-    return {HOST: platform.node(), PID: str(pid), STARTED: process_start(pid), HEARTBEAT: f"{time.time():.0f}"}
+    return {HOST: platform.node(), MACHINE: machine_identity(), PID: str(pid), STARTED: process_start(pid),
+            HEARTBEAT: f"{time.time():.3f}", STALE_AFTER: f"{STALE_AFTER_S:g}"}
 
 
 def _alive(pid: int, started: str) -> bool:
@@ -40,31 +69,76 @@ def _alive(pid: int, started: str) -> bool:
         return False
     except PermissionError:  # exists, owned by someone else
         pass
+    if _process_state(pid) == "Z":  # exited, not yet reaped: it will never beat again
+        return False
     return not started or process_start(pid) in ("", started)
 
 
+def _same_machine(tags: dict[str, str]) -> bool:
+    if MACHINE in tags:
+        return tags[MACHINE] == machine_identity()
+    return tags[HOST] == platform.node()  # runs of older versions carry the host name alone
+
+
 def owner_gone(tags: dict[str, str], now: float | None = None) -> bool:
-    """Whether the process that owns a run with these tags has ended. Runs without owner tags (older versions of
-    the harness) are taken as gone, as they always were."""
+    """Whether the process that owns a run with these tags has ended or stopped beating. Runs without owner tags
+    (older versions of the harness) are taken as gone, as they always were."""
     if HOST not in tags or PID not in tags:
         return True
-    if tags[HOST] == platform.node():
-        return not _alive(int(tags[PID]), tags.get(STARTED, ""))
+    limit = float(tags.get(STALE_AFTER) or STALE_AFTER_S)
     beat = float(tags.get(HEARTBEAT, "0") or 0)
-    return (now if now is not None else time.time()) - beat > STALE_AFTER_S
+    if (now if now is not None else time.time()) - beat > limit:
+        return True
+    return _same_machine(tags) and not _alive(int(tags[PID]), tags.get(STARTED, ""))
+
+
+def describe(tags: dict[str, str]) -> str:
+    """An owner as a person reads it: host, pid and the age of its heartbeat."""
+    beat = float(tags.get(HEARTBEAT, "0") or 0)
+    return f"pid {tags.get(PID, '?')} on {tags.get(HOST, '?')}, heartbeat {time.time() - beat:.0f} s ago"
 
 
 class Heartbeat:
-    """Calls ``beat(now)`` every ``every`` seconds on a daemon thread until stopped (a context manager)."""
+    """Calls ``beat(run_id, now)`` for every run ``runs()`` names, every ``every`` seconds on a daemon thread, until
+    stopped (a context manager). A failed write is retried with backoff, never ends the thread; when no beat has
+    succeeded for ``GIVE_UP_FRACTION`` of the staleness limit, ``check()`` raises ``OwnershipLost`` in the
+    working thread, which stops the cells instead of running them unowned."""
 
-    def __init__(self, beat: Callable[[float], None], every: float = HEARTBEAT_EVERY_S):
-        self._beat, self._every = beat, every
+    def __init__(self, beat: Callable[[str, float], None], runs: Callable[[], Iterable[str]],
+                 every: float | None = None, stale_after: float | None = None):
+        self._beat, self._runs = beat, runs
+        self._every = HEARTBEAT_EVERY_S if every is None else every
+        self._stale_after = STALE_AFTER_S if stale_after is None else stale_after
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-heartbeat", daemon=True)
+        self.last_success = time.time()
+        self.last_error = ""
+
+    def beat_once(self) -> bool:
+        now = time.time()
+        try:
+            for run_id in list(self._runs()):
+                self._beat(run_id, now)
+        except Exception as error:  # noqa: BLE001  (any store error: retried, and check() turns a long run of them into a stop)
+            self.last_error = f"{type(error).__name__}: {error}"[:500]
+            return False
+        self.last_success = now
+        return True
 
     def _run(self) -> None:
-        while not self._stop.wait(self._every):
-            self._beat(time.time())
+        backoff = min(1.0, self._every)
+        wait = self._every
+        while not self._stop.wait(wait):
+            if self.beat_once():
+                wait, backoff = self._every, min(1.0, self._every)
+            else:  # retry sooner, then back off towards the normal period
+                wait, backoff = backoff, min(backoff * 2, self._every)
+
+    def check(self) -> None:
+        silent = time.time() - self.last_success
+        if silent > GIVE_UP_FRACTION * self._stale_after:
+            raise OwnershipLost(f"no heartbeat reached the store for {silent:.0f} s (limit {self._stale_after:g} s; "
+                                f"last error: {self.last_error or 'none'}): stopped rather than run unowned")
 
     def __enter__(self) -> "Heartbeat":
         self._thread.start()

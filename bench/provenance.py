@@ -5,6 +5,10 @@ A cell's code identity hashes the *content* of every source file that can change
 version and the dataset's version. Learner modules of other learners are left out, so adding or editing one learner
 reruns that learner's cells alone. Content, not the commit: an uncommitted edit changes the identity, and a commit
 that changes nothing the cell runs does not.
+
+The content is read once, when ``bench`` is first imported (before any learner or dataset module is), and every
+identity is computed from that snapshot: the identity names the code the process loaded, not what the disk holds
+later. A file edited on disk since then makes ``check_unchanged`` refuse to log results under either version.
 """
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULT_PACKAGES = ("algorithms", "datasets", "bench")
 # modules that never touch a number a cell produces: editing them must not rerun anything
 PRESENTATION_ONLY = ("bench/report", "bench/summary.py", "bench/__main__.py", "bench/verify.py", "bench/tracking.py",
-                     "bench/runner.py", "bench/provenance.py", "bench/ownership.py")
+                     "bench/runner.py", "bench/execution.py", "bench/claims.py", "bench/provenance.py",
+                     "bench/ownership.py")
 
 
 def source_files(root: Path = PROJECT_ROOT) -> list[Path]:
@@ -49,24 +54,70 @@ def learner_modules() -> dict[str, set[str]]:
     return out
 
 
-def source_hash(files: list[Path], root: Path = PROJECT_ROOT) -> str:
+def source_hash(files: list[Path], root: Path = PROJECT_ROOT, contents: dict[str, bytes] | None = None) -> str:
+    """Hash of the files' paths and contents; ``contents`` (path -> bytes) stands in for the disk where given."""
     digest = hashlib.sha256()
     for relative in files:
-        digest.update(relative.as_posix().encode() + b"\0" + (root / relative).read_bytes() + b"\0")
+        text = contents[relative.as_posix()] if contents is not None else (root / relative).read_bytes()
+        digest.update(relative.as_posix().encode() + b"\0" + text + b"\0")
     return digest.hexdigest()[:16]
 
 
+class CodeChangedError(RuntimeError):
+    """A source file that results depend on changed on disk after this process loaded it."""
+
+
+def _read_all(root: Path = PROJECT_ROOT) -> dict[str, bytes]:
+    return {f.as_posix(): (root / f).read_bytes() for f in source_files(root)}
+
+
+LOADED = _read_all()  # the source as this process loads it (see the module's docstring)
+
+
+def check_unchanged(files: list[Path]) -> None:
+    """Raise ``CodeChangedError`` naming every file of ``files`` whose content on disk is no longer what this
+    process loaded: results computed now could be of either version, so none may be logged."""
+    changed = []
+    for relative in files:
+        path = PROJECT_ROOT / relative
+        if not path.exists() or path.read_bytes() != LOADED[relative.as_posix()]:
+            changed.append(relative.as_posix())
+    if changed:
+        raise CodeChangedError(f"{', '.join(changed)} changed on disk after this process loaded it: results now "
+                               f"could be of either version, so none are logged. Rerun the command to run the "
+                               f"code as it is now")
+
+
 def files_of(learner: str) -> list[Path]:
-    """The source files that can change ``learner``'s results: all but the other learners' own modules."""
+    """The source files that can change ``learner``'s results: all but the other learners' own modules (as loaded
+    by this process)."""
     modules = learner_modules()
     others = set().union(*modules.values()) - modules[learner]
-    return [f for f in source_files() if f.as_posix() not in others]
+    return [Path(f) for f in LOADED if f not in others]
 
 
 @functools.lru_cache(maxsize=None)
 def code_identity(learner: str, dataset_version: int) -> str:
     """The identity of the code that runs ``learner``'s cells: what resuming matches on, besides the config."""
-    return f"{source_hash(files_of(learner))}-torch{torch.__version__}-data{dataset_version}"
+    return f"{source_hash(files_of(learner), contents=LOADED)}-torch{torch.__version__}-data{dataset_version}"
+
+
+def evaluation_files(dataset: str) -> list[Path]:
+    """The code that makes a dataset's test episodes and scores them: its module, the episode and sampler code, the
+    evaluation path and the score functions."""
+    from datasets import DATASETS  # noqa: PLC0415  (the datasets package imports bench's core)
+
+    module = Path(inspect.getsourcefile(DATASETS[dataset].load)).resolve().relative_to(PROJECT_ROOT).as_posix()
+    shared = ("datasets/__init__.py", "datasets/base.py", "datasets/episode.py", "datasets/cache.py",
+              "datasets/registry.py", "bench/evaluation.py",
+              "algorithms/base.py")
+    return [Path(f) for f in dict.fromkeys((module, *shared)) if f in LOADED]
+
+
+@functools.lru_cache(maxsize=None)
+def evaluation_identity(dataset: str) -> str:
+    """Part of the evaluation fingerprint: runs whose episodes or scores came from other code are never paired."""
+    return source_hash(evaluation_files(dataset), contents=LOADED)
 
 
 @functools.lru_cache(maxsize=None)

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from bench.config import flatten
+from bench.config import flatten, yaml_documents
 
 DATA = Path(__file__).resolve().parent / "data" / "published.yaml"
 
@@ -34,7 +33,7 @@ class Published:
 
 @functools.lru_cache(maxsize=None)
 def series() -> dict[str, list[Published]]:
-    raw = yaml.safe_load(DATA.read_text(encoding="utf-8"))
+    (raw,) = yaml_documents(DATA.read_text(encoding="utf-8"), str(DATA))
     out = {}
     for name, entry in raw.items():
         out[name] = [Published(name, entry["citation"], entry["dataset"], dict(entry["data"]), r["n_way"], r["k_shot"],

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from bench.config import ConfigError, field_names, from_mapping
 from bench.registry import did_you_mean
+from bench.seeding import Seed
 
 if TYPE_CHECKING:
     from bench.suite import Suite
@@ -72,7 +73,7 @@ class SearchSpec:
 
     n_trials: int = 20
     timeout: float | None = None
-    seed: int = 0
+    seed: Seed = 0
     objectives: tuple[str, ...] = ("score",)
     pruner: Literal["median", "none"] = "median"
     pruner_startup_trials: int = 2

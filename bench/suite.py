@@ -4,24 +4,25 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-import yaml
-
 from algorithms import LEARNERS
 from algorithms.backbones import BackboneConfig
-from bench.config import ConfigError, check_keys, field_names, from_mapping, to_mapping
+from bench.config import ConfigError, check_keys, field_names, from_mapping, to_mapping, yaml_documents
 from bench.registry import UnknownNameError, did_you_mean
 from bench.search import SearchSpec, validate_search
+from bench.seeding import Seed
 from datasets import DATASETS
 from datasets.base import DataMissingError, DataRequestError
 from datasets.registry import parse_options
 
 DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
 DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+MAX_CELLS = 5000  # a larger grid is more often a slip (one axis too many) than a plan: `run` wants --allow-large-grid
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class GridSpec:
     n_way: tuple[int, ...] = (5,)
     k_shot: tuple[int, ...] = (1,)
     devices: tuple[str, ...] = ("cpu",)
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[Seed, ...] = (0,)
     options: dict = field(default_factory=dict)  # any learner option (inner_steps, inner_lr, ...): name -> values
 
 
@@ -80,7 +81,7 @@ class EvaluationSpec:
     test_episodes: int = 600
     query: int | Literal["k_shot"] = 15  # query examples per class in validation and test episodes; see training
     inner_steps: int | None = None  # test-time inner steps for every MAML-family learner; None: each learner's own
-    episode_seed: int = 0  # validation and test episodes depend on this alone: identical across learners and seeds
+    episode_seed: Seed = 0  # validation and test episodes depend on this alone: identical across learners and seeds
     warmup_episodes: int = 1
 
     def __post_init__(self) -> None:
@@ -217,9 +218,11 @@ def _learner_specs(raw: Any) -> list[dict]:
     return [{"name": item} if isinstance(item, str) else item for item in raw]
 
 
-def parse_suite(raw: Mapping[str, Any], source: str = "<suite>", notes: list[str] | None = None) -> Suite:
+def parse_suite(raw: Mapping[str, Any], source: str = "<suite>", notes: list[str] | None = None,
+                max_cells: int | None = None) -> Suite:
     """The validated suite. With ``notes`` (a list), data that is not on this machine is noted there rather than
-    refused, so that a suite for a dataset one does not have can still be checked (``--dry-run``)."""
+    refused, so that a suite for a dataset one does not have can still be checked (``--dry-run``). With
+    ``max_cells``, a larger grid is refused before it is expanded."""
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: a suite file is a mapping with keys {', '.join(field_names(Suite))}")
     raw = dict(raw)
@@ -228,11 +231,11 @@ def parse_suite(raw: Mapping[str, Any], source: str = "<suite>", notes: list[str
         raise ConfigError(f"{source}: the key 'suite' (the suite's name, also its MLflow experiment) is required")
     raw["learners"] = _learner_specs(raw.get("learners"))
     suite = from_mapping(Suite, raw, source)
-    validate(suite, source, notes)
+    validate(suite, source, notes, max_cells)
     return suite
 
 
-def load_suites(path: str | Path, notes: list[str] | None = None) -> list[Suite]:
+def load_suites(path: str | Path, notes: list[str] | None = None, max_cells: int | None = None) -> list[Suite]:
     """Every suite of a YAML file. A file may hold several documents (``---``), each a whole suite: a published
     protocol whose settings differ by N (Finn et al.'s 5-way and 20-way Omniglot) is one file of two documents
     with the same suite name, so they share one MLflow experiment and one report."""
@@ -244,23 +247,37 @@ def load_suites(path: str | Path, notes: list[str] | None = None) -> list[Suite]
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}); "
                           f"save the suite file as UTF-8") from None
-    return suites_from_text(text, str(path), notes)
+    return suites_from_text(text, str(path), notes, max_cells)
 
 
-def suites_from_text(text: str, source: str, notes: list[str] | None = None) -> list[Suite]:
+def suites_from_text(text: str, source: str, notes: list[str] | None = None,
+                     max_cells: int | None = None) -> list[Suite]:
     """Every suite of a suite file's text (also the copy logged to MLflow with a run)."""
-    try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{source}: not valid YAML: {error}") from None
+    documents = yaml_documents(text, source)
     if not documents:
         raise ConfigError(f"{source}: the file holds no suite")
     where = [source if len(documents) == 1 else f"{source} (document {i + 1})" for i in range(len(documents))]
-    return [parse_suite(raw, place, notes) for raw, place in zip(documents, where)]
+    suites = [parse_suite(raw, place, notes, max_cells) for raw, place in zip(documents, where)]
+    check_grid_size(sum(grid_size(s) for s in suites), source, max_cells)
+    _check_labels_across(suites, where)
+    return suites
 
 
-def validate(suite: Suite, source: str, notes: list[str] | None = None) -> None:
-    """Everything that can be checked before a run: names, option keys, ranges, N and K against the data."""
+def _check_labels_across(suites: list[Suite], where: list[str]) -> None:
+    """A label names one learner in every document of a suite: the report groups and pairs runs by label."""
+    named: dict[tuple[str, str], tuple[str, str]] = {}  # (suite, label) -> (learner, document)
+    for suite, place in zip(suites, where):
+        for spec in suite.learners:
+            key = (suite.suite, spec.label or spec.name)
+            first = named.setdefault(key, (spec.name, place))
+            if first[0] != spec.name:
+                raise ConfigError(f"{place}: learners: label {key[1]!r} names {spec.name} here and {first[0]} in "
+                                  f"{first[1]}; a label names one learner across the documents of a suite")
+
+
+def validate(suite: Suite, source: str, notes: list[str] | None = None, max_cells: int | None = None) -> None:
+    """Everything that can be checked before a run: names, option keys, ranges, N and K against the data; with
+    ``max_cells``, the grid's size."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", suite.suite) or set(suite.suite) == {"."}:
         raise ConfigError(f"{source}: suite: {suite.suite!r} is not allowed: the name (also a folder of reports/) "
                           f"may hold only letters, digits, '_', '.' and '-', and not only dots")
@@ -306,6 +323,7 @@ def validate(suite: Suite, source: str, notes: list[str] | None = None) -> None:
                               f"{did_you_mean(option, all_options)}; their options: {', '.join(all_options)}")
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{source}: grid.options.{option}: expected a non-empty list of values")
+    check_grid_size(grid_size(suite), source, max_cells)  # before the data is loaded and the grid expanded
     from datasets import load_dataset  # noqa: PLC0415  (loading is the expensive part: only for a valid suite)
     try:
         data = load_dataset(suite.dataset.name, suite.dataset.options)
@@ -328,6 +346,21 @@ def validate(suite: Suite, source: str, notes: list[str] | None = None) -> None:
     if suite.search is not None:
         validate_search(suite, source)
     expand(suite)  # every learner config of the grid builds
+
+
+def grid_size(suite: Suite) -> int:
+    """How many cells ``expand`` makes (at most: it drops repeats), from the axes' lengths alone."""
+    grid = suite.grid
+    points = len(grid.n_way) * len(grid.k_shot) * len(grid.devices) * len(grid.seeds)
+    own = [set(field_names(LEARNERS[spec.name].Config)) for spec in suite.learners]
+    return points * sum(math.prod(len(v) for name, v in grid.options.items() if name in names) for names in own)
+
+
+def check_grid_size(cells: int, source: str, max_cells: int | None) -> None:
+    if max_cells is not None and cells > max_cells:
+        raise ConfigError(f"{source}: grid: {cells} cells is more than {max_cells}: pass --allow-large-grid to run "
+                          f"a grid this large (check the axes first: n_way x k_shot x devices x seeds x each "
+                          f"learner's grid.options)")
 
 
 def expand(suite: Suite) -> list[Cell]:

@@ -1,4 +1,5 @@
-"""The table printed at the end of `bench run`: one row per cell, its axes as columns, score and costs."""
+"""The table printed at the end of `bench run`: one row per cell, its axes as columns (those of the report, so that
+cells of two documents that differ in a setting are told apart), score and costs."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -6,17 +7,19 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from bench import metrics as m
+from bench.report.loading import cell_axes
 
 if TYPE_CHECKING:
     from bench.runner import Outcome
 
 
 def summary_table(outcomes: list[Outcome]) -> str:
+    axes, by_cell = cell_axes([o.cell for o in outcomes])
     rows = []
     for o in outcomes:
         values = o.metrics
         score = next((name for name, metric in m.SCORES.items() if metric.name in values), "accuracy")
-        rows.append({"learner": o.cell.label, **o.cell.axes, "outcome": o.outcome,
+        rows.append({"learner": o.cell.label, **{a: by_cell[o.cell.config_hash][a] for a in axes}, "outcome": o.outcome,
                      m.SCORES[score].label: m.format_score(score, values.get(m.SCORES[score].name),
                                                            values.get(m.ci95(score))),
                      "ms/iter": m.TRAIN_MS.format(values.get(m.TRAIN_MS.name)),

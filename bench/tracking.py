@@ -25,7 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from bench import ownership
-from bench.config import flatten
+from bench.config import ConfigError, flatten, shown
 from bench.measure import cpu_model, device_description
 from bench.provenance import PROJECT_ROOT, git_commit
 
@@ -63,19 +63,39 @@ def _uninterruptible(write):
     return wrapped
 
 
-def anchored_sqlite(uri: str) -> str:
-    """A relative SQLite path is taken from the project root, not wherever the command was started; its folder is
-    made. Other URIs pass unchanged. (MLflow stores and Optuna storages alike.)"""
+def _check_sqlite_path(uri: str, path: Path) -> None:
+    """Refuse an SQLite path that cannot be opened, before anything is written: a folder, a folder that cannot be
+    made, or one that cannot be written."""
+    try:
+        if path.is_dir():
+            raise ConfigError(f"tracking URI {shown(uri)}: {path} is a folder; the URI must name an SQLite database "
+                              f"file, e.g. sqlite:///{path / 'mlflow.db'}")
+        existing = next(p for p in (path, *path.parents) if p.exists())
+    except OSError as error:  # a folder on the way that cannot be read
+        raise ConfigError(f"tracking URI {shown(uri)}: {path} cannot be reached: {error}") from None
+    if existing != path and not existing.is_dir():
+        raise ConfigError(f"tracking URI {shown(uri)}: its folder {path.parent} cannot be made: {existing} is a file")
+    if not os.access(existing, os.W_OK):
+        raise ConfigError(f"tracking URI {shown(uri)}: {existing} is not writable")
+
+
+def anchored_sqlite(uri: str, create: bool = True) -> str:
+    """A relative SQLite path is taken from the project root, not wherever the command was started; a path that
+    cannot be opened is refused (ConfigError); its folder is made unless ``create`` is False (a dry run). Other URIs
+    pass unchanged. (MLflow stores and Optuna storages alike.)"""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         uri = f"sqlite:///{PROJECT_ROOT / uri[len('sqlite:///'):]}"
     if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(uri[len("sqlite:///"):])
+        _check_sqlite_path(uri, path)
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
     return uri
 
 
-def resolve_uri(suite_uri: str, flag: str | None) -> str:
+def resolve_uri(suite_uri: str, flag: str | None, create: bool = True) -> str:
     """--tracking-uri beats MLFLOW_TRACKING_URI beats the suite's own."""
-    return anchored_sqlite(flag or os.environ.get("MLFLOW_TRACKING_URI") or suite_uri)
+    return anchored_sqlite(flag or os.environ.get("MLFLOW_TRACKING_URI") or suite_uri, create)
 
 
 @_uninterruptible
@@ -110,9 +130,10 @@ def experiment_id(client: MlflowClient, name: str, create: bool = True) -> str |
 
 
 def environment_tags(device: str | None = None) -> dict[str, str]:
+    """Where this process runs, as timings depend on it: called where a cell runs (a Ray worker, not its driver)."""
     tags = {"git_commit": git_commit(), "torch_version": torch.__version__,
             "cuda_version": str(torch.version.cuda), "cpu_model": cpu_model(), "python": platform.python_version(),
-            "host": platform.node()}
+            "host": platform.node(), "machine": ownership.machine_identity(), "threads": str(torch.get_num_threads())}
     if device is not None:
         try:
             tags["device_name"] = device_description(torch.device(device))
@@ -180,8 +201,37 @@ def close_orphaned(client: MlflowClient, experiment: str) -> int:
 
 
 @_uninterruptible
+def reserve(client: MlflowClient, name: str, tags: dict[str, str]) -> bool:
+    """Create the record ``name`` unless it exists: True for exactly one of any number of callers, however slow
+    their writes (experiment names are unique in the store, deleted ones included). The record is deleted at once:
+    it stays readable by name (``reservation``) and out of the UI's experiment list."""
+    location = None
+    if client.tracking_uri.startswith("sqlite:///"):
+        location = (Path(client.tracking_uri[len("sqlite:///"):]).parent / "mlartifacts" / "claims").as_uri()
+    try:
+        experiment = client.create_experiment(name, artifact_location=location, tags=tags)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_ALREADY_EXISTS":
+            return False
+        raise
+    client.delete_experiment(experiment)
+    return True
+
+
+def reservation(client: MlflowClient, name: str) -> dict[str, str] | None:
+    """The tags of record ``name``, None where there is none."""
+    experiment = client.get_experiment_by_name(name)
+    return None if experiment is None else dict(experiment.tags)
+
+
+@_uninterruptible
 def heartbeat(client: MlflowClient, run_id: str, now: float) -> None:
-    client.set_tag(run_id, ownership.HEARTBEAT, f"{now:.0f}")
+    client.set_tag(run_id, ownership.HEARTBEAT, f"{now:.3f}")
+
+
+@_uninterruptible
+def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+    client.log_batch(run_id, tags=[RunTag(k, v[:5000]) for k, v in tags.items()])
 
 
 @_uninterruptible

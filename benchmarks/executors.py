@@ -45,8 +45,8 @@ def main() -> None:
         in_process = time.perf_counter() - start
         print(f"in-process (sequential, {torch.get_num_threads()} threads a cell): {in_process:.1f} s")
         start = time.perf_counter()
-        run_suite(suite, text, f"sqlite:///{folder}/ray.db", progress=False,
-                  executor=RayExecutor(RayOptions(max_parallel=args.parallel, cpus_per_cell=1)))
+        with RayExecutor(RayOptions(max_parallel=args.parallel, cpus_per_cell=1)) as executor:
+            run_suite(suite, text, f"sqlite:///{folder}/ray.db", progress=False, executor=executor)
         on_ray = time.perf_counter() - start
         print(f"ray ({args.parallel} cells at once, 1 thread a cell, Ray started and stopped inside): {on_ray:.1f} s")
         print(f"in-process / ray: {in_process / on_ray:.2f}x")

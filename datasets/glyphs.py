@@ -18,6 +18,7 @@ import torch
 from fontTools.ttLib import TTFont
 from PIL import Image, ImageDraw, ImageFont
 
+from bench.seeding import Seed
 from datasets.base import ClassImages, ImageDataset
 from datasets.cache import cached_class_images
 from datasets.registry import register_dataset
@@ -59,7 +60,7 @@ class GlyphsOptions:
     max_shear: float = 0.15
     scale_range: tuple[float, float] = (0.8, 1.05)
     max_translation: float = 0.08  # of the image side
-    seed: int = 0
+    seed: Seed = 0
 
     def __post_init__(self) -> None:
         if self.image_size < 8:

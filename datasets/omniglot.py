@@ -15,6 +15,7 @@ from PIL import Image
 from torchvision.datasets import Omniglot
 from torchvision.datasets.utils import list_dir, list_files
 
+from bench.seeding import Seed
 from datasets.base import ClassImages, DataMissingError, DataRequestError, ImageDataset
 from datasets.cache import cached_class_images
 from datasets.registry import register_dataset
@@ -31,7 +32,7 @@ class OmniglotOptions:
     train_characters: int = 1100
     val_characters: int = 100
     rotations: bool = True
-    split_seed: int = 1
+    split_seed: Seed = 1
 
 
 def _character_dirs(root: Path, download: bool) -> list[Path]:

@@ -34,6 +34,18 @@ def _header(runs: Runs) -> list[render.Block]:
     if h["mixed code"]:
         items.append("WARNING: runs made by more than one code version (--reuse-other-code) for: "
                      + ", ".join(h["mixed code"]) + "; see the code identity column of the per-run table")
+    if h["code versions"]:
+        items.append("WARNING: the runs compared were made at more than one commit or by more than one code "
+                     "version (a cell is reused while its code identity is unchanged, or whatever it is under "
+                     "--reuse-other-code); runs pair only where their evaluation fingerprints agree. Code by learner: "
+                     + "; ".join(h["code versions"]))
+    if h["environments"]:
+        items.append("WARNING: the runs were timed in more than one execution environment; times and memory are "
+                     "comparable only within one (scores are not affected). Environment by learner: "
+                     + "; ".join(h["environments"]))
+    if h["settings between learners"]:
+        items.append("settings that differ between learners (each learner's own, as in a tuned suite: compared with "
+                     "it): " + "; ".join(h["settings between learners"]))
     return [render.Items(tuple(items)), render.Heading("Dataset"), render.Items(_dataset_lines(h["dataset"]))]
 
 

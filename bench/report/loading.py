@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -13,17 +13,21 @@ from mlflow.tracking import MlflowClient
 
 from bench import metrics as m
 from bench import tracking
-from bench.suite import ABSENT, AXES, Suite, expand, suites_from_text
+from bench.config import flatten
+from bench.suite import ABSENT, AXES, Cell, Suite, expand, suites_from_text
 
 
 @dataclass
 class Runs:
+    """The runs of current cells (finished, problems) have a column per axis, from their cell, and ``definition``:
+    the cell's configuration hash with the seed set aside, which only runs that differ in the seed alone share."""
+
     finished: pd.DataFrame  # one row per current cell: the latest finished run of its config hash
     problems: pd.DataFrame  # current cells with no finished run: their latest attempt
     other_definitions: pd.DataFrame  # runs of this experiment that belong to no cell of the suite as it stands
     episodes: pd.DataFrame  # per-episode test scores of the finished runs: run_id, episode, score
     curves: pd.DataFrame  # validation scores over meta-iterations: run_id, iteration, val_score
-    axes: list[str]  # the grid's axes, in order: n_way, k_shot, device, seed, then the swept options
+    axes: list[str]  # n_way, k_shot, device, seed, the swept options, then the settings the suite's documents differ in
     learners: list[str]  # labels in the suite's order
     resolved: dict[str, dict]  # config hash -> the cell's resolved configuration (current definitions)
     header: dict
@@ -76,6 +80,85 @@ def logged_suites(client: MlflowClient, name: str) -> list[Suite]:
     return suites
 
 
+# resolved keys that are no setting: the suite's name (one per report), the label (what is compared) and the grid's axes
+NOT_SETTINGS = ("suite", "label", *AXES)
+
+
+def _spelled(key: str) -> str:
+    """A resolved key as a suite file spells it: the condition's name in the report."""
+    for resolved, spelled in (("learner_config.", "config."), ("dataset_options.", "dataset.options.")):
+        if key.startswith(resolved):
+            return spelled + key[len(resolved):]
+    return {"learner": "learner.name", "dataset": "dataset.name"}.get(key, key)
+
+
+def _settings(cell: Cell, options: list[str]) -> dict[str, str]:
+    """What a cell runs with besides its axes, flat (``training.lr``): the resolved configuration less the suite's
+    name, the label, the grid's axes and the swept options."""
+    axes = set(NOT_SETTINGS) | {f"learner_config.{option}" for option in options}
+    return {key: str(value) for key, value in flatten(cell.resolved()).items() if key not in axes}
+
+
+def _swept(cells: list[Cell]) -> list[str]:
+    return list(dict.fromkeys(option for cell in cells for option in cell.options))
+
+
+def _by_label(cells: list[Cell]) -> dict[str, dict[str, dict[str, str]]]:
+    """label -> config hash -> the settings of that cell."""
+    options, out = _swept(cells), {}
+    for cell in cells:
+        out.setdefault(cell.label, {})[cell.config_hash] = _settings(cell, options)
+    return out
+
+
+def _setting_axes(cells: list[Cell]) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """The settings in which cells of one learner differ besides their axes and the seed (two documents of one suite
+    that differ in training.lr), as condition axes that work like a swept option: their names, and config hash ->
+    each cell's value (``-`` where its configuration has no such key). A setting that differs between learners only
+    is part of what is compared (a tuned suite: each learner's document with its own best training.lr)."""
+    by_label = _by_label(cells)
+    settings = {h: setting for part in by_label.values() for h, setting in part.items()}
+    varying = [key for key in dict.fromkeys(k for setting in settings.values() for k in setting)
+               if any(len({s.get(key, ABSENT) for s in part.values()}) > 1 for part in by_label.values())]
+    return ([_spelled(key) for key in varying],
+            {h: {_spelled(key): setting.get(key, ABSENT) for key in varying} for h, setting in settings.items()})
+
+
+def settings_between_learners(cells: list[Cell]) -> list[str]:
+    """Shared settings (training, evaluation, backbone, data: not a learner's own config) in which the learners
+    differ while each learner's cells agree, as in a tuned suite: part of what their comparison compares, so the
+    header names them. One line each: ``training.lr: maml 0.01, anil 0.003``."""
+    by_label = _by_label(cells)
+    lines = []
+    for key in dict.fromkeys(k for part in by_label.values() for setting in part.values() for k in setting
+                             if not k.startswith("learner")):
+        values = {label: {s.get(key, ABSENT) for s in part.values()} for label, part in by_label.items()}
+        if all(len(v) == 1 for v in values.values()) and len(set().union(*values.values())) > 1:
+            lines.append(f"{_spelled(key)}: " + ", ".join(f"{label} {v.pop()}" for label, v in values.items()))
+    return lines
+
+
+def cell_axes(cells: list[Cell]) -> tuple[list[str], dict[str, dict[str, str]]]:
+    """Every axis of ``cells`` (those of one report), in order, and config hash -> the cell's value of each and its
+    definition. Taken from the cell as the suite stands now, never from the tags a run was made with: a reused run
+    keeps the tags of the suite that made it (no ``axis.inner_steps`` where inner_steps was not swept then)."""
+    options = _swept(cells)
+    names, settings = _setting_axes(cells)
+    values = {c.config_hash: {**replace(c, options=tuple(options)).axes, **settings[c.config_hash],
+                              "definition": replace(c, seed=0).config_hash} for c in cells}
+    return list(AXES) + options + names, values
+
+
+def _with_cell_axes(frame: pd.DataFrame, by_cell: dict[str, dict[str, str]]) -> pd.DataFrame:
+    """The runs of current cells with their cell's axes and definition (other runs keep their tags)."""
+    frame = frame.assign(definition="")
+    current = frame["config_hash"].isin(by_cell)
+    if current.any():
+        derived = pd.DataFrame([by_cell[h] for h in frame.loc[current, "config_hash"]], index=frame.index[current])
+        frame.loc[current, list(derived.columns)] = derived
+    return frame
+
+
 def _frame(raw: pd.DataFrame, axes: list[str]) -> tuple[pd.DataFrame, str]:
     """One row per run, its tags and metrics as columns; and what the runs are scored by."""
     frame = pd.DataFrame({"run_id": raw["run_id"], "start_time": raw["start_time"], "status": raw["status"]})
@@ -83,7 +166,8 @@ def _frame(raw: pd.DataFrame, axes: list[str]) -> tuple[pd.DataFrame, str]:
                         ("eval_fingerprint", "eval_fingerprint"), ("learner", "label"), ("algorithm", "learner"),
                         ("device_name", "device_name"), ("git_commit", "git_commit"),
                         ("torch_version", "torch_version"), ("score_name", "score"), ("error", "error"),
-                        ("skip_reason", "skip_reason"), ("task_batching", "ran.task_batching")):
+                        ("skip_reason", "skip_reason"), ("task_batching", "ran.task_batching"),
+                        ("environment", "environment")):
         frame[column] = _tag(raw, tag)
     for axis in axes:
         frame[axis] = _tag(raw, tracking.AXIS_PREFIX + axis).replace("", ABSENT)
@@ -106,9 +190,10 @@ def load_runs(client: MlflowClient, suites: list[Suite]) -> Runs:
     if raw.empty:
         raise LookupError(f"experiment {name!r} at {client.tracking_uri} holds no cell runs yet: run the suite first")
     cells = [cell for suite in suites for cell in expand(suite)]
-    axes = list(AXES) + [o for o in dict.fromkeys(a for s in suites for a in s.grid.options)]
+    axes, by_cell = cell_axes(cells)
     frame, score = _frame(raw.sort_values("start_time"), axes)
-    current = frame["config_hash"].isin({c.config_hash for c in cells}) & (frame["eval_fingerprint"] != "")
+    frame = _with_cell_axes(frame, by_cell)
+    current = frame["config_hash"].isin(by_cell) & (frame["eval_fingerprint"] != "")
     done = frame[current & (frame["status"] == tracking.FINISHED) & (frame["outcome"] == "finished")]
     finished = done.groupby("config_hash").tail(1).reset_index(drop=True)
     problems = frame[current & ~frame["config_hash"].isin(finished["config_hash"])].groupby("config_hash").tail(1)
@@ -125,10 +210,36 @@ def load_runs(client: MlflowClient, suites: list[Suite]) -> Runs:
     learners = list(dict.fromkeys(spec.label or spec.name for s in suites for spec in s.learners))
     return Runs(finished, problems.reset_index(drop=True), frame[~current].reset_index(drop=True), episodes,
                 pd.DataFrame(curves, columns=["run_id", "iteration", "val_score"]), axes, learners,
-                {c.config_hash: c.resolved() for c in cells}, _header(client, experiment, name, finished), score)
+                {c.config_hash: c.resolved() for c in cells},
+                _header(client, experiment, name, finished, settings_between_learners(cells)), score)
 
 
-def _header(client: MlflowClient, experiment: str, suite: str, finished: pd.DataFrame) -> dict:
+def _commit(commit: str) -> str:
+    return commit[:12] + ("-dirty" if commit.endswith("-dirty") else "")
+
+
+def _code_versions(finished: pd.DataFrame, mixed: list[str]) -> list[str]:
+    """Which code made each learner's runs, where the runs of the report were made at more than one commit or a
+    learner's by more than one code identity (else empty): the learners compared may have been run by different
+    code."""
+    if finished["git_commit"].nunique() <= 1 and not mixed:
+        return []
+    made = finished.groupby(["learner", "code_identity", "git_commit"], sort=False).size()
+    return [f"{learner}: code {identity} at commit {_commit(commit)} ({runs} run{'s' * (runs > 1)})"
+            for (learner, identity, commit), runs in made.items()]
+
+
+def _environments(finished: pd.DataFrame) -> list[str]:
+    """Where each learner's runs were timed, where the report's runs come from more than one execution environment
+    (executor, threads, CPU and device model; else empty): their times and memory are not comparable as they are."""
+    if finished["environment"].nunique() <= 1:
+        return []
+    made = finished.assign(environment=finished["environment"].replace("", "not recorded")).groupby(
+        ["learner", "environment"], sort=False).size()
+    return [f"{learner}: {environment} ({runs} run{'s' * (runs > 1)})" for (learner, environment), runs in made.items()]
+
+
+def _header(client: MlflowClient, experiment: str, suite: str, finished: pd.DataFrame, between: list[str]) -> dict:
     logged = suite_artifact(client, experiment, "dataset.json")
     mixed = [learner for learner, part in finished.groupby("learner") if part["code_identity"].nunique() > 1]
     return {"suite": suite, "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -136,5 +247,6 @@ def _header(client: MlflowClient, experiment: str, suite: str, finished: pd.Data
             "torch": ", ".join(sorted(set(finished["torch_version"]))) or "-",
             "devices": ", ".join(sorted({f"{d} ({n})" for d, n in zip(finished["device"], finished["device_name"])}))
             or "-",
-            "mixed code": mixed,
+            "mixed code": mixed, "code versions": _code_versions(finished, mixed), "settings between learners": between,
+            "environments": _environments(finished),
             "dataset": json.loads(logged) if logged else {"note": "dataset statistics not logged with these runs"}}

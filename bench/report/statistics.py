@@ -123,28 +123,50 @@ def _differences(runs: Runs, a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
     return np.array(rows) if rows else np.zeros((0, 0))
 
 
-def comparisons(runs: Runs, options: ReportOptions) -> pd.DataFrame:
-    """Every pair of learners under every pair of compatible conditions with identical test episodes."""
-    keys = runs.conditions + ["eval_fingerprint"]
+NOT_PAIRED = Test(math.nan, math.nan, math.nan, 0, 0)
+
+
+def _groups(runs: Runs, label: str) -> list[pd.DataFrame]:
+    """The finished runs of ``label`` that may be paired with another learner's, one frame per definition and
+    evaluation fingerprint: runs that differ in the seed alone, scored on the same test episodes by the same code."""
     f = runs.finished
+    return [part for _, part in f[f["learner"] == label].groupby(["definition", "eval_fingerprint"], sort=False)]
+
+
+def _unpaired(label_a: str, part_a: pd.DataFrame, label_b: str, part_b: pd.DataFrame) -> str:
+    seeds = ", ".join(sorted(set(part_a["seed"]) & set(part_b["seed"]), key=int)) or "none in common"
+    fingerprints = " and ".join(part["eval_fingerprint"].iloc[0] for part in (part_a, part_b))
+    return (f"not compared: {label_a} and {label_b} (seeds {seeds}) were scored on different test episodes or by "
+            f"different dataset or evaluation code (evaluation fingerprints {fingerprints})")
+
+
+def comparisons(runs: Runs, options: ReportOptions) -> pd.DataFrame:
+    """Every pair of learners under every pair of compatible conditions. Runs pair only with runs of their own
+    evaluation fingerprint (identical test episodes, scored by the same code); where the fingerprints differ the
+    comparison is listed as not made rather than left out."""
     rows = []
     for label_a, label_b, kind in _pairs(runs, options):
-        for key_a, part_a in f[f["learner"] == label_a].groupby(keys, sort=False):
-            for key_b, part_b in f[f["learner"] == label_b].groupby(keys, sort=False):
-                if key_a[-1] != key_b[-1] or not _compatible(key_a[:-1], key_b[:-1]):
+        for part_a in _groups(runs, label_a):
+            for part_b in _groups(runs, label_b):
+                key_a, key_b = (tuple(part[runs.conditions].iloc[0]) for part in (part_a, part_b))
+                if not _compatible(key_a, key_b):
+                    continue
+                condition = {axis: x if x != ABSENT else y for axis, x, y in zip(runs.conditions, key_a, key_b)}
+                row = {"A": label_a, "B": label_b, **condition, "kind": kind}
+                if part_a["eval_fingerprint"].iloc[0] != part_b["eval_fingerprint"].iloc[0]:
+                    rows.append({**row, "test": NOT_PAIRED, "unpaired": _unpaired(label_a, part_a, label_b, part_b)})
                     continue
                 table = _differences(runs, part_a, part_b)
                 if table.size == 0:
                     continue
-                condition = {axis: x if x != ABSENT else y for axis, x, y in zip(runs.conditions, key_a, key_b)}
-                rows.append({"A": label_a, "B": label_b, **condition, "kind": kind, "test": crossed_test(table)})
+                rows.append({**row, "test": crossed_test(table), "unpaired": ""})
     out = pd.DataFrame(rows)
     if out.empty:
         return out
     eligible = [t.p if t.seeds >= options.min_seeds else math.nan for t in out["test"]]
     out["p_holm"] = holm(eligible)
-    out["verdict"] = [_verdict(t, p, runs.score, options, a, b) for t, p, a, b in
-                      zip(out["test"], out["p_holm"], out["A"], out["B"])]
+    out["verdict"] = [why or _verdict(t, p, runs.score, options, a, b) for t, p, a, b, why in
+                      zip(out["test"], out["p_holm"], out["A"], out["B"], out["unpaired"])]
     return out
 
 

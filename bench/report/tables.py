@@ -19,17 +19,19 @@ def _ordered(runs: Runs, frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def results(runs: Runs) -> pd.DataFrame:
-    """One row per learner and condition: the score over seeds with its across-seed interval, and the costs."""
+    """One row per learner and condition: the score over seeds with its across-seed interval, and the costs. Only
+    runs of one definition (differing in the seed alone) are averaged; their learner and conditions name it."""
     score = m.SCORES[runs.score]
     rows = []
-    for key, part in runs.finished.groupby(["learner"] + runs.conditions, sort=False):
+    for _, part in runs.finished.groupby("definition", sort=False):
         part = part.sort_values("seed", key=lambda s: s.astype(int))
+        first = part.iloc[0]
         mean, half = seed_interval(list(part[score.name]))
         if len(part) == 1:  # one training run: only the episode-level interval exists
             shown = m.format_score(runs.score, mean, part[m.ci95(runs.score)].iloc[0]) + " (1 seed: CI over episodes)"
         else:
             shown = m.format_score(runs.score, mean, half)
-        row = {"learner": key[0], **dict(zip(runs.conditions, key[1:])), "seeds": len(part),
+        row = {"learner": first["learner"], **{a: first[a] for a in runs.conditions}, "seeds": len(part),
                f"{score.label} (mean ± 95% CI across seeds)": shown,
                "per seed": ", ".join(score.format(v) for v in part[score.name])}
         for metric in (m.TRAIN_MS, m.EVAL_MS, m.SAVED_MB, m.CUDA_MB, m.RSS_MB, m.TRAIN_SECONDS):
@@ -96,7 +98,7 @@ def against_published(runs: Runs, options: ReportOptions) -> pd.DataFrame:
     f = runs.finished
     statistics = runs.header["dataset"]
     for label, name in options.published.items():
-        for key, part in f[f["learner"] == label].groupby(runs.conditions, sort=False):
+        for _, part in f[f["learner"] == label].groupby("definition", sort=False):
             first = part.iloc[0]
             paper = papers.find(name, int(first["n_way"]), int(first["k_shot"]))
             if paper is None:
@@ -108,7 +110,7 @@ def against_published(runs: Runs, options: ReportOptions) -> pd.DataFrame:
                                      statistics)
             verdict = papers.standing(paper, mean, half, why)
             ci = "-" if math.isnan(verdict.half_width) else f"±{verdict.half_width:.2f}"
-            rows.append({"learner": label, **dict(zip(runs.conditions, key)), "seeds": len(part),
+            rows.append({"learner": label, **{a: first[a] for a in runs.conditions}, "seeds": len(part),
                          "measured %": f"{mean:.2f} ± {half:.2f}",
                          "published %": f"{paper.accuracy:.2f}" + (f" ± {paper.ci95:.2f}" if paper.ci95 else ""),
                          "difference (pp)": f"{verdict.difference:+.2f} {ci}", "verdict": verdict.verdict,

@@ -19,9 +19,10 @@ from mlflow.tracking import MlflowClient
 
 from bench.__main__ import main
 from bench import tracking
-from bench.ray_executor import RayExecutor, RayOptions, RemoteResult, _Attempt, _Drive
+from bench.execution import Attempt, CellLoop, Done, Interrupts, SuiteRun, cell_tags
+from bench.ray_executor import RayExecutor, RayOptions
 from bench.report import build_report
-from bench.runner import SuiteRun, _Interrupts, new_run, run_suite
+from bench.runner import run_suite
 from bench.suite import expand, parse_suite
 from bench.training import run_cell
 from tests.bench.conftest import TINY
@@ -118,20 +119,22 @@ def test_ray_runs_every_cell_once_with_the_in_process_scores_into_a_real_mlflow_
     suite, text = parse_suite(raw), yaml.safe_dump(raw)
     local = f"sqlite:///{tmp_path / 'local.db'}"
     run_suite(suite, text, local, progress=False)  # this process's threads; each Ray cell gets 1
-    outcomes = run_suite(suite, text, mlflow_server, progress=False,
-                         executor=RayExecutor(RayOptions(address=ray_cluster, max_parallel=2)))
+    with RayExecutor(RayOptions(address=ray_cluster, max_parallel=2)) as executor:
+        outcomes = run_suite(suite, text, mlflow_server, progress=False, executor=executor)
     assert sorted(o.outcome for o in outcomes) == ["finished"] * 4
     runs = assert_each_cell_finished_once(mlflow_server, 4)
     expected, got = scores_by_cell(local), scores_by_cell(mlflow_server)
     assert len(expected) == 4 and got == expected  # float64, exactly
     for run in runs:
         assert run.data.tags["executor"] == "ray" and run.data.tags["executor.concurrent_cells"] in ("1", "2")
+        # where it ran is the worker's: its thread budget (the driver has torch's default), its node
+        assert run.data.tags["threads"] == "1" and run.data.tags["executor.node"] and run.data.tags["cpu_model"]
         assert [m.step for m in MlflowClient(mlflow_server).get_metric_history(run.info.run_id, "train_loss")] == \
             [0, 1, 2, 3]  # the curves came back with the result
     assert {r.data.tags["executor.concurrent_cells"] for r in runs} == {"2"}  # two cells at once on 2 CPUs
     # resuming on Ray reuses every finished cell
-    again = run_suite(suite, text, mlflow_server, progress=False,
-                      executor=RayExecutor(RayOptions(address=ray_cluster, max_parallel=2)))
+    with RayExecutor(RayOptions(address=ray_cluster, max_parallel=2)) as executor:
+        again = run_suite(suite, text, mlflow_server, progress=False, executor=executor)
     assert [o.outcome for o in again] == ["reused"] * 4
     report = build_report("tiny", mlflow_server, [suite])
     assert "maml" in report.read_text() and "fomaml/functional" in report.read_text()
@@ -182,22 +185,21 @@ def test_ctrl_c_cancels_the_cells_in_flight_and_ends_their_runs_killed(ray_clust
         while not worker_pids() and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(0.5)
-        _Interrupts.seen = True  # what the runner's SIGINT handler records
+        Interrupts.seen = True  # what the runner's SIGINT handler records
 
     ray.init(address=ray_cluster, log_to_driver=False, configure_logging=False)
     try:
         presser = threading.Thread(target=press_ctrl_c_mid_cell)
         presser.start()
-        with pytest.raises(KeyboardInterrupt):
-            run_suite(parse_suite(raw), yaml.safe_dump(raw), uri, progress=False,
-                      executor=RayExecutor(RayOptions(max_parallel=2)))
+        with pytest.raises(KeyboardInterrupt), RayExecutor(RayOptions(max_parallel=2)) as executor:
+            run_suite(parse_suite(raw), yaml.safe_dump(raw), uri, progress=False, executor=executor)
         presser.join()
         deadline = time.monotonic() + 5
         while worker_pids():  # cancelled, not left computing for nobody
             assert time.monotonic() < deadline, "a cell task outlived the driver's Ctrl-C"
             time.sleep(0.2)
     finally:
-        _Interrupts.seen = False
+        Interrupts.seen = False
         ray.shutdown()
     runs = cell_runs(uri)
     assert runs and not [r for r in runs if r.info.status == "RUNNING"]
@@ -249,10 +251,10 @@ def test_a_worker_on_other_code_fails_its_cell_instead_of_logging_under_the_driv
     cell = expand(parse_suite({**TINY, "learners": ["fomaml/functional"]}))[0]
     client = tracking.client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = tracking.experiment_id(client, "tiny")
-    run_id = new_run(client, experiment, "", cell)
-    drive = _Drive(SuiteRun("tiny", client, experiment, "", False, False, False, print), RayOptions(), [])
-    drive._record(_Attempt(cell, run_id, 0), RemoteResult(run_cell(cell), code="0" * 16, node="other-node"))
-    (outcome,) = drive.outcomes
+    run_id = tracking.start_run(client, experiment, cell.title, cell_tags(cell, "", "ray"))
+    loop = CellLoop(SuiteRun("tiny", client, experiment, "", False, False, False, print), RayExecutor(RayOptions()))
+    loop._record(Done(Attempt(cell, run_id, 0, 0), run_cell(cell), code="0" * 16, tags={"executor.node": "other"}))
+    (outcome,) = loop.outcomes
     assert outcome.outcome == "failed" and "runs other code" in outcome.detail
     stored = client.get_run(run_id)
     assert stored.info.status == "FAILED" and "test_accuracy" not in stored.data.metrics

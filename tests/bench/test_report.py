@@ -84,11 +84,12 @@ def test_changed_evaluation_is_a_new_definition_never_paired_with_the_old(write_
 
 
 def test_results_of_mixed_code_are_flagged(write_suite, tracking_uri, tmp_path, monkeypatch):
-    from bench import runner
+    from bench import execution
 
     run_and_report(write_suite, tracking_uri, tmp_path, {"learners": ["maml"]}, "--no-report")
-    real = runner.code_identity
-    monkeypatch.setattr(runner, "code_identity", lambda learner, v: "edited" if learner == "maml" else real(learner, v))
+    real = execution.code_identity
+    monkeypatch.setattr(execution, "code_identity",
+                        lambda learner, v: "edited" if learner == "maml" else real(learner, v))
     folder = run_and_report(write_suite, tracking_uri, tmp_path,
                             {"learners": ["maml"], "grid": {**TINY["grid"], "seeds": [0, 1]}}, "--reuse-other-code")
     assert "WARNING: runs made by more than one code version (--reuse-other-code) for: maml" in \

@@ -266,19 +266,19 @@ def test_an_ignored_ctrl_c_stays_ignored():
 
 
 def test_editing_a_learner_reruns_its_cells_and_reuse_needs_a_flag(write_suite, tracking_uri, monkeypatch):
-    from bench import runner
+    from bench import execution
 
     path = str(write_suite())
     args = ["run", path, "--tracking-uri", tracking_uri, "--no-progress", "--no-report"]
     assert main(args) == 0
-    real = runner.code_identity
+    real = execution.code_identity
     # maml's code changed (an uncommitted edit): its cell reruns, the others are reused
-    monkeypatch.setattr(runner, "code_identity", lambda learner, v: "edited" if learner == "maml" else real(learner, v))
+    monkeypatch.setattr(execution, "code_identity", lambda learner, v: "edited" if learner == "maml" else real(learner, v))
     assert main(args) == 0
     counts = pd.Series([r.data.tags["learner"] for r in cell_runs(tracking_uri)]).value_counts().to_dict()
     assert counts == {"maml": 2, "fomaml/functional": 1, "finetune": 1}
     # changed again: without the flag it would rerun; with it, the finished runs of other code are reused
-    monkeypatch.setattr(runner, "code_identity", lambda learner, v: "edited again" if learner == "maml" else real(learner, v))
+    monkeypatch.setattr(execution, "code_identity", lambda learner, v: "edited again" if learner == "maml" else real(learner, v))
     assert main(args + ["--reuse-other-code"]) == 0
     assert len(cell_runs(tracking_uri)) == 4
 
@@ -292,8 +292,9 @@ def test_closing_interrupted_runs_leaves_live_owners_alone(tracking_uri):
     stale = f"{time.time() - 2 * ownership.STALE_AFTER_S:.0f}"
     owners = {"live": {}, "dead": {ownership.PID: dead.stdout.strip()},
               "reused pid": {ownership.STARTED: "1"},  # this process's id, another start time: a later process
-              "other host, beating": {ownership.HOST: "elsewhere"},
-              "other host, silent": {ownership.HOST: "elsewhere", ownership.HEARTBEAT: stale}}
+              "other host, beating": {ownership.HOST: "elsewhere", ownership.MACHINE: "elsewhere"},
+              "other host, silent": {ownership.HOST: "elsewhere", ownership.MACHINE: "elsewhere",
+                                     ownership.HEARTBEAT: stale}}
     ids = {}
     for name, changes in owners.items():
         ids[name] = tracking.start_run(client, experiment, name, {"role": "cell"})
@@ -324,26 +325,36 @@ def test_two_invocations_of_one_suite_on_one_store_finish_every_cell_once(write_
     hashes = [r.data.tags["config_hash"] for r in runs]
     assert len(hashes) == 6 and len(set(hashes)) == 6  # 3 learners x 2 seeds, each finished exactly once
     outcomes = " ".join(out for out, _ in results)
-    assert len(re.findall(r"\b(finished|reused)\b", outcomes)) == 12  # each invocation accounts for all 6
+    # the summary tables' rows, not the line each cell prints as it ends ("finished <cell>")
+    table_rows = re.findall(r"^(?!(?:finished|reused) ).*\b(finished|reused)\b", outcomes, re.M)
+    assert len(table_rows) == 12  # each invocation's summary accounts for all 6
 
 
-def test_a_claim_that_loses_the_race_steps_back(tracking_uri, monkeypatch):
-    """Two invocations claim one cell at once: the later claim sees the earlier one only after creating its own run;
-    it deletes its run and leaves the cell to the first."""
-    from bench import runner, tracking
+def test_of_many_claimants_of_one_cell_exactly_one_wins_and_the_others_step_back(tracking_uri):
+    """Claims are reservations the store makes once: with eight threads claiming one cell at once, one run is
+    claimed and every other claimant deletes its run and waits for it."""
+    import threading
+
+    from bench import claims, tracking
+    from bench.execution import CellLoop, SuiteRun
+    from bench.runner import InProcess
 
     cell = expand(parse_suite({**TINY, "learners": ["maml"]}))[0]
     client = tracking.client_for(tracking_uri)
     experiment = tracking.experiment_id(client, "tiny")
-    first = runner.new_run(client, experiment, "parent", cell)  # the other invocation's claim (a live owner)
-    real, calls = tracking.runs_of_cell, []
+    loops = []
 
-    def late(*args):  # the first look misses the other claim, still on its way into the store
-        calls.append(1)
-        return real(*args) if len(calls) > 1 else []
+    def claim():
+        loop = CellLoop(SuiteRun("tiny", client, experiment, "parent", False, False, False, print), InProcess(False))
+        loops.append(loop)
+        loop._claim(cell, 0)
 
-    monkeypatch.setattr(tracking, "runs_of_cell", late)
-    done, holder = runner.attempt(client, experiment, "parent", cell, runner.cell_code(cell), progress=False)
-    assert done is None and holder == first
-    runs = cell_runs(tracking_uri)
-    assert [r.info.run_id for r in runs] == [first]  # our own claim was deleted, the cell was not run twice
+    threads = [threading.Thread(target=claim) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    claimed = [run_id for loop in loops for run_id in loop.in_flight]
+    assert len(claimed) == 1 and sum(len(loop.waiting) for loop in loops) == 7
+    assert [r.info.run_id for r in cell_runs(tracking_uri)] == claimed  # the losers' runs are deleted
+    assert claims.latest(client, "tiny", cell.config_hash) == claims.Latest(0, claimed[0])

@@ -1,0 +1,308 @@
+"""Fault injection: under each fault every cell ends FINISHED exactly once or FAILED with a reason, none RUNNING,
+nothing run twice. (The SIGKILLed tune worker is in test_tune.py.)"""
+import errno
+from collections import Counter
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from bench import claims, ownership, provenance, tracking
+from bench.__main__ import main
+from bench.execution import CellLoop, SuiteRun, evaluation_fingerprint
+from bench.runner import InProcess
+from bench.suite import expand, load_suites, parse_suite
+from tests.bench.conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def all_runs(uri, suite="tiny"):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(suite)
+    return client.search_runs([experiment.experiment_id]) if experiment else []
+
+
+def cell_runs(uri, suite="tiny"):
+    return [r for r in all_runs(uri, suite) if r.data.tags.get("role") == "cell"]
+
+
+def test_no_space_for_an_artifact_fails_that_cell_with_the_reason_and_the_suite_goes_on(write_suite, tracking_uri,
+                                                                                           monkeypatch, capsys):
+    real = tracking.log_file.__wrapped__
+
+    def full_disk(client, run_id, write, name):
+        if name == "meta_parameters.pt" and client.get_run(run_id).data.tags["learner"] == "maml":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), name)
+        return real(client, run_id, write, name)
+
+    monkeypatch.setattr(tracking, "log_file", full_disk)
+    path = write_suite({"learners": ["maml", "fomaml/functional"]})
+    assert main(["run", str(path), "--tracking-uri", tracking_uri, "--no-progress", "--no-report"]) == 1
+    runs = {r.data.tags["learner"]: r for r in cell_runs(tracking_uri)}
+    assert runs["maml"].info.status == "FAILED" and "No space left on device" in runs["maml"].data.tags["error"]
+    assert runs["fomaml/functional"].info.status == "FINISHED"  # the suite went on
+    assert not [r for r in all_runs(tracking_uri) if r.info.status == "RUNNING"]
+    assert "No space left on device" in capsys.readouterr().err
+
+
+def test_a_heartbeat_survives_write_errors_and_beats_again():
+    calls, failures = [], 3
+
+    def beat(run_id, now):
+        calls.append(now)
+        if len(calls) <= failures:
+            raise ConnectionError("database is locked")
+
+    with ownership.Heartbeat(beat, lambda: ["run"], every=0.02, stale_after=60) as heartbeat:
+        deadline = time.time() + 10
+        while len(calls) <= failures + 2 and time.time() < deadline:
+            time.sleep(0.01)
+    assert len(calls) > failures + 2  # the thread lived through the errors
+    assert heartbeat.last_success >= calls[failures]
+    heartbeat.check()  # recovered: nothing to stop
+
+
+def test_an_owner_that_cannot_beat_stops_its_cells_instead_of_running_them_unowned(write_suite, tracking_uri,
+                                                                                  monkeypatch, capsys):
+    def unreachable(client, run_id, now):
+        raise ConnectionError("the tracking server does not answer")
+
+    monkeypatch.setattr(ownership, "HEARTBEAT_EVERY_S", 0.05)
+    monkeypatch.setattr(ownership, "STALE_AFTER_S", 1.0)
+    monkeypatch.setattr(tracking, "heartbeat", unreachable)
+    long = {**TINY["training"], "meta_iterations": 300, "validate_every": 100}  # far longer than 1 s
+    path = write_suite({"learners": ["maml"], "training": long})
+    started = time.time()
+    assert main(["run", str(path), "--tracking-uri", tracking_uri, "--no-progress", "--no-report"]) == 1
+    assert time.time() - started < 60
+    (run,) = cell_runs(tracking_uri)
+    assert run.info.status == "FAILED" and "stopped rather than run unowned" in run.data.tags["error"]
+    assert not [r for r in all_runs(tracking_uri) if r.info.status == "RUNNING"]
+
+
+def test_a_zombie_owner_is_gone():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])  # exits, and is not reaped until wait()
+    try:
+        deadline = time.time() + 10
+        while ownership._process_state(child.pid) != "Z" and time.time() < deadline:
+            time.sleep(0.05)
+        tags = {**ownership.owner_tags(), ownership.PID: str(child.pid),
+                ownership.STARTED: ownership.process_start(child.pid)}
+        assert ownership.owner_gone(tags)
+    finally:
+        child.wait()
+
+
+def unshare_pid_namespace() -> str:
+    """Why a new pid namespace cannot be made here ("" where it can)."""
+    if shutil.which("unshare") is None:
+        return "no unshare command (util-linux) on this machine"
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, text=True)
+    return "" if probe.returncode == 0 else f"unshare --pid not permitted here: {probe.stderr.strip()[:200]}"
+
+
+@pytest.mark.skipif(bool(unshare_pid_namespace()), reason=unshare_pid_namespace() or "-")
+def test_an_owner_on_this_host_in_another_pid_namespace_is_judged_by_its_heartbeat(tracking_uri):
+    """Containers with host networking and cloned VMs share host names; their process ids are not ours."""
+    code = "import json, time; from bench import ownership; print(json.dumps(ownership.owner_tags()), flush=True); " \
+           "time.sleep(60)"
+    # its own /proc, as in a container: its pid and start time are those of its namespace, not of ours
+    other = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code], cwd=ROOT,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        tags = json.loads(other.stdout.readline())
+        assert tags[ownership.HOST] == ownership.owner_tags()[ownership.HOST]
+        assert tags[ownership.MACHINE] != ownership.machine_identity()
+        assert not ownership.owner_gone(tags)  # beating: alive, whatever its pid means here
+        client = tracking.client_for(tracking_uri)
+        experiment = tracking.experiment_id(client, "tiny")
+        run_id = client.create_run(experiment, tags={"role": "cell", **tags}).info.run_id
+        assert tracking.close_orphaned(client, experiment) == 0
+        assert client.get_run(run_id).info.status == "RUNNING"
+        stale = {**tags, ownership.HEARTBEAT: f"{time.time() - 2 * ownership.STALE_AFTER_S:.0f}"}
+        assert ownership.owner_gone(stale)  # silent: gone, as on another host
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_claim_whose_insert_is_slow_cannot_also_win(tracking_uri, monkeypatch):
+    """The client stamps a run's start time before the insert, which may wait long for a lock: a winner decided by
+    start times and a settle delay had both claimants run the cell. The store's reservation has one winner."""
+    cell = expand(parse_suite({**TINY, "learners": ["maml"]}))[0]
+    client = tracking.client_for(tracking_uri)
+    experiment = tracking.experiment_id(client, "tiny")
+    store = client._tracking_client.store
+    real_create = store.create_run
+    stamped = threading.Event()
+
+    def slow_insert(*args, **kwargs):
+        if threading.current_thread().name == "slow":  # stamped already (by the client); the insert waits
+            stamped.set()
+            time.sleep(2.0)
+        return real_create(*args, **kwargs)
+
+    monkeypatch.setattr(store, "create_run", slow_insert)
+    loops = {name: CellLoop(SuiteRun("tiny", client, experiment, "parent", False, False, False, print),
+                            InProcess(False)) for name in ("slow", "fast")}
+    slow = threading.Thread(target=loops["slow"]._claim, args=(cell, 0), name="slow")
+    slow.start()
+    stamped.wait(10)
+    loops["fast"]._claim(cell, 0)  # claims while the slow insert waits
+    slow.join()
+    claimed = {name: list(loop.in_flight) for name, loop in loops.items()}
+    assert claimed["fast"] and not claimed["slow"], claimed
+    assert loops["slow"].waiting  # it waits for the winner instead
+    assert [r.info.run_id for r in cell_runs(tracking_uri)] == claimed["fast"]
+
+
+def test_a_stopped_owner_is_waited_for_with_what_is_waited_for_then_taken_over(write_suite, tmp_path):
+    """SIGSTOP: the process exists but never beats again. The second invocation says what it waits for, takes
+    the cell over once the heartbeat is stale (closing the stopped run as interrupted) and finishes it once."""
+    uri = f"sqlite:///{tmp_path / 'stopped.db'}"
+    slow = {**TINY["training"], "meta_iterations": 40, "validate_every": 20}
+    path = write_suite({"learners": ["maml"], "training": slow})
+    # stale after 20 s: longer than the second invocation takes to start on a loaded machine, so it finds the
+    # stopped owner still beating-fresh and has to wait for it
+    env = {**os.environ, "METABENCH_HEARTBEAT_S": "0.2", "METABENCH_STALE_AFTER_S": "20"}
+    command = [sys.executable, "-m", "bench", "run", str(path), "--tracking-uri", uri, "--no-progress",
+               "--no-report"]
+    first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not any(r.info.status == "RUNNING" for r in cell_runs_or_none(uri)):
+            time.sleep(0.2)
+        first.send_signal(signal.SIGSTOP)
+        second = subprocess.run(command + ["--max-wait", "120"], cwd=ROOT, env=env, capture_output=True, text=True,
+                                timeout=300)
+    finally:
+        first.kill()
+        first.wait()
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "waiting" in second.stdout and f"pid {first.pid}" in second.stdout
+    client = tracking.client_for(uri)
+    tracking.close_orphaned(client, client.get_experiment_by_name("tiny").experiment_id)  # the killed suite run
+    runs = cell_runs(uri)
+    outcomes = sorted((r.info.status, r.data.tags.get("outcome")) for r in runs)
+    assert outcomes == [("FAILED", "interrupted"), ("FINISHED", "finished")]
+    assert not [r for r in all_runs(uri) if r.info.status == "RUNNING"]
+
+
+def cell_runs_or_none(uri):
+    try:
+        return cell_runs(uri)
+    except Exception:  # noqa: BLE001  (the store does not exist yet)
+        return []
+
+
+def test_a_cell_held_by_a_live_invocation_is_left_to_a_later_run_after_the_wait_bound(write_suite, tracking_uri,
+                                                                                      capsys):
+    cell = expand(parse_suite({**TINY, "learners": ["maml"]}))[0]
+    client = tracking.client_for(tracking_uri)
+    experiment = tracking.experiment_id(client, "tiny")
+    holder = tracking.start_run(client, experiment, "other", {"role": "cell", "config_hash": cell.config_hash})
+    assert claims.reserve(client, "tiny", cell.config_hash, 0, holder)  # a live claim: this very process
+    path = write_suite({"learners": ["maml"]})
+    args = ["run", str(path), "--tracking-uri", tracking_uri, "--no-progress", "--no-report", "--max-wait", "1"]
+    assert main(args) == 1
+    err = capsys.readouterr()
+    assert f"run {holder}" in err.out and "left to a later run" in err.err
+    assert client.get_run(holder).info.status == "RUNNING"  # left alone: its owner lives
+    assert len(cell_runs(tracking_uri)) == 1
+
+
+def test_concurrent_forced_invocations_run_each_cell_once(write_suite, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'force.db'}"
+    path = write_suite({"learners": ["fomaml/functional"], "grid": {**TINY["grid"], "seeds": [0, 1]}})
+    command = [sys.executable, "-m", "bench", "run", str(path), "--tracking-uri", uri, "--no-progress", "--no-report"]
+    assert subprocess.run(command, cwd=ROOT, capture_output=True, timeout=300).returncode == 0
+    processes = [subprocess.Popen(command + ["--force"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(2)]
+    try:
+        results = [p.communicate(timeout=300) for p in processes]
+    finally:
+        for p in processes:
+            p.kill()
+    assert [p.returncode for p in processes] == [0, 0], [err[-1500:] for _, err in results]
+    finished = Counter(r.data.tags["config_hash"] for r in cell_runs(uri) if r.info.status == "FINISHED")
+    assert list(finished.values()) == [2, 2]  # each cell once before, then once more between both: not twice
+
+
+def test_code_edited_after_the_process_loaded_it_is_never_logged(write_suite, tmp_path):
+    """The identity names the code the process loaded: an edit on disk in between is refused, not logged under
+    the new code's identity (reproduced by editing finetune after import)."""
+    root = tmp_path / "project"
+    for package in provenance.RESULT_PACKAGES:
+        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    uri = f"sqlite:///{tmp_path / 'edited.db'}"
+    path = write_suite({"learners": ["finetune"]})
+    script = textwrap.dedent(f"""
+        import sys
+        from bench.__main__ import main
+        import bench.runner  # the learner modules are loaded now
+        learner = {str(root / 'algorithms' / 'finetune.py')!r}
+        open(learner, "a").write("\\n# edited after the process loaded it\\n")
+        sys.exit(main(["run", {str(path)!r}, "--tracking-uri", {uri!r}, "--no-progress", "--no-report"]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "algorithms/finetune.py changed on disk after this process loaded it" in done.stderr
+    assert not [r for r in all_runs(uri) if r.info.status in ("FINISHED", "RUNNING") and r.data.tags.get("role") ==
+                "cell"]
+
+
+def test_runs_scored_by_other_dataset_code_are_never_paired(monkeypatch):
+    """The evaluation fingerprint names the code that made and scored the episodes, not only a hand-kept
+    version: editing the sinusoid targets changes the sinusoid fingerprint and no other."""
+    sinusoid = expand(parse_suite({**TINY, "dataset": {"name": "sinusoid"}, "learners": ["maml"],
+                                   "grid": {**TINY["grid"], "n_way": [1]}}))[0]
+    glyphs = expand(parse_suite({**TINY, "learners": ["maml"]}))[0]
+    before = {c.dataset.name: evaluation_fingerprint(c) for c in (sinusoid, glyphs)}
+    edited = dict(provenance.LOADED)
+    targets = b"y[:k], x[k:], y[k:]"
+    edited["datasets/sinusoid.py"] = edited["datasets/sinusoid.py"].replace(targets, b"2 * y[:k], x[k:], 2 * y[k:]")
+    monkeypatch.setattr(provenance, "LOADED", edited)
+    provenance.evaluation_identity.cache_clear()
+    try:
+        after = {c.dataset.name: evaluation_fingerprint(c) for c in (sinusoid, glyphs)}
+    finally:
+        provenance.evaluation_identity.cache_clear()
+    assert after["sinusoid"] != before["sinusoid"] and after["glyphs"] == before["glyphs"]
+
+
+def test_a_run_records_where_it_ran_and_is_not_reused_under_other_threads(write_suite, tracking_uri, tmp_path):
+    """Timings of 1 and 2 threads are not one cell; where --reuse-other-code mixes them, the report says so."""
+    from bench.report import build_report
+
+    args = ["--tracking-uri", tracking_uri, "--no-progress", "--no-report"]
+    one = write_suite({"learners": ["fomaml/functional"], "report": {"output_dir": str(tmp_path / "reports")}})
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert main(["run", str(one), *args]) == 0
+        torch.set_num_threads(2)
+        assert main(["run", str(one), *args]) == 0
+        two = write_suite({"learners": ["fomaml/functional", "finetune"],
+                           "report": {"output_dir": str(tmp_path / "reports")}}, name="two.yaml")
+        torch.set_num_threads(1)
+        assert main(["run", str(two), *args, "--reuse-other-code"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    runs = sorted(cell_runs(tracking_uri), key=lambda r: r.info.start_time)
+    assert [r.data.tags["threads"] for r in runs] == ["1", "2", "1"]  # the second ran again; the third is finetune
+    for run in runs:
+        assert run.data.tags["machine"] == ownership.machine_identity() and run.data.tags["cpu_model"]
+        assert run.data.tags["environment"].startswith(f"in-process threads={run.data.tags['threads']} ")
+    report = build_report("tiny", tracking_uri, load_suites(two)).read_text()
+    assert "timed in more than one execution environment" in report and "threads=2" in report
