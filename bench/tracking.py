@@ -189,10 +189,12 @@ def runs_of_cell(client: MlflowClient, experiment: str, config_hash: str) -> lis
 
 
 @_uninterruptible
-def close_orphaned(client: MlflowClient, experiment: str) -> int:
-    """RUNNING runs whose owner is gone (Ctrl-C lost, kill -9, a lost machine) are marked FAILED with outcome
-    ``interrupted``; runs of live owners (another `bench run` on this store right now) are left alone."""
-    running = client.search_runs([experiment], filter_string="attributes.status = 'RUNNING'", max_results=10000)
+def close_orphaned(client: MlflowClient, experiment: str, role: str | None = None) -> int:
+    """RUNNING runs (of ``role``, or all) whose owner is gone (Ctrl-C lost, kill -9, a lost machine) are marked FAILED
+    with outcome ``interrupted``; runs of live owners (another `bench run` on this store right now) are left alone."""
+    only = f" and tags.role = '{role}'" if role else ""
+    running = client.search_runs([experiment], filter_string="attributes.status = 'RUNNING'" + only,
+                                 max_results=10000)
     orphaned = [run for run in running if ownership.owner_gone(run.data.tags)]
     for run in orphaned:
         client.set_tag(run.info.run_id, "outcome", "interrupted")

@@ -319,12 +319,21 @@ def run_workers(suite_path: str, suite: Suite, options: TuneOptions, uri: str) -
     """Every study run up to its budget, here or by ``workers`` processes. Returns the problems that make the
     command fail: a study short of its budget (its timeout aside) and, unless its trials were retried to the budget
     anyway, a worker that died."""
-    total = budget(suite, options)
     # the storage is opened (a bad URL refused) and every study created before anything is written to MLflow and
     # before workers race to create them
     studies = {spec.label or spec.name: open_study(suite, options, spec.label or spec.name) for spec in suite.learners}
     client = tracking.client_for(uri)
-    _parents(suite, options, client, tracking.experiment_id(client, f"{suite.suite}.tuning"))  # created once, here
+    experiment = tracking.experiment_id(client, f"{suite.suite}.tuning")
+    _parents(suite, options, client, experiment)  # created once, here
+    try:
+        return _run_studies(suite_path, suite, options, uri, studies)
+    finally:  # the trial runs of killed workers end FAILED/interrupted, not RUNNING (a study's own run stays open)
+        tracking.close_orphaned(client, experiment, role="trial")
+
+
+def _run_studies(suite_path: str, suite: Suite, options: TuneOptions, uri: str, studies: dict[str, optuna.Study]
+                 ) -> list[str]:
+    total = budget(suite, options)
     if options.workers == 1:
         optimise(suite, options, uri)
         return _shortfalls(suite, options, studies, [])

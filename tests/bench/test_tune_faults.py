@@ -68,6 +68,13 @@ def test_a_worker_killed_mid_trial_is_retried_to_the_budget_or_fails_the_command
         process.kill()
     study = _study(tmp_path)
     states = [t.state.name for t in study.get_trials(deepcopy=False)]
+    from bench import tracking
+
+    client = tracking.client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    trials = client.search_runs([client.get_experiment_by_name("tiny.tuning").experiment_id], "tags.role = 'trial'")
+    killed = [r for r in trials if r.data.tags["owner.pid"] == str(victim)]
+    assert killed and all(r.info.status == "FAILED" and r.data.tags["outcome"] == "interrupted" for r in killed)
+    assert not [r for r in trials if r.info.status == "RUNNING"]
     if process.returncode == 0:
         assert charged(study, FINISHED_STATES) == charged(study, CHARGED_STATES) == budget, states
         assert "FAIL" in states, states  # the killed trial, failed by the heartbeat and retried
