@@ -27,14 +27,21 @@ def _name(suite: str, config_hash: str, generation: int) -> str:
 class Latest:
     generation: int  # -1: never claimed
     run_id: str
+    created_s: float = 0.0  # when the store made the claim (its clock)
 
 
 def latest(client, suite: str, config_hash: str, start: int = 0) -> Latest:
     """The newest claim on a cell (generations are consecutive; ``start``: one known to exist, to skip ahead)."""
     found, generation = Latest(-1, ""), max(start, 0)
-    while (tags := tracking.reservation(client, _name(suite, config_hash, generation))) is not None:
-        found, generation = Latest(generation, tags.get(RUN_ID, "")), generation + 1
+    while (record := tracking.reservation(client, _name(suite, config_hash, generation))) is not None:
+        tags, created_ms = record
+        found, generation = Latest(generation, tags.get(RUN_ID, ""), created_ms / 1000), generation + 1
     return found
+
+
+def claimed_at(client, suite: str, config_hash: str, generation: int) -> float:
+    record = tracking.reservation(client, _name(suite, config_hash, generation))
+    return record[1] / 1000 if record is not None else 0.0
 
 
 def reserve(client, suite: str, config_hash: str, generation: int, run_id: str) -> bool:

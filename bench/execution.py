@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from bench import claims, ownership, tracking
-from bench.provenance import check_unchanged, code_identity, evaluation_identity, files_of
+from bench.provenance import LOADED_AT, check_unchanged, code_identity, evaluation_identity, files_of
 from bench.suite import Cell
 from bench.tracking import FAILED, FINISHED, KILLED
 from bench.training import CellResult
@@ -255,9 +255,15 @@ class CellLoop:
     # -- claiming ----------------------------------------------------------------------------------------------
 
     def _force_floor(self, cell: Cell) -> int:
-        """The newest claim generation --force does not stand on: the latest, unless a live invocation runs it now."""
-        holder = claims.holder(self.run.client, self.run.suite, cell.config_hash)
-        return holder.latest.generation - (1 if holder.alive else 0)
+        """The newest claim generation --force does not stand on: claims made before this process started, unless
+        a live invocation runs one now (a concurrent --force: both want one fresh run, not two). Claim times are the
+        store's clock, this process's start is ours: across machines, skew shifts which claims count as fresh."""
+        client, suite, key = self.run.client, self.run.suite, cell.config_hash
+        holder = claims.holder(client, suite, key)
+        floor = holder.latest.generation - (1 if holder.alive else 0)
+        while floor >= 0 and claims.claimed_at(client, suite, key, floor) > LOADED_AT:
+            floor -= 1
+        return floor
 
     def _reusable(self, cell: Cell, environment: str):
         """A finished run this invocation may stand on instead of running the cell (None under --force)."""

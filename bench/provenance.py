@@ -16,6 +16,7 @@ import functools
 import hashlib
 import inspect
 import subprocess
+import time
 from pathlib import Path
 
 import torch
@@ -72,6 +73,7 @@ def _read_all(root: Path = PROJECT_ROOT) -> dict[str, bytes]:
 
 
 LOADED = _read_all()  # the source as this process loads it (see the module's docstring)
+LOADED_AT = time.time()  # when: in effect, when this process started
 
 
 def check_unchanged(files: list[Path]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass
 
 import ray
@@ -73,6 +74,7 @@ class RayExecutor:
     def __init__(self, options: RayOptions = RayOptions()):
         self.options = options
         self.max_retries = options.max_retries
+        self.queued: deque[Attempt] = deque()  # claimed, waiting for a slot (max_parallel)
         self.in_flight: dict[ray.ObjectRef, Attempt] = {}
         self.intervals: list[tuple[str, str, float, float]] = []  # (run id, node, start, end) of finished cells
         self.owned = False
@@ -119,14 +121,20 @@ class RayExecutor:
         return "" if available else why
 
     def capacity(self) -> int:
-        limit = self.options.max_parallel or math.inf
-        return int(min(limit - len(self.in_flight), 1 << 30))
+        return 1 << 30  # every cell is claimed up front and queued here: Ray starts the next the moment one ends
 
     def submit(self, attempt: Attempt, sink: Sink) -> None:
-        resources = {"num_cpus": self.options.cpus_per_cell, "num_gpus": 1 if attempt.cell.device == "cuda" else 0}
-        self.in_flight[self.task.options(**resources).remote(attempt, self.options.cpus_per_cell)] = attempt
+        self.queued.append(attempt)
+
+    def _start_queued(self) -> None:
+        limit = self.options.max_parallel or math.inf
+        while self.queued and len(self.in_flight) < limit:
+            attempt = self.queued.popleft()
+            resources = {"num_cpus": self.options.cpus_per_cell, "num_gpus": 1 if attempt.cell.device == "cuda" else 0}
+            self.in_flight[self.task.options(**resources).remote(attempt, self.options.cpus_per_cell)] = attempt
 
     def collect(self, timeout: float) -> list[Done]:
+        self._start_queued()
         if not self.in_flight:
             return []
         ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=timeout)
@@ -143,12 +151,14 @@ class RayExecutor:
                 self.intervals.append((attempt.run_id, remote.tags["executor.node"],
                                        float(remote.tags["executor.started"]), float(remote.tags["executor.ended"])))
             done.append(remote)
+        self._start_queued()  # the freed slots work while the loop records what ended
         return done
 
     def cancel(self) -> None:
         for ref in list(self.in_flight):
             ray.cancel(ref, force=True)
         self.in_flight.clear()
+        self.queued.clear()
 
     def closing_tags(self) -> dict[str, dict[str, str]]:
         """How many cells ran on a cell's node at once while it was timed (at most), itself included: the

@@ -220,10 +220,10 @@ def reserve(client: MlflowClient, name: str, tags: dict[str, str]) -> bool:
     return True
 
 
-def reservation(client: MlflowClient, name: str) -> dict[str, str] | None:
-    """The tags of record ``name``, None where there is none."""
+def reservation(client: MlflowClient, name: str) -> tuple[dict[str, str], int] | None:
+    """The tags of record ``name`` and when the store made it (ms), None where there is none."""
     experiment = client.get_experiment_by_name(name)
-    return None if experiment is None else dict(experiment.tags)
+    return None if experiment is None else (dict(experiment.tags), experiment.creation_time or 0)
 
 
 @_uninterruptible

@@ -115,7 +115,9 @@ def assert_each_cell_finished_once(uri: str, cells: int) -> list:
 
 def test_ray_runs_every_cell_once_with_the_in_process_scores_into_a_real_mlflow_server(ray_cluster, mlflow_server,
                                                                                         tmp_path):
-    raw = {**FOUR_CELLS, "report": {"output_dir": str(tmp_path / "reports")}}
+    # cells of ~1 s, not ~0.2 s: long enough that the two workers overlap even while the second one starts
+    longer = {**FOUR_CELLS["training"], "meta_iterations": 30, "validate_every": 15}
+    raw = {**FOUR_CELLS, "training": longer, "report": {"output_dir": str(tmp_path / "reports")}}
     suite, text = parse_suite(raw), yaml.safe_dump(raw)
     local = f"sqlite:///{tmp_path / 'local.db'}"
     run_suite(suite, text, local, progress=False)  # this process's threads; each Ray cell gets 1
@@ -130,7 +132,7 @@ def test_ray_runs_every_cell_once_with_the_in_process_scores_into_a_real_mlflow_
         # where it ran is the worker's: its thread budget (the driver has torch's default), its node
         assert run.data.tags["threads"] == "1" and run.data.tags["executor.node"] and run.data.tags["cpu_model"]
         assert [m.step for m in MlflowClient(mlflow_server).get_metric_history(run.info.run_id, "train_loss")] == \
-            [0, 1, 2, 3]  # the curves came back with the result
+            list(range(30))  # the curves came back with the result
     assert {r.data.tags["executor.concurrent_cells"] for r in runs} == {"2"}  # two cells at once on 2 CPUs
     # resuming on Ray reuses every finished cell
     with RayExecutor(RayOptions(address=ray_cluster, max_parallel=2)) as executor:

@@ -325,8 +325,8 @@ def test_two_invocations_of_one_suite_on_one_store_finish_every_cell_once(write_
     hashes = [r.data.tags["config_hash"] for r in runs]
     assert len(hashes) == 6 and len(set(hashes)) == 6  # 3 learners x 2 seeds, each finished exactly once
     outcomes = " ".join(out for out, _ in results)
-    # the summary tables' rows, not the line each cell prints as it ends ("finished <cell>")
-    table_rows = re.findall(r"^(?!(?:finished|reused) ).*\b(finished|reused)\b", outcomes, re.M)
+    # the summary tables' rows (learner, n_way, k_shot, device, seed, outcome), not the lines printed as cells end
+    table_rows = re.findall(r"^\s*\S+\s+3\s+1\s+cpu\s+[01]\s+(finished|reused)\b", outcomes, re.M)
     assert len(table_rows) == 12  # each invocation's summary accounts for all 6
 
 
@@ -357,4 +357,5 @@ def test_of_many_claimants_of_one_cell_exactly_one_wins_and_the_others_step_back
     claimed = [run_id for loop in loops for run_id in loop.in_flight]
     assert len(claimed) == 1 and sum(len(loop.waiting) for loop in loops) == 7
     assert [r.info.run_id for r in cell_runs(tracking_uri)] == claimed  # the losers' runs are deleted
-    assert claims.latest(client, "tiny", cell.config_hash) == claims.Latest(0, claimed[0])
+    latest = claims.latest(client, "tiny", cell.config_hash)
+    assert (latest.generation, latest.run_id) == (0, claimed[0])
