@@ -211,6 +211,8 @@ class _Waiting:
 class CellLoop:
     """Claims and records a suite's cells; ``executor`` runs them (see the module's docstring)."""
 
+    last_ended = 0.0  # when this process's last suite run ended (--force: where the next one's work begins)
+
     def __init__(self, run: SuiteRun, executor: Executor):
         self.run, self.executor = run, executor
         self.outcomes: list[Outcome] = []
@@ -228,8 +230,11 @@ class CellLoop:
 
     def through(self, cells: list[Cell]) -> list[Outcome]:
         run = self.run
-        if run.force:  # what --force reruns: the claims ended by now; a live one (a concurrent --force) counts
-            self.floor = {c.config_hash: self._force_floor(c) for c in cells}
+        if run.force:  # what --force reruns: claims from before this invocation began, but a live one (a concurrent
+            # --force). It began with this process (a `bench run` launched beside another may find the other's claims
+            # made already), or, for a later suite run in the same process (tests, notebooks), when the last ended
+            since = max(LOADED_AT, CellLoop.last_ended)
+            self.floor = {c.config_hash: self._force_floor(c, since) for c in cells}
         self.bar = tqdm(total=len(cells), desc=f"{run.suite}: cells", unit="cell", disable=not run.progress)
         pending = deque((cell, 0) for cell in cells)
         try:
@@ -250,18 +255,19 @@ class CellLoop:
             raise
         finally:
             self.bar.close()
+            CellLoop.last_ended = time.time()
         return self.outcomes
 
     # -- claiming ----------------------------------------------------------------------------------------------
 
-    def _force_floor(self, cell: Cell) -> int:
-        """The newest claim generation --force does not stand on: claims made before this process started, unless
-        a live invocation runs one now (a concurrent --force: both want one fresh run, not two). Claim times are the
-        store's clock, this process's start is ours: across machines, skew shifts which claims count as fresh."""
+    def _force_floor(self, cell: Cell, since: float) -> int:
+        """The newest claim generation --force does not stand on: claims made before ``since``, unless a live
+        invocation runs one now (a concurrent --force: both want one fresh run, not two). Claim times are the
+        store's clock, ``since`` is ours: across machines, skew shifts which claims count as fresh."""
         client, suite, key = self.run.client, self.run.suite, cell.config_hash
         holder = claims.holder(client, suite, key)
         floor = holder.latest.generation - (1 if holder.alive else 0)
-        while floor >= 0 and claims.claimed_at(client, suite, key, floor) > LOADED_AT:
+        while floor >= 0 and claims.claimed_at(client, suite, key, floor) > since:
             floor -= 1
         return floor
 
