@@ -27,15 +27,13 @@ def _name(suite: str, config_hash: str, generation: int) -> str:
 class Latest:
     generation: int  # -1: never claimed
     run_id: str
-    created_s: float = 0.0  # when the store made the claim (its clock)
 
 
 def latest(client, suite: str, config_hash: str, start: int = 0) -> Latest:
     """The newest claim on a cell (generations are consecutive; ``start``: one known to exist, to skip ahead)."""
     found, generation = Latest(-1, ""), max(start, 0)
     while (record := tracking.reservation(client, _name(suite, config_hash, generation))) is not None:
-        tags, created_ms = record
-        found, generation = Latest(generation, tags.get(RUN_ID, ""), created_ms / 1000), generation + 1
+        found, generation = Latest(generation, record[0].get(RUN_ID, "")), generation + 1
     return found
 
 
@@ -60,8 +58,10 @@ def still_holds(client, suite: str, config_hash: str, generation: int, run_id: s
 def _run(client, run_id: str):
     try:
         run = client.get_run(run_id)
-    except MlflowException:  # deleted for good: the claim holds nothing
-        return None
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":  # deleted for good: the claim holds nothing
+            return None
+        raise  # any other store error must not read as "nobody holds the cell"
     return None if run.info.lifecycle_stage == "deleted" else run
 
 

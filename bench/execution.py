@@ -287,7 +287,6 @@ class CellLoop:
     def _claim(self, cell: Cell, number: int, waiting: _Waiting | None = None) -> None:
         """Reuse, wait for, or claim and submit ``cell`` (``waiting``: how long we have waited for it so far)."""
         run, client = self.run, self.run.client
-        check_unchanged(files_of(cell.learner))  # never start a run under an identity the disk no longer has
         environment = self.executor.environment_key(cell)
         for _ in range(100):  # each pass either settles the cell or loses a reservation race to a new claim
             finished = self._reusable(cell, environment)
@@ -302,6 +301,7 @@ class CellLoop:
                 self._done(Outcome(cell, "reused", dict(holder.run.data.metrics), run_id=holder.run.info.run_id))
                 return  # a concurrent --force finished it after this invocation started
             generation = max(holder.latest.generation, self.floor.get(cell.config_hash, -1)) + 1
+            check_unchanged(files_of(cell.learner))  # never start a run under an identity the disk no longer has
             run_id = tracking.start_run(client, run.experiment, cell.title, cell_tags(cell, run.parent, environment))
             if claims.reserve(client, run.suite, cell.config_hash, generation, run_id):
                 self._start(Attempt(cell, run_id, number, generation))
@@ -409,9 +409,12 @@ class CellLoop:
         self.executor.cancel()
         status, outcome = (KILLED, "interrupted") if isinstance(error, KeyboardInterrupt) else (FAILED, "failed")
         for attempt in list(self.in_flight.values()):
-            with contextlib.suppress(Exception):  # the store may be what failed; the next invocation closes it then
+            try:
                 tracking.end_run(self.run.client, attempt.run_id, outcome, status,
                                  {"error": f"{type(error).__name__}: {error}"[:2000]})
+            except Exception as failure:  # noqa: BLE001  (the store may be what failed: say so, the next invocation closes it)
+                self.run.echo(f"could not end run {attempt.run_id} ({attempt.cell.title}): "
+                              f"{type(failure).__name__}: {failure}; the next invocation closes it as interrupted")
         self.in_flight.clear()
 
     def _done(self, outcome: Outcome) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import threading
 import time
 from pathlib import Path
@@ -30,19 +31,21 @@ class OwnershipLost(RuntimeError):
     """This process could not refresh its heartbeat for most of its staleness limit: others may take its runs."""
 
 
-def process_start(pid: int) -> str:
-    """A token that tells this process apart from a later one reusing its id (Linux: start time in clock ticks)."""
+def _stat_field(pid: int, index: int) -> str:
+    """Field ``index`` (after the command name) of /proc/PID/stat; "" where there is no such process (or no /proc)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[index]
     except (OSError, IndexError):
         return ""
+
+
+def process_start(pid: int) -> str:
+    """A token that tells this process apart from a later one reusing its id (Linux: start time in clock ticks)."""
+    return _stat_field(pid, 19)
 
 
 def _process_state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return ""
+    return _stat_field(pid, 0)  # R, S, D, T (stopped), Z (zombie), ...
 
 
 def machine_identity() -> str:
@@ -105,8 +108,9 @@ class Heartbeat:
     working thread, which stops the cells instead of running them unowned."""
 
     def __init__(self, beat: Callable[[str, float], None], runs: Callable[[], Iterable[str]],
-                 every: float | None = None, stale_after: float | None = None):
-        self._beat, self._runs = beat, runs
+                 every: float | None = None, stale_after: float | None = None,
+                 warn: Callable[[str], None] = lambda line: print(line, file=sys.stderr)):
+        self._beat, self._runs, self._warn = beat, runs, warn
         self._every = HEARTBEAT_EVERY_S if every is None else every
         self._stale_after = STALE_AFTER_S if stale_after is None else stale_after
         self._stop = threading.Event()
@@ -119,10 +123,14 @@ class Heartbeat:
         try:
             for run_id in list(self._runs()):
                 self._beat(run_id, now)
-        except Exception as error:  # noqa: BLE001  (any store error: retried, and check() turns a long run of them into a stop)
+        except Exception as error:  # noqa: BLE001  (any store error: said, retried; check() stops a long run of them)
+            if not self.last_error:  # the first of a run of failures is said; check() names the last
+                self._warn(f"heartbeat: could not write ({type(error).__name__}: {error}); retrying")
             self.last_error = f"{type(error).__name__}: {error}"[:500]
             return False
-        self.last_success = now
+        if self.last_error:
+            self._warn(f"heartbeat: writing again after {now - self.last_success:.0f} s of errors")
+        self.last_success, self.last_error = now, ""
         return True
 
     def _run(self) -> None:

@@ -18,15 +18,16 @@ import inspect
 import subprocess
 import time
 from pathlib import Path
+from typing import Iterable
 
 import torch
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 RESULT_PACKAGES = ("algorithms", "datasets", "bench")
 # modules that never touch a number a cell produces: editing them must not rerun anything
-PRESENTATION_ONLY = ("bench/report", "bench/summary.py", "bench/__main__.py", "bench/verify.py", "bench/tracking.py",
-                     "bench/runner.py", "bench/execution.py", "bench/claims.py", "bench/provenance.py",
-                     "bench/ownership.py")
+PRESENTATION_ONLY = ("bench/report", "bench/summary.py", "bench/conditions.py", "bench/__main__.py", "bench/verify.py",
+                     "bench/tracking.py", "bench/runner.py", "bench/execution.py", "bench/claims.py",
+                     "bench/provenance.py", "bench/ownership.py")
 
 
 def source_files(root: Path = PROJECT_ROOT) -> list[Path]:
@@ -55,7 +56,7 @@ def learner_modules() -> dict[str, set[str]]:
     return out
 
 
-def source_hash(files: list[Path], root: Path = PROJECT_ROOT, contents: dict[str, bytes] | None = None) -> str:
+def source_hash(files: Iterable[Path], root: Path = PROJECT_ROOT, contents: dict[str, bytes] | None = None) -> str:
     """Hash of the files' paths and contents; ``contents`` (path -> bytes) stands in for the disk where given."""
     digest = hashlib.sha256()
     for relative in files:
@@ -76,7 +77,7 @@ LOADED = _read_all()  # the source as this process loads it (see the module's do
 LOADED_AT = time.time()  # when: in effect, when this process started
 
 
-def check_unchanged(files: list[Path]) -> None:
+def check_unchanged(files: Iterable[Path]) -> None:
     """Raise ``CodeChangedError`` naming every file of ``files`` whose content on disk is no longer what this
     process loaded: results computed now could be of either version, so none may be logged."""
     changed = []
@@ -90,12 +91,13 @@ def check_unchanged(files: list[Path]) -> None:
                                f"code as it is now")
 
 
-def files_of(learner: str) -> list[Path]:
+@functools.lru_cache(maxsize=None)
+def files_of(learner: str) -> tuple[Path, ...]:
     """The source files that can change ``learner``'s results: all but the other learners' own modules (as loaded
     by this process)."""
     modules = learner_modules()
     others = set().union(*modules.values()) - modules[learner]
-    return [Path(f) for f in LOADED if f not in others]
+    return tuple(Path(f) for f in LOADED if f not in others)
 
 
 @functools.lru_cache(maxsize=None)

@@ -5,7 +5,6 @@ The suite run (the parent), then the one cell-execution loop (``bench.execution`
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 import traceback
@@ -22,12 +21,6 @@ from bench.suite import Cell, Suite, expand
 from bench.tracking import FAILED, FINISHED, KILLED
 from bench.training import run_cell
 from datasets import load_dataset
-
-
-def environment_key(kind: str, threads: int, device: str) -> str:
-    """What a cell's timings depend on, known before it runs (part of what a finished run is reused under)."""
-    tags = tracking.environment_tags(device)
-    return f"{kind} threads={threads} cpu={tags['cpu_model']} device={tags['device_name']}"
 
 
 class InProcess:
@@ -47,7 +40,9 @@ class InProcess:
         self.queue.clear()
 
     def environment_key(self, cell: Cell) -> str:
-        return environment_key(self.kind, torch.get_num_threads(), cell.device)
+        """What the cell's timings depend on, known before it runs: part of what a finished run is reused under."""
+        tags = tracking.environment_tags(cell.device)
+        return f"{self.kind} threads={tags['threads']} cpu={tags['cpu_model']} device={tags['device_name']}"
 
     def unavailable(self, cell: Cell) -> str:
         available, why = device_available(cell.device)
@@ -71,7 +66,7 @@ class InProcess:
             if isinstance(error, torch.cuda.OutOfMemoryError):
                 torch.cuda.empty_cache()
             return [Done(attempt, error=f"{type(error).__name__}: {error}", trace=traceback.format_exc(),
-                         code=cell_code(cell), environment=environment, curves=sink.pending)]
+                         code=cell_code(cell), environment=environment)]
         return [Done(attempt, result, sink.pending, code=cell_code(cell), environment=environment)]
 
     def cancel(self) -> None:
@@ -108,8 +103,10 @@ def run_suite(suite: Suite, suite_text: str, uri: str, force: bool = False, reus
         tracking.end_run(client, parent, "interrupted", KILLED)
         raise
     except Exception as error:  # a store or code-identity error stops the suite: its run ends FAILED, if it can
-        with contextlib.suppress(Exception):  # the store may be what failed; the original error is the one to see
+        try:
             tracking.end_run(client, parent, "failed", FAILED, {"error": f"{type(error).__name__}: {error}"})
+        except Exception as failure:  # noqa: BLE001  (the store may be what failed: the original error is raised)
+            echo(f"could not end the suite run {parent}: {type(failure).__name__}: {failure}")
         raise
     failures = [o for o in outcomes if o.outcome == "failed"]
     tracking.end_run(client, parent, "failed" if failures else "finished", FINISHED,

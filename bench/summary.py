@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from bench import metrics as m
-from bench.report.loading import cell_axes
+from bench.conditions import cell_axes
 
 if TYPE_CHECKING:
     from bench.runner import Outcome

@@ -64,13 +64,15 @@ def test_a_heartbeat_survives_write_errors_and_beats_again():
         if len(calls) <= failures:
             raise ConnectionError("database is locked")
 
-    with ownership.Heartbeat(beat, lambda: ["run"], every=0.02, stale_after=60) as heartbeat:
+    said = []
+    with ownership.Heartbeat(beat, lambda: ["run"], every=0.02, stale_after=60, warn=said.append) as heartbeat:
         deadline = time.time() + 10
         while len(calls) <= failures + 2 and time.time() < deadline:
             time.sleep(0.01)
     assert len(calls) > failures + 2  # the thread lived through the errors
     assert heartbeat.last_success >= calls[failures]
     heartbeat.check()  # recovered: nothing to stop
+    assert len(said) == 2 and "database is locked" in said[0] and "writing again" in said[1]  # said, not swallowed
 
 
 def test_an_owner_that_cannot_beat_stops_its_cells_instead_of_running_them_unowned(write_suite, tracking_uri,
@@ -112,7 +114,10 @@ def unshare_pid_namespace() -> str:
     return "" if probe.returncode == 0 else f"unshare --pid not permitted here: {probe.stderr.strip()[:200]}"
 
 
-@pytest.mark.skipif(bool(unshare_pid_namespace()), reason=unshare_pid_namespace() or "-")
+NO_PID_NAMESPACE = unshare_pid_namespace()
+
+
+@pytest.mark.skipif(bool(NO_PID_NAMESPACE), reason=NO_PID_NAMESPACE)
 def test_an_owner_on_this_host_in_another_pid_namespace_is_judged_by_its_heartbeat(tracking_uri):
     """Containers with host networking and cloned VMs share host names; their process ids are not ours."""
     code = "import json, time; from bench import ownership; print(json.dumps(ownership.owner_tags()), flush=True); " \
@@ -306,3 +311,26 @@ def test_a_run_records_where_it_ran_and_is_not_reused_under_other_threads(write_
         assert run.data.tags["environment"].startswith(f"in-process threads={run.data.tags['threads']} ")
     report = build_report("tiny", tracking_uri, load_suites(two)).read_text()
     assert "timed in more than one execution environment" in report and "threads=2" in report
+
+
+def test_a_store_error_reading_the_holder_is_not_read_as_nobody_holds_the_cell(tracking_uri, monkeypatch):
+    """Only a run deleted for good frees its claim; a store that fails to answer must stop the claim, not let a
+    second claimant run the cell beside a live holder."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
+
+    cell = expand(parse_suite({**TINY, "learners": ["maml"]}))[0]
+    client = tracking.client_for(tracking_uri)
+    experiment = tracking.experiment_id(client, "tiny")
+    holder = tracking.start_run(client, experiment, "live", {"role": "cell", "config_hash": cell.config_hash})
+    assert claims.reserve(client, "tiny", cell.config_hash, 0, holder)
+    for code, expect_raise in ((INTERNAL_ERROR, True), (RESOURCE_DOES_NOT_EXIST, False)):
+        def failing(run_id, code=code):
+            raise MlflowException("the store did not answer", error_code=code)
+
+        monkeypatch.setattr(client, "get_run", failing)
+        if expect_raise:
+            with pytest.raises(MlflowException, match="did not answer"):
+                claims.holder(client, "tiny", cell.config_hash)
+        else:
+            assert claims.holder(client, "tiny", cell.config_hash).run is None

@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 
 from bench import tracking
 from bench.__main__ import main
-from bench.report.loading import cell_axes, settings_between_learners
+from bench.conditions import cell_axes, settings_between_learners
 from bench.suite import Cell, expand, suites_from_text
 from tests.bench.conftest import TINY
 
