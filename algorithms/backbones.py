@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from bench.seeding import seeded
+from bench.core.seeding import seeded
 
 
 @dataclass(frozen=True)

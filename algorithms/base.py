@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from algorithms.backbones import Classifier
-from bench.registry import Registry
+from bench.core.registry import Registry
 from datasets.episode import Episode
 
 
@@ -67,7 +67,8 @@ class MetaLearner(ABC):
             raise TypeError(f"{type(self).__name__} takes a {self.Config.__name__}, got {type(config).__name__}")
         if task.kind not in self.kinds:
             raise ValueError(f"{type(self).__name__} learns {' and '.join(self.kinds)} tasks, not {task.kind}")
-        self.model, self.config, self.task = model, config, task
+        # a preset's Config holds its free options and completes itself with the options it fixes (presets.py)
+        self.model, self.config, self.task = model, config.full() if hasattr(config, "full") else config, task
 
     def meta_parameters(self) -> list[nn.Parameter]:
         return list(self.model.parameters())
@@ -96,4 +97,14 @@ class MetaLearner(ABC):
 
 
 LEARNERS: Registry[type[MetaLearner]] = Registry("learner")
-register_learner = LEARNERS.register
+
+
+def register_learner(name: str, algorithm: str | None = None):
+    """Register a learner class under ``name``. ``algorithm`` (default: ``name``) groups the implementation variants
+    of one algorithm: they compute the same meta-gradient (``bench verify`` and the tests hold them to it)."""
+    return LEARNERS.register(name, algorithm=algorithm or name)
+
+
+def algorithm_of(name: str) -> str:
+    """The algorithm a registered learner implements (``fomaml/deepcopy`` -> ``fomaml``)."""
+    return LEARNERS.fact(name, "algorithm")

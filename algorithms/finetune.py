@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from bench.seeding import seeded
+from bench.core.seeding import seeded
 from algorithms.base import MetaLearner, StepResult, register_learner, task_loss, task_score
 from datasets.episode import Episode
 

@@ -14,7 +14,7 @@ from algorithms.inner_loop import InnerLoopLearner, accumulate_grads, stack_loss
 from datasets.episode import Episode
 
 
-@register_learner("fomaml/deepcopy")
+@register_learner("fomaml/deepcopy", algorithm="fomaml")
 class DeepcopyFOMAML(InnerLoopLearner):
     """First-order MAML: per task, deepcopy the model, adapt the copy with torch.optim.SGD, move its query gradient."""
 

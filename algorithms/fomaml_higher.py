@@ -9,7 +9,7 @@ from algorithms.inner_loop import InnerLoopLearner, accumulate_grads, stack_loss
 from datasets.episode import Episode
 
 
-@register_learner("fomaml/higher")
+@register_learner("fomaml/higher", algorithm="fomaml")
 class HigherFOMAML(InnerLoopLearner):
     """First-order MAML with higher.innerloop_ctx (track_higher_grads=False); query gradients moved to the model."""
 

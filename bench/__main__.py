@@ -12,7 +12,7 @@ EXIT_FAILURES, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 MAX_MESSAGE_CHARS = 2000
 
 
-def _fail(message: str) -> int:
+def refuse(message: str) -> int:
     if len(message) > MAX_MESSAGE_CHARS:  # one readable paragraph, even when a message quotes something huge
         message = f"{message[:MAX_MESSAGE_CHARS]} ... ({len(message) - MAX_MESSAGE_CHARS} more characters)"
     print(f"error: {message}", file=sys.stderr)
@@ -20,16 +20,16 @@ def _fail(message: str) -> int:
 
 
 def cmd_run(args) -> int:
-    from bench import tracking
-    from bench.config import ConfigError
+    from bench.store import tracking
+    from bench.core.config import ConfigError
     import contextlib
 
-    from bench.ownership import OwnershipLost
-    from bench.provenance import CodeChangedError
-    from bench.runner import run_suite
+    from bench.store.ownership import OwnershipLost
+    from bench.store.provenance import CodeChangedError
+    from bench.run.runner import run_suite
 
-    from bench.suite import MAX_CELLS, expand, load_suites
-    from bench.summary import summary_table
+    from bench.spec.suite import MAX_CELLS, expand, load_suites
+    from bench.consumers.summary import summary_table
 
     notes: list[str] | None = [] if args.dry_run else None
     try:
@@ -37,7 +37,7 @@ def cmd_run(args) -> int:
         for suite in suites:  # a store that cannot be opened is refused before anything is written
             tracking.resolve_uri(suite.tracking.uri, args.tracking_uri, create=False)
     except ConfigError as error:
-        return _fail(str(error))
+        return refuse(str(error))
     if args.dry_run:
         for note in dict.fromkeys(notes):
             print(f"note: {note}")
@@ -51,28 +51,28 @@ def cmd_run(args) -> int:
                       f"{cell.learner_config}")
         return 0
     text = Path(args.suite).read_text(encoding="utf-8")
-    from bench.runner import InProcess
+    from bench.run.runner import InProcess
 
     executor = InProcess(progress=not args.no_progress)
     if args.executor == "ray":  # only here is Ray imported
         try:
-            from bench.ray_executor import RayExecutor, RayOptions
+            from bench.run.ray_executor import RayExecutor, RayOptions
         except ImportError as error:
-            return _fail(f"--executor ray needs Ray: pip install -e '.[distributed]' ({error})")
+            return refuse(f"--executor ray needs Ray: pip install -e '.[distributed]' ({error})")
         try:
             executor = RayExecutor(RayOptions(args.address, args.max_parallel, args.cpus_per_cell, args.max_retries))
             for suite in suites:
                 executor.check(expand(suite))
         except ValueError as error:
-            return _fail(str(error))
+            return refuse(str(error))
     elif args.address is not None:
-        return _fail("--address is for --executor ray")
+        return refuse("--address is for --executor ray")
     outcomes = []
     with contextlib.ExitStack() as stack:
         try:  # the executor's lifecycle: Ray is started or joined here, before anything is written, and left at the end
             stack.enter_context(executor)
         except ConnectionError as error:
-            return _fail(str(error))
+            return refuse(str(error))
         try:
             for suite in suites:
                 uri = tracking.resolve_uri(suite.tracking.uri, args.tracking_uri)
@@ -86,7 +86,7 @@ def cmd_run(args) -> int:
             return EXIT_FAILURES
     print(summary_table(outcomes))
     if not args.no_report:
-        from bench.report import build_report
+        from bench.consumers.report import build_report
         for name in dict.fromkeys(s.suite for s in suites):
             named = [s for s in suites if s.suite == name]
             uri = tracking.resolve_uri(named[0].tracking.uri, args.tracking_uri)
@@ -101,22 +101,22 @@ def cmd_run(args) -> int:
 
 
 def cmd_tune(args) -> int:
-    from bench import tracking
-    from bench.config import ConfigError
-    from bench.suite import load_suites
-    from bench.tune import TuneOptions
+    from bench.store import tracking
+    from bench.core.config import ConfigError
+    from bench.spec.suite import load_suites
+    from bench.consumers.tune import TuneOptions
 
     try:
         suites = load_suites(args.suite)
     except ConfigError as error:
-        return _fail(str(error))
+        return refuse(str(error))
     suite = suites[0]
     if suite.search is None:
-        return _fail(f"{args.suite}: the suite has no 'search' section: nothing to tune (see docs/suites.md)")
+        return refuse(f"{args.suite}: the suite has no 'search' section: nothing to tune (see docs/suites.md)")
     if args.n_trials is not None and args.n_trials <= 0:
-        return _fail(f"--n-trials must be positive, got {args.n_trials}")
+        return refuse(f"--n-trials must be positive, got {args.n_trials}")
     if args.workers <= 0 or (args.heartbeat is not None and args.heartbeat <= 0):
-        return _fail(f"--workers and --heartbeat must be positive, got {args.workers}, {args.heartbeat}")
+        return refuse(f"--workers and --heartbeat must be positive, got {args.workers}, {args.heartbeat}")
     worker = args.worker_shares is not None  # one of the processes `--workers` starts
     try:
         options = TuneOptions(storage=tracking.anchored_sqlite(args.storage), study=args.study or "",
@@ -124,8 +124,8 @@ def cmd_tune(args) -> int:
                               heartbeat=args.heartbeat)
         uri = tracking.resolve_uri(suite.tracking.uri, args.tracking_uri)
     except ConfigError as error:
-        return _fail(str(error))
-    from bench.tune import optimise, run_workers
+        return refuse(str(error))
+    from bench.consumers.tune import optimise, run_workers
 
     try:
         if worker:
@@ -133,7 +133,7 @@ def cmd_tune(args) -> int:
             return 0
         problems = run_workers(args.suite, suite, options, uri)
     except ConfigError as error:  # a storage that cannot be opened: refused before anything is written
-        return _fail(str(error))
+        return refuse(str(error))
     except KeyboardInterrupt:
         print("\ninterrupted: the study keeps every finished trial; rerun the same command to continue it",
               file=sys.stderr)
@@ -145,20 +145,20 @@ def cmd_tune(args) -> int:
 
 def _tuned(args, suite, options, uri) -> int:
     """Best configurations: printed, written as a suite file, evaluated on the test episodes, reported."""
-    from bench.report import build_report
-    from bench.report.tuning import build_tuning_report
-    from bench.runner import run_suite
-    from bench.suite import suites_from_text
-    from bench.summary import summary_table
-    from bench.provenance import PROJECT_ROOT
-    from bench.tune import FINISHED_STATES, best_suite_documents, charged, open_study, write_best
+    from bench.consumers.report import build_report
+    from bench.consumers.report.tuning import build_tuning_report
+    from bench.run.runner import run_suite
+    from bench.spec.suite import suites_from_text
+    from bench.consumers.summary import summary_table
+    from bench.store.provenance import PROJECT_ROOT
+    from bench.consumers.tune import FINISHED_STATES, best_suite_documents, charged, open_study, write_best
 
     text = Path(args.suite).read_text(encoding="utf-8")
     studies = {spec.label or spec.name: open_study(suite, options, spec.label or spec.name) for spec in suite.learners}
     for label, study in studies.items():
         done = [t for t in study.trials if t.state.name == "COMPLETE"]
         if not done:
-            return _fail(f"study {study.study_name}: no trial completed, so there is no best configuration")
+            return refuse(f"study {study.study_name}: no trial completed, so there is no best configuration")
         best = study.best_trials[0]
         print(f"{label}: best of {charged(study, FINISHED_STATES)} trial(s) is trial {best.number}, values "
               f"{best.values}, params {best.params}")
@@ -192,7 +192,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from bench.verify import run_checks
+    from bench.consumers.verify import run_checks
 
     ok = run_checks(args.tolerance)
     print("all checks passed" if ok else "DISAGREEMENT: see the lines marked above")
@@ -200,8 +200,8 @@ def cmd_verify(args) -> int:
 
 
 def cmd_ci_check(args) -> int:
-    from bench import gate
-    from bench.verify import run_checks
+    from bench.consumers import gate
+    from bench.consumers.verify import run_checks
 
     path = Path(args.baseline)
     print("1/3 gradients (bench verify)")
@@ -213,7 +213,7 @@ def cmd_ci_check(args) -> int:
         print(f"baseline written: {path} (review its diff)")
         return 0 if verified else EXIT_FAILURES
     if not path.exists():
-        return _fail(f"no baseline at {path}: create it with `python -m bench ci-check --update-baseline`")
+        return refuse(f"no baseline at {path}: create it with `python -m bench ci-check --update-baseline`")
     failures = gate.compare(json.loads(path.read_text()), figures)
     if not failures or not failures[0].startswith("baseline from another torch"):
         print("3/3 memory flat over 20 meta-iterations")
@@ -227,7 +227,7 @@ def cmd_ci_check(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    from bench.config import ConfigError
+    from bench.core.config import ConfigError
     from datasets import DATASETS, DataRequestError, load_dataset
 
     names = args.names or ["glyphs", "sinusoid"]
@@ -236,16 +236,16 @@ def cmd_datasets(args) -> int:
             DATASETS[name]
             stats = load_dataset(name).statistics()
         except (KeyError, ConfigError, DataRequestError) as error:
-            return _fail(str(error))
+            return refuse(str(error))
         print(json.dumps(stats, indent=2))
     return 0
 
 
 def cmd_report(args) -> int:
-    from bench import tracking
-    from bench.config import ConfigError
-    from bench.report import build_report
-    from bench.suite import DEFAULT_TRACKING_URI, load_suites
+    from bench.store import tracking
+    from bench.core.config import ConfigError
+    from bench.consumers.report import build_report
+    from bench.spec.suite import DEFAULT_TRACKING_URI, load_suites
 
     name, suites, suite_uri = args.suite, None, DEFAULT_TRACKING_URI  # None: the suite logged with the runs
     try:
@@ -255,7 +255,7 @@ def cmd_report(args) -> int:
             suites = [s for s in suites if s.suite == name]
         path = build_report(name, tracking.resolve_uri(suite_uri, args.tracking_uri), suites)
     except (ConfigError, LookupError) as error:
-        return _fail(str(error))
+        return refuse(str(error))
     print(f"report: {path}")
     return 0
 
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--dry-run", action="store_true", help="print the expanded grid and exit")
     run.add_argument("--force", action="store_true", help="rerun cells already FINISHED")
     run.add_argument("--allow-large-grid", action="store_true",
-                     help="run a grid above the cell limit (bench.suite.MAX_CELLS), refused without it as more "
+                     help="run a grid above the cell limit (bench.spec.suite.MAX_CELLS), refused without it as more "
                           "often a slip than a plan")
     run.add_argument("--reuse-other-code", action="store_true",
                      help="reuse FINISHED cells even when other code made them (the report flags mixed code)")

@@ -13,10 +13,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.factory import build_learner, make_optimizer  # noqa: E402
-from bench.evaluation import evaluate  # noqa: E402
-from bench.measure import confidence_interval95  # noqa: E402
-from bench.suite import expand, parse_suite  # noqa: E402
+from bench.run.factory import build_learner, make_optimizer  # noqa: E402
+from bench.run.evaluation import evaluate  # noqa: E402
+from bench.run.measure import confidence_interval95  # noqa: E402
+from bench.spec.suite import expand, parse_suite  # noqa: E402
 from datasets import load_dataset  # noqa: E402
 
 

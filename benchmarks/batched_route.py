@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.measure import time_steps  # noqa: E402
+from bench.run.measure import time_steps  # noqa: E402
 
 
 def conv4_params(tasks: int, filters: int, channels: int, per_task: bool) -> list[torch.Tensor]:

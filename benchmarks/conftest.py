@@ -1,6 +1,6 @@
 import pytest
 
-from bench.gate import Workload, learner_on, meta_iteration  # noqa: F401  (the benchmarks' step, defined once)
+from bench.consumers.gate import Workload, learner_on, meta_iteration  # noqa: F401  (the benchmarks' step, defined once)
 from datasets import load_dataset
 
 

@@ -15,10 +15,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import metrics  # noqa: E402
-from bench.training import run_cell  # noqa: E402
-from bench.measure import device_description, time_steps  # noqa: E402
-from bench.suite import expand, load_suites  # noqa: E402
+from bench.core import metrics  # noqa: E402
+from bench.run.training import run_cell  # noqa: E402
+from bench.core.hardware import device_description  # noqa: E402
+from bench.run.measure import time_steps  # noqa: E402
+from bench.spec.suite import expand, load_suites  # noqa: E402
 from benchmarks.conftest import learner_on_glyphs, meta_iteration  # noqa: E402
 from datasets import load_dataset  # noqa: E402
 

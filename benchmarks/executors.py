@@ -16,9 +16,9 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.ray_executor import RayExecutor, RayOptions  # noqa: E402
-from bench.runner import run_suite  # noqa: E402
-from bench.suite import parse_suite  # noqa: E402
+from bench.run.ray_executor import RayExecutor, RayOptions  # noqa: E402
+from bench.run.runner import run_suite  # noqa: E402
+from bench.spec.suite import parse_suite  # noqa: E402
 
 
 def equal_cells(cells: int) -> dict:

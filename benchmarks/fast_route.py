@@ -18,8 +18,8 @@ from torch.func import vmap
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.gate import Workload, learner_on  # noqa: E402
-from bench.measure import PhaseMeter  # noqa: E402
+from bench.consumers.gate import Workload, learner_on  # noqa: E402
+from bench.run.measure import PhaseMeter  # noqa: E402
 from datasets import load_dataset  # noqa: E402
 
 

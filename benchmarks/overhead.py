@@ -16,11 +16,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import tracking  # noqa: E402
-from bench.factory import build_learner, dtype_of, make_optimizer  # noqa: E402
-from bench.evaluation import evaluate  # noqa: E402
-from bench.runner import run_suite  # noqa: E402
-from bench.suite import expand, parse_suite  # noqa: E402
+from bench.store import tracking  # noqa: E402
+from bench.run.factory import build_learner, dtype_of, make_optimizer  # noqa: E402
+from bench.run.evaluation import evaluate  # noqa: E402
+from bench.run.runner import run_suite  # noqa: E402
+from bench.spec.suite import expand, parse_suite  # noqa: E402
 from datasets import load_dataset  # noqa: E402
 
 

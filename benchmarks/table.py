@@ -22,9 +22,11 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from algorithms import LEARNERS  # noqa: E402
-from bench.gate import Workload, learner_on, meta_iteration  # noqa: E402
-from bench.measure import cpu_model, synchronize, time_steps  # noqa: E402
-from bench.verify import algorithm_of, relative_difference  # noqa: E402
+from bench.consumers.gate import Workload, learner_on, meta_iteration  # noqa: E402
+from bench.core.hardware import cpu_model  # noqa: E402
+from bench.run.measure import synchronize, time_steps  # noqa: E402
+from algorithms.base import algorithm_of  # noqa: E402
+from bench.consumers.verify import relative_difference  # noqa: E402
 from benchmarks.plain import plain_references  # noqa: E402
 from datasets import Episode, load_dataset  # noqa: E402
 

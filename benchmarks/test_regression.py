@@ -5,7 +5,7 @@ results/benchmarks/. Timing decides nothing here: `bench ci-check --perf` is the
 import pytest
 
 from algorithms import LEARNERS
-from bench.gate import WORKLOADS, batch_of, learner_on, meta_iteration
+from bench.consumers.gate import WORKLOADS, batch_of, learner_on, meta_iteration
 
 
 def test_batch_assembly_32_episodes_5way_1shot(benchmark, glyphs):

@@ -18,7 +18,7 @@ import torch
 from fontTools.ttLib import TTFont
 from PIL import Image, ImageDraw, ImageFont
 
-from bench.seeding import Seed
+from bench.core.seeding import Seed
 from datasets.base import ClassImages, ImageDataset
 from datasets.cache import cached_class_images
 from datasets.registry import register_dataset

@@ -15,7 +15,7 @@ from PIL import Image
 from torchvision.datasets import Omniglot
 from torchvision.datasets.utils import list_dir, list_files
 
-from bench.seeding import Seed
+from bench.core.seeding import Seed
 from datasets.base import ClassImages, DataMissingError, DataRequestError, ImageDataset
 from datasets.cache import cached_class_images
 from datasets.registry import register_dataset

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from bench.config import from_mapping
-from bench.registry import Registry
+from bench.core.config import from_mapping
+from bench.core.registry import Registry
 from datasets.base import Dataset
 
 

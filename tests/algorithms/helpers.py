@@ -1,12 +1,13 @@
 import torch
 
 from algorithms import LEARNERS
+from algorithms.base import algorithm_of
 from algorithms.backbones import BackboneConfig, build_model
-from bench.factory import task_of
-from bench.config import from_mapping
+from bench.run.factory import task_of
+from bench.core.config import from_mapping
 from datasets import DATASETS, load_dataset
 
-FOMAML_VARIANTS = ["fomaml/deepcopy", "fomaml/fast", "fomaml/functional", "fomaml/higher"]
+FOMAML_VARIANTS = [name for name in LEARNERS.names() if algorithm_of(name) == "fomaml"]  # from the registry
 
 
 def make_problem(dataset="glyphs", n_way=5, k_shot=1, q_query=3, tasks=3, filters=8, seed=0, dtype=torch.float64,

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from algorithms import LEARNERS, MetaLearner, register_learner
-from bench.config import ConfigError, from_mapping
-from bench.registry import UnknownNameError
+from bench.core.config import ConfigError, from_mapping
+from bench.core.registry import UnknownNameError
 from tests.algorithms.helpers import make_learner, make_problem
 
 
@@ -62,8 +62,8 @@ def test_unknown_option_lists_the_known_ones():
         from_mapping(cls.Config, {"inner_steps": "three"}, "maml")
     with pytest.raises(ConfigError, match="msl_epochs must be >= 1, got 0"):
         from_mapping(cls.Config, {"multi_step_loss": True, "msl_epochs": 0}, "maml")
-    with pytest.raises(ConfigError, match="lslr must be false for metasgd"):
-        from_mapping(LEARNERS["metasgd"].Config, {"lslr": True}, "metasgd")
+    with pytest.raises(ConfigError, match="inner_rates: fixed at 'per_element' by this learner"):
+        from_mapping(LEARNERS["metasgd"].Config, {"inner_rates": "per_layer_step"}, "metasgd")
 
 
 def test_registry_refuses_duplicates_and_suggests_near_names():

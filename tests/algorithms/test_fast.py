@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from algorithms.fast import FastForward
+from algorithms.fast_plan import FastForward
 from benchmarks.plain import plain_references
 from tests.algorithms.helpers import flat_grad, make_learner, make_problem, rel
 

@@ -3,11 +3,11 @@ import pytest
 import torch
 
 from algorithms import LEARNERS
-from bench.factory import build_learner
-from bench.training import run_cell
-from bench.evaluation import evaluate
-from bench.measure import confidence_interval95
-from bench.suite import expand, parse_suite
+from bench.run.factory import build_learner
+from bench.run.training import run_cell
+from bench.run.evaluation import evaluate
+from bench.run.measure import confidence_interval95
+from bench.spec.suite import expand, parse_suite
 from datasets import load_dataset
 
 GLYPHS = {

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from algorithms.backbones import Classifier
 from algorithms.base import TaskSpec
-from algorithms.maml import step_loss_weights
+from algorithms.functional import step_loss_weights
 from datasets.episode import Episode
 from tests.algorithms.helpers import flat_grad, make_learner, make_problem, rel
 
@@ -43,7 +43,8 @@ def test_anil_is_maml_with_the_backbones_inner_lr_at_zero():
     """MAML with per-layer rates (LSLR) at alpha for the head and 0 for the backbone, the rates frozen."""
     batch, task, model = make_problem(tasks=2, k_shot=2, q_query=2)
     for first_order in (False, True):
-        maml = make_learner("maml", task, model(), inner_lr=0.4, inner_steps=2, lslr=True, first_order=first_order)
+        maml = make_learner("maml", task, model(), inner_lr=0.4, inner_steps=2, inner_rates="per_layer_step",
+                            first_order=first_order)
         with torch.no_grad():
             for key, rates in maml.rates.items():
                 rates.fill_(0.4 if key.startswith("head-") else 0.0).requires_grad_(False)
@@ -131,13 +132,13 @@ def test_maml_plus_plus_options_reduce_to_maml_and_anneal_on_the_runners_clock()
     # the multi-step loss with weights (0, 0, 1) is plain MAML; with any weights it is the weighted sum of MAML's
     # meta-gradients after 1, 2 and 3 steps (the meta-gradient is linear in the objective)
     msl = make_learner("maml", task, model(), inner_lr=0.4, inner_steps=3, multi_step_loss=True)
-    msl._step_loss_weights = lambda: [0.0, 0.0, 1.0]
+    msl.step_loss_weights = lambda: [0.0, 0.0, 1.0]
     msl.meta_gradient(batch)
     assert rel(flat_grad(msl.model), plain["second"]) <= 1e-9
     annealed = make_learner("maml", task, model(), inner_lr=0.4, inner_steps=3, multi_step_loss=True,
                             msl_epochs=5, epoch_iterations=4)
     annealed.start_iteration(9)  # epoch 2
-    weights = annealed._step_loss_weights()
+    weights = annealed.step_loss_weights()
     assert weights == pytest.approx(step_loss_weights(3, 2, 5))
     # the reported loss stays the final step's query loss (comparable across learners), not the weighted objective
     assert float(annealed.meta_gradient(batch).loss) == pytest.approx(float(final_query_loss), rel=1e-12)
@@ -148,9 +149,9 @@ def test_maml_plus_plus_options_reduce_to_maml_and_anneal_on_the_runners_clock()
         by_steps.append(flat_grad(learner.model))
     assert rel(flat_grad(annealed.model), sum(w * g for w, g in zip(weights, by_steps))) <= 1e-9
     annealed.start_iteration(20)  # epoch 5: the annealing is over, the final step's loss alone
-    assert annealed._step_loss_weights() is None
+    assert annealed.step_loss_weights() is None
     # LSLR with every rate at alpha is MAML, and its rates learn
-    lslr = make_learner("maml", task, model(), inner_lr=0.4, inner_steps=3, lslr=True)
+    lslr = make_learner("maml", task, model(), inner_lr=0.4, inner_steps=3, inner_rates="per_layer_step")
     lslr.meta_gradient(batch)
     assert rel(flat_grad(lslr.model), plain["second"]) <= 1e-9
     assert {tuple(r.shape) for r in lslr.rates.values()} == {(3,)}
@@ -193,16 +194,16 @@ def test_protonet_loss_and_accuracy_equal_the_closed_form_on_a_2d_example():
 
 
 def test_the_runner_tells_the_learner_its_iteration_and_saves_the_learned_rates(monkeypatch):
-    from algorithms.maml import MAML
-    from bench.suite import expand, parse_suite
-    from bench.training import run_cell
+    from algorithms.functional import FunctionalLearner
+    from bench.spec.suite import expand, parse_suite
+    from bench.run.training import run_cell
 
     seen = []
-    start_iteration = MAML.start_iteration
-    monkeypatch.setattr(MAML, "start_iteration", lambda self, i: (seen.append(i), start_iteration(self, i)))
+    start_iteration = FunctionalLearner.start_iteration
+    monkeypatch.setattr(FunctionalLearner, "start_iteration", lambda self, i: (seen.append(i), start_iteration(self, i)))
     cell = expand(parse_suite({
         "suite": "plus", "dataset": {"name": "glyphs"}, "backbone": {"filters": 8},
-        "learners": [{"name": "maml", "config": {"lslr": True, "inner_steps": 2, "first_order_epochs": 1,
+        "learners": [{"name": "maml", "config": {"inner_rates": "per_layer_step", "inner_steps": 2, "first_order_epochs": 1,
                                                  "epoch_iterations": 2}}],
         "grid": {"n_way": [5], "k_shot": [1], "devices": ["cpu"], "seeds": [0]},
         "training": {"meta_iterations": 4, "meta_batch_size": 2, "query": 2, "validate_every": 4,

@@ -7,8 +7,9 @@ import torch
 from torch.nn import functional as F
 
 from algorithms import LEARNERS
+from algorithms.functional import FunctionalConfig, FunctionalLearner
 from algorithms.inner_loop import InnerLoopLearner
-from bench import verify
+from bench.consumers import verify
 from tests.algorithms.helpers import make_learner, make_problem, rel
 
 # learners whose meta-gradient is the query gradient through an inner SGD loop (Reptile's is not: its own test)
@@ -129,13 +130,13 @@ def test_learned_inner_rates_and_the_multi_step_loss_equal_the_oracle():
     batch, task, model = make_problem(n_way=5, k_shot=2, q_query=3, tasks=2)
     theta = [p.detach() for p in model().parameters()]
     generator = torch.Generator().manual_seed(3)
-    plus = make_learner("maml", task, model(), inner_lr=0.4, inner_steps=2, lslr=True, multi_step_loss=True,
+    plus = make_learner("maml", task, model(), inner_lr=0.4, inner_steps=2, inner_rates="per_layer_step", multi_step_loss=True,
                         msl_epochs=4, epoch_iterations=10)
     with torch.no_grad():
         for rates in plus.rates.values():
             rates.copy_(0.2 + 0.4 * torch.rand(rates.shape, generator=generator, dtype=rates.dtype))
     plus.start_iteration(25)  # epoch 2 of 4: 1/2 - 2 / (2 * 4) and 1/2 + 2 / (2 * 4)
-    weights = plus._step_loss_weights()
+    weights = plus.step_loss_weights()
     assert weights == pytest.approx([0.25, 0.75], abs=1e-15)
     plus.meta_gradient(batch)
     lslr = list(plus.rates.values())
@@ -154,3 +155,36 @@ def test_learned_inner_rates_and_the_multi_step_loss_equal_the_oracle():
     expected = oracle_meta_gradient(conv4, cross_entropy, theta, batch, lambda step, i: elementwise[i].detach(), 2,
                                     second_order=True)
     assert rel(torch.cat([p.grad.flatten() for p in meta.model.parameters()]), expected) <= 1e-9
+
+
+@pytest.mark.parametrize("plan", ["plain", "fast"])
+@pytest.mark.parametrize("inner_rates", ["fixed", "per_layer_step", "per_element"])
+@pytest.mark.parametrize("fast_weights", ["all", "head"])
+@pytest.mark.parametrize("first_order", [False, True])
+def test_every_combination_of_the_functional_learners_options_equals_the_oracle(first_order, fast_weights,
+                                                                                inner_rates, plan):
+    """The learner family by composition: each option combination (order, fast weights, inner rates, execution
+    plan), presets or not, at random learned rates, against the oracle told the same rates and frozen set."""
+    batch, task, model = make_problem(n_way=3, k_shot=1, q_query=2, tasks=2, filters=4)
+    config = FunctionalConfig(inner_lr=0.4, inner_steps=2, first_order=first_order, fast_weights=fast_weights,
+                              inner_rates=inner_rates, plan=plan)
+    learner = FunctionalLearner(model(), config, task)
+    theta = [p.detach() for p in model().parameters()]
+    names = [name for name, _ in learner.model.named_parameters()]
+    rates = dict(learner.rates.items()) if learner.rates is not None else {}
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for value in rates.values():
+            value.copy_(0.2 + 0.4 * torch.rand(value.shape, generator=generator, dtype=value.dtype))
+
+    def rate(step, index):
+        if inner_rates == "fixed":
+            return 0.4
+        value = rates[names[index].replace(".", "-")].detach()
+        return value[min(step, len(value) - 1)] if inner_rates == "per_layer_step" else value
+
+    learner.meta_gradient(batch)
+    got = torch.cat([p.grad.flatten() for p in learner.model.parameters()])
+    frozen = head_only("anil" if fast_weights == "head" else "maml", theta)
+    expected = oracle_meta_gradient(conv4, cross_entropy, theta, batch, rate, 2, not first_order, frozen=frozen)
+    assert float(expected.norm()) > 0 and rel(got, expected) <= 1e-9, rel(got, expected)

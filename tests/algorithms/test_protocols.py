@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from algorithms.finetune import CosineClassifier
-from bench.suite import expand, parse_suite
-from bench.training import run_cell
+from bench.spec.suite import expand, parse_suite
+from bench.run.training import run_cell
 from tests.algorithms.helpers import make_learner, make_problem
 from tests.bench.conftest import TINY
 

@@ -7,11 +7,11 @@ from typing import Annotated
 
 import pytest
 
-from bench import suite as suite_module
-from bench.__main__ import MAX_MESSAGE_CHARS, _fail, main
-from bench.config import NON_FINITE_ALLOWED, ConfigError, Within, from_mapping, yaml_documents
-from bench.seeding import seeded
-from bench.suite import expand, grid_size, load_suites, parse_suite
+from bench.spec import suite as suite_module
+from bench.__main__ import MAX_MESSAGE_CHARS, refuse, main
+from bench.core.config import NON_FINITE_ALLOWED, ConfigError, Within, from_mapping, yaml_documents
+from bench.core.seeding import seeded
+from bench.spec.suite import expand, grid_size, load_suites, parse_suite
 from tests.bench.conftest import TINY
 
 SINUSOID = {**TINY, "dataset": {"name": "sinusoid"}, "learners": ["maml"],
@@ -127,7 +127,7 @@ def test_a_huge_value_is_quoted_short_in_the_message(write_suite, capsys):
 
 
 def test_fail_bounds_any_message(capsys):
-    assert _fail("y" * 100_000) == 2
+    assert refuse("y" * 100_000) == 2
     err = capsys.readouterr().err
     assert len(err) < MAX_MESSAGE_CHARS + 100 and err.rstrip().endswith(f"({100_000 - MAX_MESSAGE_CHARS} more characters)")
 

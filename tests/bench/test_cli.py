@@ -19,7 +19,7 @@ def test_verify_passes_and_prints_each_pair(capsys):
 
 
 def test_verify_fails_when_variants_disagree(monkeypatch, capsys):
-    from bench import verify
+    from bench.consumers import verify
 
     real = verify.meta_gradient
 

@@ -17,11 +17,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from bench import claims, ownership, provenance, tracking
+from bench.store import claims, ownership, provenance, tracking
 from bench.__main__ import main
-from bench.execution import CellLoop, SuiteRun, evaluation_fingerprint
-from bench.runner import InProcess
-from bench.suite import expand, load_suites, parse_suite
+from bench.run.execution import CellLoop, SuiteRun, evaluation_fingerprint
+from bench.run.runner import InProcess
+from bench.spec.suite import expand, load_suites, parse_suite
 from tests.bench.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -255,7 +255,7 @@ def test_code_edited_after_the_process_loaded_it_is_never_logged(write_suite, tm
     script = textwrap.dedent(f"""
         import sys
         from bench.__main__ import main
-        import bench.runner  # the learner modules are loaded now
+        import bench.run.runner  # the learner modules are loaded now
         learner = {str(root / 'algorithms' / 'finetune.py')!r}
         open(learner, "a").write("\\n# edited after the process loaded it\\n")
         sys.exit(main(["run", {str(path)!r}, "--tracking-uri", {uri!r}, "--no-progress", "--no-report"]))
@@ -288,7 +288,7 @@ def test_runs_scored_by_other_dataset_code_are_never_paired(monkeypatch):
 
 def test_a_run_records_where_it_ran_and_is_not_reused_under_other_threads(write_suite, tracking_uri, tmp_path):
     """Timings of 1 and 2 threads are not one cell; where --reuse-other-code mixes them, the report says so."""
-    from bench.report import build_report
+    from bench.consumers.report import build_report
 
     args = ["--tracking-uri", tracking_uri, "--no-progress", "--no-report"]
     one = write_suite({"learners": ["fomaml/functional"], "report": {"output_dir": str(tmp_path / "reports")}})

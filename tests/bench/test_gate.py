@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from algorithms import LEARNERS
-from bench import gate
+from bench.consumers import gate
 
 BASELINE = json.loads(gate.BASELINE.read_text())
 SAME_TORCH = pytest.mark.skipif(BASELINE["torch"] != torch.__version__,
@@ -49,16 +49,16 @@ def test_saved_bytes_equal_the_stored_values():
 
 def test_memory_stays_flat_over_20_meta_iterations_and_a_leak_is_caught(monkeypatch):
     assert gate.flatness_failures() == []
-    from algorithms.fomaml_functional import FunctionalFOMAML
+    from algorithms.functional import FunctionalLearner
 
     kept = []
-    real = FunctionalFOMAML.meta_gradient
+    real = FunctionalLearner.meta_gradient
 
     def leaky(self, batch):  # the classic: a history of losses that keeps every step's tensors alive
         result = real(self, batch)
         kept.append(torch.zeros(1000) + result.loss)
         return result
 
-    monkeypatch.setattr(FunctionalFOMAML, "meta_gradient", leaky)
+    monkeypatch.setattr(FunctionalLearner, "meta_gradient", leaky)
     (line,) = gate.flatness_failures(["fomaml/functional"])
     assert line.startswith("fomaml/functional: live tensor memory grew from")

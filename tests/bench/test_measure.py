@@ -4,8 +4,9 @@ import time
 import pytest
 import torch
 
-from bench import measure
-from bench.measure import PhaseMeter, SavedTensorTracker, confidence_interval95, saved_bytes_of
+from bench.core import hardware
+from bench.run import measure
+from bench.run.measure import PhaseMeter, SavedTensorTracker, confidence_interval95, saved_bytes_of
 
 
 def test_saved_bytes_count_what_autograd_keeps_and_release_it_after_backward():
@@ -100,12 +101,12 @@ def test_expanded_tensors_count_the_storage_they_repeat():
 
 def test_devices_that_are_not_there_say_why(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert measure.device_available("cpu") == (True, "")
-    available, why = measure.device_available("cuda:1")
+    assert hardware.device_available("cpu") == (True, "")
+    available, why = hardware.device_available("cuda:1")
     assert not available and "CUDA is not available" in why
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert measure.device_available("cuda:1") == (False, "cuda:1: only 1 CUDA device(s) present")
+    assert hardware.device_available("cuda:1") == (False, "cuda:1: only 1 CUDA device(s) present")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; the CUDA path is also exercised "

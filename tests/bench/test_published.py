@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench import published
+from bench.spec import published
 from bench.__main__ import main
-from bench.config import ConfigError
-from bench.suite import parse_suite
+from bench.core.config import ConfigError
+from bench.spec.suite import parse_suite
 from tests.bench.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,13 +18,13 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from bench.__main__ import main
-from bench import tracking
-from bench.execution import Attempt, CellLoop, Done, Interrupts, SuiteRun, cell_tags
-from bench.ray_executor import RayExecutor, RayOptions
-from bench.report import build_report
-from bench.runner import run_suite
-from bench.suite import expand, parse_suite
-from bench.training import run_cell
+from bench.store import tracking
+from bench.run.execution import Attempt, CellLoop, Done, Interrupts, SuiteRun, cell_tags
+from bench.run.ray_executor import RayExecutor, RayOptions
+from bench.consumers.report import build_report
+from bench.run.runner import run_suite
+from bench.spec.suite import expand, parse_suite
+from bench.run.training import run_cell
 from tests.bench.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -133,7 +133,8 @@ def test_ray_runs_every_cell_once_with_the_in_process_scores_into_a_real_mlflow_
         assert run.data.tags["threads"] == "1" and run.data.tags["executor.node"] and run.data.tags["cpu_model"]
         assert [m.step for m in MlflowClient(mlflow_server).get_metric_history(run.info.run_id, "train_loss")] == \
             list(range(30))  # the curves came back with the result
-    assert {r.data.tags["executor.concurrent_cells"] for r in runs} == {"2"}  # two cells at once on 2 CPUs
+    # two cells ran at once on 2 CPUs (the last cell may run alone: whether it does depends on the schedule)
+    assert "2" in {r.data.tags["executor.concurrent_cells"] for r in runs}
     # resuming on Ray reuses every finished cell
     with RayExecutor(RayOptions(address=ray_cluster, max_parallel=2)) as executor:
         again = run_suite(suite, text, mlflow_server, progress=False, executor=executor)

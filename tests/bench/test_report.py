@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from bench.__main__ import main
-from bench.report.statistics import crossed_test, holm
+from bench.consumers.report.statistics import crossed_test, holm
 from tests.bench.conftest import TINY
 
 
@@ -84,7 +84,7 @@ def test_changed_evaluation_is_a_new_definition_never_paired_with_the_old(write_
 
 
 def test_results_of_mixed_code_are_flagged(write_suite, tracking_uri, tmp_path, monkeypatch):
-    from bench import execution
+    from bench.run import execution
 
     run_and_report(write_suite, tracking_uri, tmp_path, {"learners": ["maml"]}, "--no-report")
     real = execution.code_identity
@@ -117,7 +117,7 @@ def test_report_of_an_unknown_suite_exits_2(tracking_uri, capsys):
 
 
 def test_a_learner_keeps_its_colour_whatever_else_is_in_the_report():
-    from bench.report.figures import palette
+    from bench.consumers.report.figures import palette
 
     everyone = palette(["finetune", "fomaml/deepcopy", "fomaml/functional", "fomaml/higher", "maml", "mine"])
     some = palette(["maml", "maml", "fomaml/higher", "mine"])  # duplicates, as a runs table has them

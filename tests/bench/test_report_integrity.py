@@ -5,10 +5,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from bench import tracking
+from bench.store import tracking
 from bench.__main__ import main
-from bench.conditions import cell_axes, settings_between_learners
-from bench.suite import Cell, expand, suites_from_text
+from bench.spec.conditions import cell_axes, settings_between_learners
+from bench.spec.suite import Cell, expand, suites_from_text
 from tests.bench.conftest import TINY
 
 

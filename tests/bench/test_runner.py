@@ -13,9 +13,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from bench.__main__ import main
-from bench.factory import build_learner
-from bench.training import run_cell
-from bench.suite import expand, parse_suite
+from bench.run.factory import build_learner
+from bench.run.training import run_cell
+from bench.spec.suite import expand, parse_suite
 from tests.bench.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,7 +93,7 @@ def test_a_diverging_cell_fails_alone_and_the_suite_exits_non_zero(write_suite, 
 
 
 def test_the_update_is_not_applied_once_the_loss_is_non_finite(monkeypatch):
-    from bench import training
+    from bench.run import training
 
     suite = parse_suite({**TINY, "learners": [{"name": "fomaml/functional", "config": {"inner_lr": 1e30}}]})
     cell = expand(suite)[0]
@@ -114,7 +114,7 @@ def test_same_seed_same_start_and_same_episodes_for_every_learner(monkeypatch):
     """Every learner of a seed starts from the same weights, trains on the same episode stream and is scored on
     the same test episodes; another seed changes the weights and the training stream, not the test episodes."""
     from algorithms.base import MetaLearner
-    from bench import training
+    from bench.run import training
 
     seen = {}
     real = training.build_learner
@@ -215,13 +215,13 @@ def test_ctrl_c_marks_the_cell_killed_and_exits_130(write_suite, tmp_path):
 
 
 def test_cuda_out_of_memory_becomes_a_failed_run_and_frees_the_cache(write_suite, tracking_uri, monkeypatch):
-    from algorithms.fomaml_functional import FunctionalFOMAML
+    from algorithms.functional import FunctionalLearner
 
     def out_of_memory(self, batch):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     emptied = []
-    monkeypatch.setattr(FunctionalFOMAML, "meta_gradient", out_of_memory)
+    monkeypatch.setattr(FunctionalLearner, "meta_gradient", out_of_memory)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(1))
     path = write_suite({"learners": ["fomaml/functional", "finetune"]})
     assert main(["run", str(path), "--tracking-uri", tracking_uri, "--no-progress", "--no-report"]) == 1
@@ -232,7 +232,7 @@ def test_cuda_out_of_memory_becomes_a_failed_run_and_frees_the_cache(write_suite
 
 
 def test_ctrl_c_during_an_mlflow_write_waits_for_the_write_to_end():
-    from bench.tracking import uninterruptible
+    from bench.store.tracking import uninterruptible
 
     # as an interactive terminal has it, however this test process was started (nohup and `&` ignore SIGINT)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -253,7 +253,7 @@ def test_ctrl_c_during_an_mlflow_write_waits_for_the_write_to_end():
 
 def test_an_ignored_ctrl_c_stays_ignored():
     """Started in the background (SIGINT ignored), a write must neither raise KeyboardInterrupt nor turn Ctrl-C on."""
-    from bench.tracking import uninterruptible
+    from bench.store.tracking import uninterruptible
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -266,7 +266,7 @@ def test_an_ignored_ctrl_c_stays_ignored():
 
 
 def test_editing_a_learner_reruns_its_cells_and_reuse_needs_a_flag(write_suite, tracking_uri, monkeypatch):
-    from bench import execution
+    from bench.run import execution
 
     path = str(write_suite())
     args = ["run", path, "--tracking-uri", tracking_uri, "--no-progress", "--no-report"]
@@ -284,7 +284,7 @@ def test_editing_a_learner_reruns_its_cells_and_reuse_needs_a_flag(write_suite, 
 
 
 def test_closing_interrupted_runs_leaves_live_owners_alone(tracking_uri):
-    from bench import ownership, tracking
+    from bench.store import ownership, tracking
 
     client = tracking.client_for(tracking_uri)
     experiment = tracking.experiment_id(client, "owners")
@@ -335,9 +335,9 @@ def test_of_many_claimants_of_one_cell_exactly_one_wins_and_the_others_step_back
     claimed and every other claimant deletes its run and waits for it."""
     import threading
 
-    from bench import claims, tracking
-    from bench.execution import CellLoop, SuiteRun
-    from bench.runner import InProcess
+    from bench.store import claims, tracking
+    from bench.run.execution import CellLoop, SuiteRun
+    from bench.run.runner import InProcess
 
     cell = expand(parse_suite({**TINY, "learners": ["maml"]}))[0]
     client = tracking.client_for(tracking_uri)

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import main
-from bench.config import ConfigError
-from bench.suite import expand, load_suites, parse_suite
+from bench.core.config import ConfigError
+from bench.spec.suite import expand, load_suites, parse_suite
 from tests.bench.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from bench.__main__ import main
-from bench.suite import load_suites
-from bench.tune import TuneOptions, study_name
+from bench.spec.suite import load_suites
+from bench.consumers.tune import TuneOptions, study_name
 from tests.bench.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,18 +184,18 @@ def test_a_study_is_bound_to_its_search_definition(tmp_path):
 
 
 def test_a_learner_label_with_quotes_finds_its_study_run(tmp_path):
-    from bench import tracking
-    from bench.tune import _parents
+    from bench.store import tracking
+    from bench.consumers.tune import study_parents
 
     path = tune_suite(tmp_path, learners=[{"name": "maml", "label": "o'm\"aml"}, "maml"])
     suite, client = load_suites(path)[0], tracking.client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = tracking.experiment_id(client, "tiny.tuning")
-    first = _parents(suite, TuneOptions(), client, experiment)
-    assert _parents(suite, TuneOptions(), client, experiment) == first and len(set(first.values())) == 2
+    first = study_parents(suite, TuneOptions(), client, experiment)
+    assert study_parents(suite, TuneOptions(), client, experiment) == first and len(set(first.values())) == 2
 
 
 def test_best_configurations_are_written_through_a_temporary_file_of_their_own(tmp_path):
-    from bench.tune import write_best
+    from bench.consumers.tune import write_best
 
     (tmp_path / "best.tmp").mkdir()  # a name another invocation could be writing: never ours
     write_best(tmp_path / "best.yaml", [{"suite": "a"}])
@@ -205,22 +205,22 @@ def test_best_configurations_are_written_through_a_temporary_file_of_their_own(t
 
 
 def test_a_dead_worker_fails_the_command_when_its_study_is_short(tmp_path):
-    from bench.tune import _shortfalls
+    from bench.consumers.tune import shortfalls
 
     path = tune_suite(tmp_path)
     suite = load_suites(path)[0]
     study = optuna.create_study(study_name="short")
     study.add_trial(optuna.create_trial(value=0.5, params={}, distributions={}))
-    (problem,) = _shortfalls(suite, TuneOptions(), {"maml": study}, ["worker 1 (pid 7) was killed by SIGKILL"])
+    (problem,) = shortfalls(suite, TuneOptions(), {"maml": study}, ["worker 1 (pid 7) was killed by SIGKILL"])
     assert problem == "study short: 1 of 6 trial(s) finished: worker 1 (pid 7) was killed by SIGKILL"
-    assert _shortfalls(suite, TuneOptions(n_trials=1), {"maml": study}, ["worker 1 (pid 7) was killed by SIGKILL"]) \
+    assert shortfalls(suite, TuneOptions(n_trials=1), {"maml": study}, ["worker 1 (pid 7) was killed by SIGKILL"]) \
         == []  # its trials were retried to the budget
 
 
 def test_workers_killed_by_a_signal_have_their_share_run_again(tmp_path, monkeypatch, capsys):
     """Workers that die (here: at once, by SIGKILL) never pass as success on their own: the command retries what
     they left, and says which worker died and how."""
-    from bench import tune
+    from bench.consumers import tune
 
     die = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
     monkeypatch.setattr(tune, "_worker_command", lambda *_: die)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import optuna
 
-from bench.tune import CHARGED_STATES, FINISHED_STATES, charged
+from bench.consumers.tune import CHARGED_STATES, FINISHED_STATES, charged
 from tests.bench.test_tune import FAST, SEARCH, args, name_of, tune_suite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,8 +20,8 @@ def _children(pid: int) -> list[int]:
 
 def _worker_in_a_trial(tmp_path, parent: int) -> int | None:
     """A worker process running a trial now: the owner of a RUNNING trial run in MLflow."""
-    from bench import tracking
-    from bench.ownership import PID
+    from bench.store import tracking
+    from bench.store.ownership import PID
 
     if not (tmp_path / "mlflow.db").exists():
         return None
@@ -68,7 +68,7 @@ def test_a_worker_killed_mid_trial_is_retried_to_the_budget_or_fails_the_command
         process.kill()
     study = _study(tmp_path)
     states = [t.state.name for t in study.get_trials(deepcopy=False)]
-    from bench import tracking
+    from bench.store import tracking
 
     client = tracking.client_for(f"sqlite:///{tmp_path / 'mlflow.db'}")
     trials = client.search_runs([client.get_experiment_by_name("tiny.tuning").experiment_id], "tags.role = 'trial'")

@@ -1,0 +1,107 @@
+"""`bench report`: the comparison report of a suite, built from what MLflow holds and nothing else.
+
+Writes reports/<suite>/report.md, a self-contained report.html (figures embedded), the figures as PNG and the tables
+as CSV. It covers the cells of the suite as it stands now (the file given, or the one the latest invocation logged);
+runs of other definitions are counted, never mixed in.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.store import tracking
+from bench.consumers.report import figures, render, tables
+from bench.consumers.report.loading import Runs, load_runs, logged_suites
+from bench.consumers.report.statistics import METHOD, comparisons, representatives
+from bench.spec.suite import ReportOptions, Suite
+
+__all__ = ["build_report", "logged_suites"]
+
+
+def _dataset_lines(statistics: dict) -> tuple[str, ...]:
+    """The dataset's statistics as a short list: one line per split instead of a JSON dump."""
+    lines = []
+    for key, value in statistics.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in value.items())
+        lines.append(f"{key}: {value}")
+    return tuple(lines)
+
+
+def _header(runs: Runs) -> list[render.Block]:
+    h = runs.header
+    items = [f"generated: {h['generated']}", f"git commit(s): {h['git commits']}", f"torch: {h['torch']}",
+             f"devices: {h['devices']}"]
+    if h["mixed code"]:
+        items.append("WARNING: runs made by more than one code version (--reuse-other-code) for: "
+                     + ", ".join(h["mixed code"]) + "; see the code identity column of the per-run table")
+    if h["code versions"]:
+        items.append("WARNING: the runs compared were made at more than one commit or by more than one code "
+                     "version (a cell is reused while its code identity is unchanged, or whatever it is under "
+                     "--reuse-other-code); runs pair only where their evaluation fingerprints agree. Code by learner: "
+                     + "; ".join(h["code versions"]))
+    if h["environments"]:
+        items.append("WARNING: the runs were timed in more than one execution environment; times and memory are "
+                     "comparable only within one (scores are not affected). Environment by learner: "
+                     + "; ".join(h["environments"]))
+    if h["settings between learners"]:
+        items.append("settings that differ between learners (each learner's own, as in a tuned suite: compared with "
+                     "it): " + "; ".join(h["settings between learners"]))
+    return [render.Items(tuple(items)), render.Heading("Dataset"), render.Items(_dataset_lines(h["dataset"]))]
+
+
+def _comparison_blocks(runs: Runs, frames: dict, options: ReportOptions) -> list[render.Block]:
+    grouped = {}
+    for label, stand_in in representatives(runs).items():
+        grouped.setdefault(stand_in, []).append(label)
+    groups = [f"{', '.join(labels)} (as {stand_in})" for stand_in, labels in grouped.items() if len(labels) > 1]
+    note = ("Implementation variants of one algorithm are grouped: " + "; ".join(groups) + "." if groups and
+            not options.reference else "")
+    return [render.Heading("Comparisons"), render.Text(METHOD.format(min_seeds=options.min_seeds, alpha=options.alpha)),
+            render.Heading("Between algorithms", 3), *([render.Text(note)] if note else []),
+            render.Table(frames["comparisons"]),
+            render.Heading("Between implementation variants of one algorithm", 3),
+            render.Text("Variants compute the same meta-gradient (bench verify: float64 agreement); in float32 "
+                        "their training runs drift apart by rounding, so a difference here is a verdict on "
+                        "rounding only where it recurs across seeds."),
+            render.Table(frames["variant_comparisons"])]
+
+
+def build_report(suite: str, uri: str, suites: list[Suite] | None = None) -> Path:
+    """``suites``: the suite documents named ``suite`` as they stand now; None: those logged with the runs."""
+    client = tracking.client_for(uri)
+    suites = suites or logged_suites(client, suite)
+    options = suites[0].report
+    runs = load_runs(client, suites)
+    folder = Path(options.output_dir)
+    folder = (folder if folder.is_absolute() else tracking.PROJECT_ROOT / folder) / suite
+    folder.mkdir(parents=True, exist_ok=True)
+    compared = comparisons(runs, options)
+    frames = {"results": tables.results(runs), "runs": tables.per_run(runs),
+              "comparisons": tables.verdicts(runs, compared, "algorithms"),
+              "variant_comparisons": tables.verdicts(runs, compared, "variants of one algorithm"),
+              "failed_and_skipped": tables.problems(runs), "other_definitions": tables.other_definitions(runs),
+              "published": tables.against_published(runs, options)}
+    for name, frame in frames.items():
+        frame.to_csv(folder / f"{name}.csv", index=False)
+    made = figures.all_figures(runs, folder)
+    blocks: list[render.Block] = [render.Heading(f"meta-bench report: {suite}", 1), *_header(runs),
+                                  render.Heading("Results"), render.Table(frames["results"]),
+                                  *_comparison_blocks(runs, frames, options)]
+    if options.published:
+        blocks += [render.Heading("Against published results"),
+                   render.Text("Measured (mean ± 95% CI across seeds) against the published number; the difference's "
+                               "interval combines both. Reproduced when it holds 0; not comparable when the data or "
+                               "a protocol setting the paper fixes differs (listed)."),
+                   render.Table(frames["published"])]
+    blocks.append(render.Heading("Figures"))
+    for title, path in made:
+        blocks += [render.Heading(title, 3), render.Image(title, path)]
+    blocks += [render.Heading("Every run"), render.Table(frames["runs"]),
+               render.Heading("Failed and skipped cells"), render.Table(frames["failed_and_skipped"]),
+               render.Heading("Runs of other suite definitions (not included)"),
+               render.Text("Runs in this experiment that match no cell of the suite as it stands now (an option, "
+                           "the evaluation or the grid changed since, or made by an older harness)."),
+               render.Table(frames["other_definitions"])]
+    (folder / "report.md").write_text(render.markdown(blocks), encoding="utf-8")
+    (folder / "report.html").write_text(render.page(f"meta-bench: {suite}", blocks), encoding="utf-8")
+    return folder / "report.md"

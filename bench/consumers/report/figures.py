@@ -1,0 +1,150 @@
+"""The report's figures, one function each; only what the runs hold is drawn. Seeds are aggregated (mean, and
+±1.96 standard errors across seeds), every other axis that varies stays apart in the series' names."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from bench.core import metrics as m  # noqa: E402
+from bench.consumers.report.loading import Runs  # noqa: E402
+from bench.spec.suite import ABSENT  # noqa: E402
+
+Figure = tuple[str, Path]  # title, PNG file
+ACROSS_SEEDS = ("se", 1.96)
+PANELS = ("n_way", "k_shot", "device")  # one panel per combination that the runs hold
+
+
+def palette(labels) -> dict[str, tuple]:
+    """One colour per learner, the same in every figure of every report: registered learners take fixed slots,
+    other labels the slots after them."""
+    from algorithms import LEARNERS  # noqa: PLC0415
+
+    order = LEARNERS.names() + sorted(set(labels) - set(LEARNERS.names()))
+    # tab10, then tab20's light shades of the same hues: 20 distinct colours before any repeats
+    colours = sns.color_palette("tab10", n_colors=10) + sns.color_palette("tab20", n_colors=20)[1::2]
+    return {name: colours[i % len(colours)] for i, name in enumerate(order)}
+
+
+def _save(fig, folder: Path, name: str) -> Path:
+    path = folder / f"{name}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _with_series(runs: Runs, exclude: tuple[str, ...] = ()) -> tuple[pd.DataFrame, list[str]]:
+    """Finished runs with ``series``: the learner plus every varying option axis (not the panels, not ``exclude``),
+    so that runs of different option values are never averaged together."""
+    f = runs.finished.copy()
+    apart = [a for a in runs.varying(exclude=exclude + PANELS)]
+    f["series"] = [" ".join([row["learner"]] + [f"{a}={row[a]}" for a in apart if row[a] != ABSENT])
+                   for _, row in f.iterrows()]
+    f["panel"] = [", ".join(f"{a}={row[a]}" for a in PANELS if a not in exclude) for _, row in f.iterrows()]
+    return f, sorted(f["panel"].unique())
+
+
+def _series_palette(frame: pd.DataFrame) -> dict[str, tuple]:
+    colours = palette(frame["learner"])
+    return {series: colours[learner] for series, learner in zip(frame["series"], frame["learner"])}
+
+
+def _legend_outside(ax) -> None:
+    if ax.get_legend() is not None:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+
+
+def score_by_learner(runs: Runs, folder: Path) -> Figure:
+    score = m.SCORES[runs.score]
+    f, panels = _with_series(runs)
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(4.5, 1.1 * f["series"].nunique()) * len(panels), 4.5),
+                             squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        part = f[f["panel"] == panel]
+        sns.barplot(data=part, x="series", y=score.name, hue="series", palette=_series_palette(part),
+                    errorbar=ACROSS_SEEDS, capsize=0.2, ax=ax, legend=False)
+        sns.stripplot(data=part, x="series", y=score.name, color="black", size=4, ax=ax)
+        if runs.score == "accuracy":
+            ax.axhline(1.0 / int(part["n_way"].iloc[0]), color="grey", linestyle="--", linewidth=1)
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("")
+        ax.set_ylabel(f"{score.label} (dots: seeds)")
+        ax.tick_params(axis="x", rotation=30, labelsize=8)
+    return "Test score by learner (bars: mean over seeds ± 1.96 SE; dots: one per seed)", _save(fig, folder,
+                                                                                                "score_by_learner")
+
+
+def against_axis(runs: Runs, axis: str, metric: m.Metric, folder: Path) -> Figure:
+    """``metric`` against numeric axis ``axis``, one line per series and panel."""
+    f, panels = _with_series(runs, exclude=(axis,))
+    f = f[f[axis] != ABSENT].assign(**{axis: lambda d: d[axis].astype(float)})
+    f = f.assign(value=f[metric.name] / metric.scale)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        part = f[f["panel"] == panel]
+        sns.lineplot(data=part, x=axis, y="value", hue="series", style="series", palette=_series_palette(part),
+                     markers=True, errorbar=ACROSS_SEEDS, ax=ax)
+        _legend_outside(ax)
+        ax.set_title(panel, fontsize=9)
+        ax.set_ylabel(f"{metric.label}" + (f" ({metric.unit})" if metric.unit and metric.unit not in metric.label
+                                           else ""))
+        if metric.unit == "MB":
+            ax.set_yscale("log")
+    return f"{metric.label} against {axis}", _save(fig, folder, f"{metric.name}_vs_{axis}")
+
+
+def score_vs_time(runs: Runs, folder: Path) -> Figure:
+    score = m.SCORES[runs.score]
+    f, _ = _with_series(runs)
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    sns.scatterplot(data=f, x=m.TRAIN_SECONDS.name, y=score.name, hue="series", style="series",
+                    palette=_series_palette(f), ax=ax)
+    _legend_outside(ax)
+    ax.set_xlabel(m.TRAIN_SECONDS.label)
+    ax.set_ylabel(score.label)
+    return "Score against training time (one point per run)", _save(fig, folder, "score_vs_time")
+
+
+def validation_curves(runs: Runs, folder: Path) -> Figure:
+    f, panels = _with_series(runs)
+    curves = runs.curves.merge(f[["run_id", "series", "panel", "learner"]], on="run_id")
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        part = curves[curves["panel"] == panel]
+        # style as well as colour: variants that train identically would otherwise hide one another
+        sns.lineplot(data=part, x="iteration", y="val_score", hue="series", style="series",
+                     palette=_series_palette(part), markers=True, errorbar=ACROSS_SEEDS, ax=ax)
+        _legend_outside(ax)
+        ax.set_title(panel, fontsize=9)
+        ax.set_ylabel("validation " + m.SCORES[runs.score].label.removeprefix("test "))
+    return "Validation curves (mean over seeds)", _save(fig, folder, "validation_curves")
+
+
+def numeric_axes(runs: Runs) -> list[str]:
+    """Condition axes with more than one value, all numeric: each gets score, time and memory figures."""
+    numeric = []
+    for axis in runs.varying():
+        values = runs.finished[axis][runs.finished[axis] != ABSENT]
+        if pd.to_numeric(values, errors="coerce").notna().all():
+            numeric.append(axis)
+    return numeric
+
+
+def all_figures(runs: Runs, folder: Path) -> list[Figure]:
+    if runs.finished.empty:
+        return []
+    sns.set_theme(style="whitegrid", context="notebook")
+    made = [score_by_learner(runs, folder)]
+    for axis in numeric_axes(runs):
+        for metric in (m.SCORES[runs.score], m.TRAIN_MS, m.SAVED_MB):
+            made.append(against_axis(runs, axis, metric, folder))
+    made.append(score_vs_time(runs, folder))
+    if not runs.curves.empty:
+        made.append(validation_curves(runs, folder))
+    return made

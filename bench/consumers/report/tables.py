@@ -1,0 +1,118 @@
+"""The report's tables, as data frames (also written as CSV)."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from bench.core import metrics as m
+from bench.spec import published as papers
+from bench.consumers.report.loading import Runs
+from bench.consumers.report.statistics import seed_interval
+from bench.spec.suite import ReportOptions
+
+
+def _ordered(runs: Runs, frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    order = {label: i for i, label in enumerate(runs.learners)}
+    return frame.assign(_order=frame["learner"].map(order)).sort_values(["_order"] + by, kind="stable") \
+        .drop(columns="_order").reset_index(drop=True)
+
+
+def results(runs: Runs) -> pd.DataFrame:
+    """One row per learner and condition: the score over seeds with its across-seed interval, and the costs. Only
+    runs of one definition (differing in the seed alone) are averaged; their learner and conditions name it."""
+    score = m.SCORES[runs.score]
+    rows = []
+    for _, part in runs.finished.groupby("definition", sort=False):
+        part = part.sort_values("seed", key=lambda s: s.astype(int))
+        first = part.iloc[0]
+        mean, half = seed_interval(list(part[score.name]))
+        if len(part) == 1:  # one training run: only the episode-level interval exists
+            shown = m.format_score(runs.score, mean, part[m.ci95(runs.score)].iloc[0]) + " (1 seed: CI over episodes)"
+        else:
+            shown = m.format_score(runs.score, mean, half)
+        row = {"learner": first["learner"], **{a: first[a] for a in runs.conditions}, "seeds": len(part),
+               f"{score.label} (mean ± 95% CI across seeds)": shown,
+               "per seed": ", ".join(score.format(v) for v in part[score.name])}
+        for metric in (m.TRAIN_MS, m.EVAL_MS, m.SAVED_MB, m.CUDA_MB, m.RSS_MB, m.TRAIN_SECONDS):
+            row[metric.label] = metric.format(part[metric.name].mean())
+        rows.append(row)
+    return _ordered(runs, pd.DataFrame(rows), runs.conditions) if rows else pd.DataFrame()
+
+
+def per_run(runs: Runs) -> pd.DataFrame:
+    f = runs.finished
+    score = m.SCORES[runs.score]
+    table = pd.DataFrame({"learner": f["learner"], **{a: f[a] for a in runs.axes},
+                          f"{score.label} (± 95% CI over episodes)": [
+                              m.format_score(runs.score, a, b) for a, b in zip(f[score.name], f[m.ci95(runs.score)])],
+                          m.TRAIN_MS.label: f[m.TRAIN_MS.name].map(m.TRAIN_MS.format),
+                          m.SAVED_MB.label: f[m.SAVED_MB.name].map(m.SAVED_MB.format),
+                          "task batching (as run)": f["task_batching"].replace("", "-"),
+                          "code identity": f["code_identity"], "commit": f["git_commit"].str[:12]})
+    return _ordered(runs, table, runs.axes)
+
+
+def verdicts(runs: Runs, compared: pd.DataFrame, kind: str) -> pd.DataFrame:
+    if compared.empty:
+        return pd.DataFrame()
+    part = compared[compared["kind"] == kind]
+    unit = "pp" if runs.score == "accuracy" else ""
+    scale = 100.0 if runs.score == "accuracy" else 1.0
+
+    def number(value: float) -> str:
+        return "-" if math.isnan(value) else f"{value * scale:+.2f}{unit}"
+
+    rows = []
+    for values in part.to_dict("records"):
+        test = values["test"]
+        rows.append({"A": values["A"], "B": values["B"], **{a: values[a] for a in runs.conditions},
+                     "seeds": test.seeds, "episodes": test.episodes, "A - B": number(test.mean),
+                     "95% CI": "-" if math.isnan(test.half_width) else
+                     f"[{number(test.mean - test.half_width)}, {number(test.mean + test.half_width)}]",
+                     "p": "-" if math.isnan(test.p) else f"{test.p:.4f}",
+                     "p (Holm)": "-" if math.isnan(values["p_holm"]) else f"{values['p_holm']:.4f}",
+                     "verdict": values["verdict"]})
+    return pd.DataFrame(rows)
+
+
+def problems(runs: Runs) -> pd.DataFrame:
+    p = runs.problems
+    return pd.DataFrame({"learner": p["learner"], **{a: p[a] for a in runs.axes},
+                         "outcome": p["outcome"].replace("", "interrupted"),
+                         "reason": [e or s or "run did not finish" for e, s in zip(p["error"], p["skip_reason"])]})
+
+
+def other_definitions(runs: Runs) -> pd.DataFrame:
+    """Runs kept in the experiment that no cell of the current suite matches (changed options, older harness)."""
+    o = runs.other_definitions
+    if o.empty:
+        return pd.DataFrame()
+    counts = o.groupby(["learner", "outcome"], dropna=False).size().reset_index(name="runs")
+    return counts.assign(outcome=counts["outcome"].replace("", "running or interrupted"))
+
+
+def against_published(runs: Runs, options: ReportOptions) -> pd.DataFrame:
+    """Each cell a suite ties to a published series: measured (across seeds) against published, with a verdict."""
+    rows = []
+    f = runs.finished
+    statistics = runs.header["dataset"]
+    for label, name in options.published.items():
+        for _, part in f[f["learner"] == label].groupby("definition", sort=False):
+            first = part.iloc[0]
+            paper = papers.find(name, int(first["n_way"]), int(first["k_shot"]))
+            if paper is None:
+                continue
+            mean, half = seed_interval(list(100 * part[m.SCORES["accuracy"].name]))
+            if len(part) == 1:
+                half = 100 * float(first[m.ci95("accuracy")])
+            why = papers.differences(paper, runs.resolved[first["config_hash"]], statistics.get("dataset", ""),
+                                     statistics)
+            verdict = papers.standing(paper, mean, half, why)
+            ci = "-" if math.isnan(verdict.half_width) else f"±{verdict.half_width:.2f}"
+            rows.append({"learner": label, **{a: first[a] for a in runs.conditions}, "seeds": len(part),
+                         "measured %": f"{mean:.2f} ± {half:.2f}",
+                         "published %": f"{paper.accuracy:.2f}" + (f" ± {paper.ci95:.2f}" if paper.ci95 else ""),
+                         "difference (pp)": f"{verdict.difference:+.2f} {ci}", "verdict": verdict.verdict,
+                         "source": paper.citation})
+    return pd.DataFrame(rows)

@@ -1,0 +1,117 @@
+"""`bench verify`: variants of one algorithm must give the same meta-gradient; second-order learners must match
+finite differences. Run on small float64 problems; a user who adds a variant runs this."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+
+from algorithms import LEARNERS, MetaLearner
+from algorithms.base import algorithm_of
+from algorithms.backbones import BackboneConfig
+from bench.run.factory import new_learner
+from datasets import Episode, load_dataset
+
+
+@dataclass(frozen=True)
+class Case:
+    dataset: str
+    n_way: int
+    k_shot: int
+    q_query: int
+    tasks: int
+    filters: int = 16
+
+
+CASES = (Case("glyphs", 5, 1, 2, 2), Case("sinusoid", 1, 5, 5, 3))
+
+
+def families() -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for name in LEARNERS.names():
+        grouped.setdefault(algorithm_of(name), []).append(name)
+    return {a: names for a, names in grouped.items() if len(names) > 1}
+
+
+def batch_of(case: Case, seed: int = 0) -> Episode:
+    sampler = load_dataset(case.dataset).sampler("train", case.n_way, case.k_shot, case.q_query, seed)
+    return sampler.batch(0, case.tasks).to("cpu", torch.float64)
+
+
+def learner_for(name: str, options: dict, case: Case, seed: int = 0) -> MetaLearner:
+    return new_learner(case.dataset, name, options, case.n_way, backbone=BackboneConfig(filters=case.filters),
+                       seed=seed, dtype=torch.float64)
+
+
+def meta_gradient(name: str, options: dict, case: Case, seed: int = 0) -> torch.Tensor:
+    batch = batch_of(case, seed)
+    learner = learner_for(name, options, case, seed)
+    learner.meta_gradient(batch)
+    return torch.cat([p.grad.flatten() for p in learner.model.parameters()])
+
+
+def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / max(a.norm(), b.norm(), torch.finfo(a.dtype).tiny))
+
+
+def agreement(names: list[str], options: dict, case: Case) -> list[tuple[str, str, float]]:
+    grads = {name: meta_gradient(name, options, case) for name in names}
+    return [(a, b, relative_difference(grads[a], grads[b])) for a, b in itertools.combinations(names, 2)]
+
+
+def finite_difference_error(name: str, options: dict, case: Case, directions: int = 3, eps: float = 1e-6) -> float:
+    """Largest error of <meta-gradient, v> against the central difference of the post-adaptation query loss along
+    unit directions v (the gradient's own and random ones), relative to the gradient's norm: a random direction in
+    thousands of dimensions sees a tiny slope, which rounding would swamp if the error were taken relative to it."""
+    batch = batch_of(case)
+    # Rendered glyphs have exact ties (flat black background), which make max-pool exactly non-differentiable;
+    # a little noise on the inputs restores a point where the gradient exists and finite differences can agree.
+    noise = torch.Generator().manual_seed(2)
+    batch = Episode(batch.support_x + 1e-2 * torch.randn(batch.support_x.shape, generator=noise, dtype=torch.float64),
+                    batch.support_y,
+                    batch.query_x + 1e-2 * torch.randn(batch.query_x.shape, generator=noise, dtype=torch.float64),
+                    batch.query_y, batch.classes)
+    learner = learner_for(name, options, case)
+    learner.meta_gradient(batch)
+    params = list(learner.model.parameters())
+    grad = torch.cat([p.grad.flatten() for p in params])
+    theta = torch.cat([p.detach().flatten() for p in params])
+    generator = torch.Generator().manual_seed(1)
+    worst = 0.0
+    for d in range(directions):
+        v = grad.clone() if d == 0 else torch.randn(theta.shape, generator=generator, dtype=theta.dtype)
+        v /= v.norm()
+        values = []
+        for sign in (1.0, -1.0):
+            torch.nn.utils.vector_to_parameters(theta + sign * eps * v, params)
+            values.append(learner.meta_gradient(batch).loss)
+        numeric = (values[0] - values[1]) / (2 * eps)
+        worst = max(worst, float((grad @ v - numeric).abs() / grad.norm()))
+    torch.nn.utils.vector_to_parameters(theta, params)
+    return worst
+
+
+def second_order_learners() -> list[str]:
+    """Learners that differentiate through adaptation by default: a `first_order` option that is off."""
+    return [name for name, cls in LEARNERS.items() if getattr(cls.Config(), "first_order", True) is False]
+
+
+def run_checks(tolerance: float = 1e-6, echo=print) -> bool:
+    ok = True
+    for algorithm, names in sorted(families().items()):
+        for case, steps in itertools.product(CASES, (1, 3)):
+            options = {"inner_steps": steps, "inner_lr": 0.4 if case.dataset == "glyphs" else 0.01}
+            for a, b, rel in agreement(names, options, case):
+                verdict = "ok" if rel <= tolerance else "DISAGREE"
+                ok &= rel <= tolerance
+                echo(f"{algorithm:8s} {case.dataset:9s} S={steps}  {a:20s} vs {b:20s} max rel diff {rel:.2e}  {verdict}")
+    for name in second_order_learners():
+        for case in CASES:
+            options = {"inner_steps": 2, "inner_lr": 0.4 if case.dataset == "glyphs" else 0.01}
+            rel = finite_difference_error(name, options, case)
+            verdict = "ok" if rel <= tolerance else "MISMATCH"
+            ok &= rel <= tolerance
+            echo(f"{name:8s} {case.dataset:9s} S=2  meta-gradient vs central finite differences: rel diff {rel:.2e}  "
+                 f"{verdict}")
+    return ok

@@ -1,0 +1,390 @@
+"""Suite files: YAML onto typed, frozen dataclasses, validated whole before anything runs, expanded into cells."""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from algorithms import LEARNERS
+from algorithms.backbones import BackboneConfig
+from bench.core.config import ConfigError, check_keys, field_names, from_mapping, to_mapping, yaml_documents
+from bench.core.registry import UnknownNameError, did_you_mean
+from bench.spec.search import SearchSpec, validate_search
+from bench.core.seeding import Seed
+from datasets import DATASETS
+from datasets.base import DataMissingError, DataRequestError
+from datasets.registry import parse_options
+
+DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
+DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+MAX_CELLS = 5000  # a larger grid is more often a slip (one axis too many) than a plan: `run` wants --allow-large-grid
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str = "glyphs"
+    options: dict = field(default_factory=dict)  # checked against the dataset's own options dataclass
+
+
+@dataclass(frozen=True)
+class LearnerSpec:
+    name: str
+    config: dict = field(default_factory=dict)  # checked against the learner's Config dataclass
+    label: str = ""  # how reports name it; defaults to the registered name
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    n_way: tuple[int, ...] = (5,)
+    k_shot: tuple[int, ...] = (1,)
+    devices: tuple[str, ...] = ("cpu",)
+    seeds: tuple[Seed, ...] = (0,)
+    options: dict = field(default_factory=dict)  # any learner option (inner_steps, inner_lr, ...): name -> values
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    meta_iterations: int = 100
+    meta_batch_size: int = 4
+    # query examples per class (points, for regression) in training episodes; "k_shot": as many as the cell's K
+    # (Finn et al.'s Omniglot: 2K images per class split into K support and K query)
+    query: int | Literal["k_shot"] = 15
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 0.001
+    validate_every: int = 50
+    validation_episodes: int = 20
+    warmup_iterations: int = 2
+    dtype: Literal["float32", "float64"] = "float32"
+    meta_grad_clip: float | None = None  # clip every meta-gradient element to [-c, c] (Finn's miniImageNet: 10)
+
+    def __post_init__(self) -> None:
+        for name in ("meta_iterations", "meta_batch_size", "validate_every", "validation_episodes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"training.{name} must be positive, got {getattr(self, name)}")
+        if self.query != "k_shot" and self.query <= 0:
+            raise ValueError(f"training.query must be positive or 'k_shot', got {self.query}")
+        if self.meta_grad_clip is not None and self.meta_grad_clip <= 0:
+            raise ValueError(f"training.meta_grad_clip must be positive (or absent), got {self.meta_grad_clip}")
+        if self.lr <= 0:
+            raise ValueError(f"training.lr must be positive, got {self.lr}")
+        if not 0 <= self.warmup_iterations < self.meta_iterations:
+            raise ValueError(f"training.warmup_iterations must be in [0, meta_iterations), got {self.warmup_iterations}")
+
+
+@dataclass(frozen=True)
+class EvaluationSpec:
+    test_episodes: int = 600
+    query: int | Literal["k_shot"] = 15  # query examples per class in validation and test episodes; see training
+    inner_steps: int | None = None  # test-time inner steps for every MAML-family learner; None: each learner's own
+    episode_seed: Seed = 0  # validation and test episodes depend on this alone: identical across learners and seeds
+    warmup_episodes: int = 1
+
+    def __post_init__(self) -> None:
+        if self.test_episodes <= 0 or (self.query != "k_shot" and self.query <= 0):
+            raise ValueError(f"evaluation.test_episodes and evaluation.query must be positive, got "
+                             f"{self.test_episodes}, {self.query}")
+        if self.inner_steps is not None and self.inner_steps < 0:
+            raise ValueError(f"evaluation.inner_steps must be >= 0, got {self.inner_steps}")
+        if not 0 <= self.warmup_episodes < self.test_episodes:
+            raise ValueError(f"evaluation.warmup_episodes must be in [0, test_episodes), got {self.warmup_episodes}")
+
+
+@dataclass(frozen=True)
+class TrackingSpec:
+    uri: str = DEFAULT_TRACKING_URI
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """reference: "" compares every pair of learners; a learner's label compares every other learner with it alone
+    (fewer tests, so more power after the multiple-comparison correction); alpha: the family-wise level of the
+    Holm-corrected verdicts; min_seeds: training seeds needed before a verdict is given; output_dir: where
+    reports/<suite>/ is written; published: learner label -> the published series its cells should reproduce
+    (the report shows measured against published for each N and K the series has)."""
+
+    reference: str = ""
+    alpha: float = 0.05
+    min_seeds: int = 3
+    output_dir: str = "reports"
+    published: dict = field(default_factory=dict)  # learner label -> published series (bench/data/published.yaml)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"report.alpha must lie strictly between 0 and 1, got {self.alpha}")
+        if self.min_seeds < 2:
+            raise ValueError(f"report.min_seeds must be at least 2 (a verdict needs a between-seed variance), "
+                             f"got {self.min_seeds}")
+
+
+@dataclass(frozen=True)
+class Suite:
+    suite: str
+    dataset: DatasetSpec = DatasetSpec()
+    learners: tuple[LearnerSpec, ...] = ()
+    grid: GridSpec = GridSpec()
+    training: TrainingSpec = TrainingSpec()
+    evaluation: EvaluationSpec = EvaluationSpec()
+    backbone: BackboneConfig = BackboneConfig()
+    tracking: TrackingSpec = TrackingSpec()
+    report: ReportOptions = ReportOptions()
+    search: SearchSpec | None = None  # what `bench tune` explores (see bench/spec/search.py)
+
+
+AXES = ("n_way", "k_shot", "device", "seed")  # every cell's axes; a suite's grid.options add their own
+ABSENT = "-"  # an option axis of a learner that lacks the option
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One learner at one point of the grid: everything a run depends on."""
+
+    suite: str
+    learner: str
+    label: str
+    learner_config: Any
+    n_way: int
+    k_shot: int
+    device: str
+    seed: int
+    dataset: DatasetSpec
+    dataset_options: Any
+    backbone: BackboneConfig
+    training: TrainingSpec
+    evaluation: EvaluationSpec
+    options: tuple[str, ...] = ()  # the learner options the grid sweeps: axes like n_way, whatever their name
+
+    def resolved(self) -> dict[str, Any]:
+        return {"suite": self.suite, "learner": self.learner, "label": self.label,
+                "learner_config": to_mapping(self.learner_config), "n_way": self.n_way, "k_shot": self.k_shot,
+                "device": self.device, "seed": self.seed, "dataset": self.dataset.name,
+                "dataset_options": to_mapping(self.dataset_options), "backbone": to_mapping(self.backbone),
+                "training": to_mapping(self.training), "evaluation": to_mapping(self.evaluation)}
+
+    @property
+    def config_hash(self) -> str:
+        return _digest(self.resolved())
+
+    @property
+    def axes(self) -> dict[str, str]:
+        """The grid's coordinates of this cell as strings, every axis the same way: n_way, k_shot, device, seed and
+        each swept option (``-`` where this learner has no such option)."""
+        values = {name: str(getattr(self, name)) for name in AXES}
+        for option in self.options:
+            has = hasattr(self.learner_config, option)
+            values[option] = str(getattr(self.learner_config, option)) if has else ABSENT
+        return values
+
+    @property
+    def train_query(self) -> int:
+        return self.k_shot if self.training.query == "k_shot" else self.training.query
+
+    @property
+    def test_query(self) -> int:
+        return self.k_shot if self.evaluation.query == "k_shot" else self.evaluation.query
+
+    @property
+    def evaluation_fingerprint(self) -> str:
+        """Equal for two cells exactly when their test episodes are identical: only such runs are paired."""
+        return _digest({"dataset": self.dataset.name, "options": to_mapping(self.dataset_options),
+                        "version": DATASETS[self.dataset.name].version, "split": "test",
+                        "episode_seed": self.evaluation.episode_seed, "n_way": self.n_way, "k_shot": self.k_shot,
+                        "query": self.test_query, "episodes": self.evaluation.test_episodes})
+
+    @property
+    def title(self) -> str:
+        options = "".join(f" {k}={v}" for k, v in self.axes.items() if k not in AXES and v != ABSENT)
+        return f"{self.label} {self.n_way}-way {self.k_shot}-shot{options} {self.device} seed={self.seed}"
+
+
+def _digest(mapping: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(mapping, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _positive_ints(values: tuple[int, ...], where: str) -> None:
+    for v in values:
+        if v <= 0:
+            raise ConfigError(f"{where}: {v} is not allowed; values must be positive")
+
+
+def _learner_specs(raw: Any) -> list[dict]:
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"learners: expected a non-empty list of learner names or mappings; known learners: "
+                          f"{', '.join(LEARNERS.names())}")
+    return [{"name": item} if isinstance(item, str) else item for item in raw]
+
+
+def parse_suite(raw: Mapping[str, Any], source: str = "<suite>", notes: list[str] | None = None,
+                max_cells: int | None = None) -> Suite:
+    """The validated suite. With ``notes`` (a list), data that is not on this machine is noted there rather than
+    refused, so that a suite for a dataset one does not have can still be checked (``--dry-run``). With
+    ``max_cells``, a larger grid is refused before it is expanded."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: a suite file is a mapping with keys {', '.join(field_names(Suite))}")
+    raw = dict(raw)
+    check_keys(raw, field_names(Suite), source)
+    if "suite" not in raw:
+        raise ConfigError(f"{source}: the key 'suite' (the suite's name, also its MLflow experiment) is required")
+    raw["learners"] = _learner_specs(raw.get("learners"))
+    suite = from_mapping(Suite, raw, source)
+    validate(suite, source, notes, max_cells)
+    return suite
+
+
+def load_suites(path: str | Path, notes: list[str] | None = None, max_cells: int | None = None) -> list[Suite]:
+    """Every suite of a YAML file. A file may hold several documents (``---``), each a whole suite: a published
+    protocol whose settings differ by N (Finn et al.'s 5-way and 20-way Omniglot) is one file of two documents
+    with the same suite name, so they share one MLflow experiment and one report."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such suite file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start} is {error.object[error.start]:#04x}); "
+                          f"save the suite file as UTF-8") from None
+    return suites_from_text(text, str(path), notes, max_cells)
+
+
+def suites_from_text(text: str, source: str, notes: list[str] | None = None,
+                     max_cells: int | None = None) -> list[Suite]:
+    """Every suite of a suite file's text (also the copy logged to MLflow with a run)."""
+    documents = yaml_documents(text, source)
+    if not documents:
+        raise ConfigError(f"{source}: the file holds no suite")
+    where = [source if len(documents) == 1 else f"{source} (document {i + 1})" for i in range(len(documents))]
+    suites = [parse_suite(raw, place, notes, max_cells) for raw, place in zip(documents, where)]
+    check_grid_size(sum(grid_size(s) for s in suites), source, max_cells)
+    _check_labels_across(suites, where)
+    return suites
+
+
+def _check_labels_across(suites: list[Suite], where: list[str]) -> None:
+    """A label names one learner in every document of a suite: the report groups and pairs runs by label."""
+    named: dict[tuple[str, str], tuple[str, str]] = {}  # (suite, label) -> (learner, document)
+    for suite, place in zip(suites, where):
+        for spec in suite.learners:
+            key = (suite.suite, spec.label or spec.name)
+            first = named.setdefault(key, (spec.name, place))
+            if first[0] != spec.name:
+                raise ConfigError(f"{place}: learners: label {key[1]!r} names {spec.name} here and {first[0]} in "
+                                  f"{first[1]}; a label names one learner across the documents of a suite")
+
+
+def validate(suite: Suite, source: str, notes: list[str] | None = None, max_cells: int | None = None) -> None:
+    """Everything that can be checked before a run: names, option keys, ranges, N and K against the data; with
+    ``max_cells``, the grid's size."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", suite.suite) or set(suite.suite) == {"."}:
+        raise ConfigError(f"{source}: suite: {suite.suite!r} is not allowed: the name (also a folder of reports/) "
+                          f"may hold only letters, digits, '_', '.' and '-', and not only dots")
+    try:
+        DATASETS[suite.dataset.name]
+    except UnknownNameError as error:
+        raise ConfigError(f"{source}: dataset.name: {error}") from None
+    parse_options(suite.dataset.name, suite.dataset.options)
+    labels = set()
+    for i, spec in enumerate(suite.learners):
+        where = f"{source}: learners[{i}]"
+        try:
+            cls = LEARNERS[spec.name]
+        except UnknownNameError as error:
+            raise ConfigError(f"{where}.name: {error}") from None
+        from_mapping(cls.Config, spec.config, f"{where}.config ({spec.name})")
+        label = spec.label or spec.name
+        if label in labels:
+            raise ConfigError(f"{where}: learner label {label!r} appears twice; give one a distinct 'label'")
+        labels.add(label)
+    from bench.spec.published import series  # noqa: PLC0415
+
+    for label, name in suite.report.published.items():
+        if label not in labels:
+            raise ConfigError(f"{source}: report.published: no learner is labelled {label!r}; labels: "
+                              f"{', '.join(sorted(labels))}")
+        if name not in series():
+            raise ConfigError(f"{source}: report.published.{label}: unknown published series {name!r}"
+                              f"{did_you_mean(str(name), list(series()))}; known: {', '.join(series())}")
+    grid = suite.grid
+    _positive_ints(grid.n_way, f"{source}: grid.n_way")
+    _positive_ints(grid.k_shot, f"{source}: grid.k_shot")
+    for name in ("n_way", "k_shot", "devices", "seeds"):
+        if not getattr(grid, name):
+            raise ConfigError(f"{source}: grid.{name} must list at least one value")
+    for device in grid.devices:
+        if not DEVICE_PATTERN.match(device):
+            raise ConfigError(f"{source}: grid.devices: unknown device {device!r}; known: cpu, cuda, cuda:N, mps")
+    all_options = sorted({f for spec in suite.learners for f in field_names(LEARNERS[spec.name].Config)})
+    for option, values in grid.options.items():
+        if option not in all_options:
+            raise ConfigError(f"{source}: grid.options: no learner of this suite has the option {option!r}"
+                              f"{did_you_mean(option, all_options)}; their options: {', '.join(all_options)}")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{source}: grid.options.{option}: expected a non-empty list of values")
+    check_grid_size(grid_size(suite), source, max_cells)  # before the data is loaded and the grid expanded
+    from datasets import load_dataset  # noqa: PLC0415  (loading is the expensive part: only for a valid suite)
+    try:
+        data = load_dataset(suite.dataset.name, suite.dataset.options)
+        for spec in suite.learners:
+            if data.task_kind not in LEARNERS[spec.name].kinds:
+                raise ConfigError(f"{source}: learners: {spec.name} learns {' and '.join(LEARNERS[spec.name].kinds)} "
+                                  f"tasks; dataset {suite.dataset.name} is {data.task_kind}")
+        for n, k in itertools.product(grid.n_way, grid.k_shot):
+            train_query = k if suite.training.query == "k_shot" else suite.training.query
+            test_query = k if suite.evaluation.query == "k_shot" else suite.evaluation.query
+            data.check_request("train", n, k, train_query)
+            data.check_request("val", n, k, test_query)
+            data.check_request("test", n, k, test_query)
+    except DataMissingError as error:
+        if notes is None:
+            raise ConfigError(f"{source}: dataset: {error}") from None
+        notes.append(f"N and K not checked against the data: {error}")
+    except DataRequestError as error:
+        raise ConfigError(f"{source}: grid / dataset: {error}") from None
+    if suite.search is not None:
+        validate_search(suite, source)
+    expand(suite)  # every learner config of the grid builds
+
+
+def grid_size(suite: Suite) -> int:
+    """How many cells ``expand`` makes (at most: it drops repeats), from the axes' lengths alone."""
+    grid = suite.grid
+    points = len(grid.n_way) * len(grid.k_shot) * len(grid.devices) * len(grid.seeds)
+    own = [set(field_names(LEARNERS[spec.name].Config)) for spec in suite.learners]
+    return points * sum(math.prod(len(v) for name, v in grid.options.items() if name in names) for names in own)
+
+
+def check_grid_size(cells: int, source: str, max_cells: int | None) -> None:
+    if max_cells is not None and cells > max_cells:
+        raise ConfigError(f"{source}: grid: {cells} cells is more than {max_cells}: pass --allow-large-grid to run "
+                          f"a grid this large (check the axes first: n_way x k_shot x devices x seeds x each "
+                          f"learner's grid.options)")
+
+
+def expand(suite: Suite) -> list[Cell]:
+    """The grid as cells, in run order; a learner lacking a swept option runs once, not once per value."""
+    cells, seen = [], set()
+    dataset_options = parse_options(suite.dataset.name, suite.dataset.options)
+    grid = suite.grid
+    swept = dict(grid.options)
+    names = list(swept)
+    for n, k, device, seed in itertools.product(grid.n_way, grid.k_shot, grid.devices, grid.seeds):
+        for spec in suite.learners:
+            cls = LEARNERS[spec.name]
+            own = set(field_names(cls.Config))
+            for values in itertools.product(*(swept[name] for name in names)):
+                overrides = {name: v for name, v in zip(names, values) if name in own}
+                config_map = {**spec.config, **overrides}
+                if suite.evaluation.inner_steps is not None and "eval_inner_steps" in own:
+                    config_map["eval_inner_steps"] = suite.evaluation.inner_steps
+                config = from_mapping(cls.Config, config_map, f"learners ({spec.name}) with grid values {overrides}")
+                cell = Cell(suite.suite, spec.name, spec.label or spec.name, config, n, k, device, seed,
+                            suite.dataset, dataset_options, suite.backbone, suite.training, suite.evaluation,
+                            tuple(names))
+                if cell.config_hash not in seen:
+                    seen.add(cell.config_hash)
+                    cells.append(cell)
+    return cells
+

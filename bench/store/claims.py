@@ -1,0 +1,90 @@
+"""Which invocation runs a cell: decided by the store, never by client clocks.
+
+Every attempt at a cell holds a numbered claim: a record named ``<suite>::claim::<config hash>::<generation>`` that
+the store creates at most once (``tracking.reserve``), tagged with the attempt's run id. To run a cell, an invocation
+creates its run, then reserves the generation after the latest one; of any number of claimants exactly one gets it,
+however slow their writes, and the others delete their run and step back. A new generation is claimed only when the
+latest claim's run ended without finishing or its owner is gone (then that run is closed as interrupted), and an
+owner checks, before it logs a result, that its claim is still the latest: a cell is finished once.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mlflow.exceptions import MlflowException
+
+from bench.store import ownership, tracking
+from bench.store.tracking import FAILED, RUNNING
+
+RUN_ID = "claim.run_id"
+
+
+def _name(suite: str, config_hash: str, generation: int) -> str:
+    return f"{suite}::claim::{config_hash}::{generation}"
+
+
+@dataclass(frozen=True)
+class Latest:
+    generation: int  # -1: never claimed
+    run_id: str
+
+
+def latest(client, suite: str, config_hash: str, start: int = 0) -> Latest:
+    """The newest claim on a cell (generations are consecutive; ``start``: one known to exist, to skip ahead)."""
+    found, generation = Latest(-1, ""), max(start, 0)
+    while (record := tracking.reservation(client, _name(suite, config_hash, generation))) is not None:
+        found, generation = Latest(generation, record[0].get(RUN_ID, "")), generation + 1
+    return found
+
+
+def claimed_at(client, suite: str, config_hash: str, generation: int) -> float:
+    record = tracking.reservation(client, _name(suite, config_hash, generation))
+    return record[1] / 1000 if record is not None else 0.0
+
+
+def reserve(client, suite: str, config_hash: str, generation: int, run_id: str) -> bool:
+    return tracking.reserve(client, _name(suite, config_hash, generation), {RUN_ID: run_id})
+
+
+def still_holds(client, suite: str, config_hash: str, generation: int, run_id: str) -> bool:
+    """Whether ``run_id``'s claim is still the latest and its run still RUNNING (not closed by an invocation that
+    judged this one gone)."""
+    if latest(client, suite, config_hash, generation).run_id != run_id:
+        return False
+    run = _run(client, run_id)
+    return run is not None and run.info.status == RUNNING
+
+
+def _run(client, run_id: str):
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":  # deleted for good: the claim holds nothing
+            return None
+        raise  # any other store error must not read as "nobody holds the cell"
+    return None if run.info.lifecycle_stage == "deleted" else run
+
+
+@dataclass(frozen=True)
+class Holder:
+    """What the latest claim says about a cell: ``run`` is None where nobody holds it."""
+
+    latest: Latest
+    run: object | None
+    alive: bool  # RUNNING under an owner that is not gone
+
+
+def holder(client, suite: str, config_hash: str, floor: int = -1) -> Holder:
+    """The run of the latest claim newer than generation ``floor`` (``--force``: claims from before the invocation
+    do not count). A RUNNING holder whose owner is gone is closed as interrupted here, so nothing stays RUNNING."""
+    current = latest(client, suite, config_hash, max(floor, 0))
+    if current.generation <= floor or not current.run_id:
+        return Holder(current, None, False)
+    run = _run(client, current.run_id)
+    if run is None or run.info.status != RUNNING:
+        return Holder(current, run, False)
+    if ownership.owner_gone(run.data.tags):
+        tracking.end_run(client, current.run_id, "interrupted", FAILED,
+                         {"error": f"owner gone ({ownership.describe(run.data.tags)}); the cell was claimed again"})
+        return Holder(current, None, False)
+    return Holder(current, run, True)

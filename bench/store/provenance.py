@@ -1,0 +1,140 @@
+"""Which code made a result: the identity a finished cell is reused under, and the commit it is shown with.
+
+A cell's code identity hashes the *content* of every source file that can change its numbers (the packages
+``algorithms``, ``datasets`` and ``bench`` less the modules that only present, track or orchestrate), with the torch
+version and the dataset's version. Learner modules of other learners are left out, so adding or editing one learner
+reruns that learner's cells alone. Content, not the commit: an uncommitted edit changes the identity, and a commit
+that changes nothing the cell runs does not.
+
+The content is read once, when ``bench`` is first imported (before any learner or dataset module is), and every
+identity is computed from that snapshot: the identity names the code the process loaded, not what the disk holds
+later. A file edited on disk since then makes ``check_unchanged`` refuse to log results under either version.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+RESULT_PACKAGES = ("algorithms", "datasets", "bench")
+# modules that never touch a number a cell produces: editing them must not rerun anything
+PRESENTATION_ONLY = ("bench/__main__.py", "bench/store/", "bench/consumers/report/", "bench/consumers/summary.py",
+                     "bench/consumers/verify.py", "bench/spec/conditions.py", "bench/run/runner.py",
+                     "bench/run/execution.py")
+
+
+def source_files(root: Path = PROJECT_ROOT) -> list[Path]:
+    """The result-affecting source files under ``root``, relative, in a fixed order."""
+    files = []
+    for package in RESULT_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            relative = path.relative_to(root).as_posix()
+            if not relative.startswith(PRESENTATION_ONLY):
+                files.append(Path(relative))
+    return files
+
+
+def learner_modules() -> dict[str, set[str]]:
+    """Registered learner -> the source files (relative) of the classes it is built from."""
+    from algorithms import LEARNERS  # noqa: PLC0415  (the registry imports this package's siblings)
+
+    out = {}
+    for name, cls in LEARNERS.items():
+        modules = {klass.__module__ for klass in cls.__mro__}
+        # and the algorithms modules those import from (the functional learner's execution plan)
+        modules |= {getattr(value, "__module__", None) or "" for module in list(modules)
+                    for value in vars(sys.modules[module]).values() if not inspect.ismodule(value)}
+        out[name] = {Path(sys.modules[module].__file__).resolve().relative_to(PROJECT_ROOT).as_posix()
+                     for module in modules if module.startswith("algorithms.")}
+    return out
+
+
+def source_hash(files: Iterable[Path], root: Path = PROJECT_ROOT, contents: dict[str, bytes] | None = None) -> str:
+    """Hash of the files' paths and contents; ``contents`` (path -> bytes) stands in for the disk where given."""
+    digest = hashlib.sha256()
+    for relative in files:
+        text = contents[relative.as_posix()] if contents is not None else (root / relative).read_bytes()
+        digest.update(relative.as_posix().encode() + b"\0" + text + b"\0")
+    return digest.hexdigest()[:16]
+
+
+class CodeChangedError(RuntimeError):
+    """A source file that results depend on changed on disk after this process loaded it."""
+
+
+def _read_all(root: Path = PROJECT_ROOT) -> dict[str, bytes]:
+    return {f.as_posix(): (root / f).read_bytes() for f in source_files(root)}
+
+
+LOADED = _read_all()  # the source as this process loads it (see the module's docstring)
+LOADED_AT = time.time()  # when: in effect, when this process started
+
+
+def check_unchanged(files: Iterable[Path]) -> None:
+    """Raise ``CodeChangedError`` naming every file of ``files`` whose content on disk is no longer what this
+    process loaded: results computed now could be of either version, so none may be logged."""
+    changed = []
+    for relative in files:
+        path = PROJECT_ROOT / relative
+        if not path.exists() or path.read_bytes() != LOADED[relative.as_posix()]:
+            changed.append(relative.as_posix())
+    if changed:
+        raise CodeChangedError(f"{', '.join(changed)} changed on disk after this process loaded it: results now "
+                               f"could be of either version, so none are logged. Rerun the command to run the "
+                               f"code as it is now")
+
+
+@functools.lru_cache(maxsize=None)
+def files_of(learner: str) -> tuple[Path, ...]:
+    """The source files that can change ``learner``'s results: all but the other learners' own modules (as loaded
+    by this process)."""
+    modules = learner_modules()
+    others = set().union(*modules.values()) - modules[learner]
+    return tuple(Path(f) for f in LOADED if f not in others)
+
+
+@functools.lru_cache(maxsize=None)
+def code_identity(learner: str, dataset_version: int) -> str:
+    """The identity of the code that runs ``learner``'s cells: what resuming matches on, besides the config."""
+    return f"{source_hash(files_of(learner), contents=LOADED)}-torch{torch.__version__}-data{dataset_version}"
+
+
+def evaluation_files(dataset: str) -> list[Path]:
+    """The code that makes a dataset's test episodes and scores them: its module, the episode and sampler code, the
+    evaluation path and the score functions."""
+    from datasets import DATASETS  # noqa: PLC0415  (the datasets package imports bench's core)
+
+    module = Path(inspect.getsourcefile(DATASETS[dataset].load)).resolve().relative_to(PROJECT_ROOT).as_posix()
+    shared = ("datasets/__init__.py", "datasets/base.py", "datasets/episode.py", "datasets/cache.py",
+              "datasets/registry.py", "bench/run/evaluation.py", "algorithms/base.py")
+    missing = [f for f in shared if f not in LOADED]
+    if missing:  # a moved file must not drop out of the identity unnoticed
+        raise FileNotFoundError(f"evaluation code not among the loaded sources: {', '.join(missing)}")
+    return [Path(f) for f in dict.fromkeys((module, *shared))]
+
+
+@functools.lru_cache(maxsize=None)
+def evaluation_identity(dataset: str) -> str:
+    """Part of the evaluation fingerprint: runs whose episodes or scores came from other code are never paired."""
+    return source_hash(evaluation_files(dataset), contents=LOADED)
+
+
+@functools.lru_cache(maxsize=None)
+def git_commit() -> str:
+    """The commit the runs are shown with, ``-dirty`` when tracked files differ from it."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"

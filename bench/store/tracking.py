@@ -1,0 +1,253 @@
+"""MLflow: where every result goes, and the only place the report reads from.
+
+A parent run per suite invocation, a child run per cell. Child runs carry the tags ``config_hash`` and
+``code_identity`` (together, what resuming matches), ``eval_fingerprint`` (which runs may be paired), ``axis.<name>``
+for every axis of the grid, the owner (``owner.*``, see bench.store.ownership) and ``outcome`` (finished / failed /
+skipped / interrupted), next to MLflow's own status. The tracking URI is passed explicitly: no global MLflow state.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import platform
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import torch
+from filelock import FileLock
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from bench.store import ownership
+from bench.core.config import ConfigError, flatten, shown
+from bench.core.hardware import cpu_model, device_description
+from bench.store.provenance import PROJECT_ROOT, git_commit
+
+PARENT_TAG = "mlflow.parentRunId"
+AXIS_PREFIX = "axis."
+FINISHED, FAILED, KILLED, RUNNING = (RunStatus.to_string(s) for s in (RunStatus.FINISHED, RunStatus.FAILED,
+                                                                      RunStatus.KILLED, RunStatus.RUNNING))
+
+
+@contextlib.contextmanager
+def uninterruptible() -> Iterator[None]:
+    """Hold Ctrl-C until the block is done, then raise it. A KeyboardInterrupt inside MLflow's SQL session can be
+    swallowed (the run goes on) or leave the store locked (the clean-up hangs); between writes it is safe."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background: Ctrl-C is not ours to turn on
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+def _uninterruptible(write):
+    @functools.wraps(write)
+    def wrapped(*args, **kwargs):
+        with uninterruptible():
+            return write(*args, **kwargs)
+    return wrapped
+
+
+def _check_sqlite_path(uri: str, path: Path) -> None:
+    """Refuse an SQLite path that cannot be opened, before anything is written: a folder, a folder that cannot be
+    made, or one that cannot be written."""
+    try:
+        if path.is_dir():
+            raise ConfigError(f"tracking URI {shown(uri)}: {path} is a folder; the URI must name an SQLite database "
+                              f"file, e.g. sqlite:///{path / 'mlflow.db'}")
+        existing = next(p for p in (path, *path.parents) if p.exists())
+    except OSError as error:  # a folder on the way that cannot be read
+        raise ConfigError(f"tracking URI {shown(uri)}: {path} cannot be reached: {error}") from None
+    if existing != path and not existing.is_dir():
+        raise ConfigError(f"tracking URI {shown(uri)}: its folder {path.parent} cannot be made: {existing} is a file")
+    if not os.access(existing, os.W_OK):
+        raise ConfigError(f"tracking URI {shown(uri)}: {existing} is not writable")
+
+
+def anchored_sqlite(uri: str, create: bool = True) -> str:
+    """A relative SQLite path is taken from the project root, not wherever the command was started; a path that
+    cannot be opened is refused (ConfigError); its folder is made unless ``create`` is False (a dry run). Other URIs
+    pass unchanged. (MLflow stores and Optuna storages alike.)"""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        uri = f"sqlite:///{PROJECT_ROOT / uri[len('sqlite:///'):]}"
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):])
+        _check_sqlite_path(uri, path)
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def resolve_uri(suite_uri: str, flag: str | None, create: bool = True) -> str:
+    """--tracking-uri beats MLFLOW_TRACKING_URI beats the suite's own."""
+    return anchored_sqlite(flag or os.environ.get("MLFLOW_TRACKING_URI") or suite_uri, create)
+
+
+@_uninterruptible
+def client_for(uri: str) -> MlflowClient:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep our own progress output readable
+    if not uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=uri)
+    # the client creates (and migrates) a new store: two invocations doing it at once collide, so one at a time
+    with FileLock(uri[len("sqlite:///"):] + ".lock", timeout=120):
+        return MlflowClient(tracking_uri=uri)
+
+
+@_uninterruptible
+def experiment_id(client: MlflowClient, name: str, create: bool = True) -> str | None:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    if not create:
+        return None
+    location = None
+    if client.tracking_uri.startswith("sqlite:///"):
+        # artifacts beside the SQLite file (results/mlartifacts/ by default), not wherever the command runs
+        database = Path(client.tracking_uri[len("sqlite:///"):])
+        location = (database.parent / "mlartifacts" / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # another invocation created it in between
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def environment_tags(device: str | None = None) -> dict[str, str]:
+    """Where this process runs, as timings depend on it: called where a cell runs (a Ray worker, not its driver)."""
+    tags = {"git_commit": git_commit(), "torch_version": torch.__version__,
+            "cuda_version": str(torch.version.cuda), "cpu_model": cpu_model(), "python": platform.python_version(),
+            "host": platform.node(), "machine": ownership.machine_identity(), "threads": str(torch.get_num_threads())}
+    if device is not None:
+        try:
+            tags["device_name"] = device_description(torch.device(device))
+        except (RuntimeError, AssertionError) as error:  # a device that is not there has no name
+            tags["device_name"] = f"unavailable ({error})"
+    return tags
+
+
+@_uninterruptible
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    items = [Param(k, str(v)[:6000]) for k, v in flatten(params).items()]
+    for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
+        client.log_batch(run_id, params=items[start:start + 100])
+
+
+@_uninterruptible
+def log_metrics(client: MlflowClient, run_id: str, values: Iterable[tuple[str, float, int]]) -> None:
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), now, step) for k, v, step in values]
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start:start + 1000])
+
+
+@_uninterruptible
+def log_file(client: MlflowClient, run_id: str, write, name: str) -> None:
+    """Log an artifact written by ``write(path)`` into a temporary folder."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / name
+        write(path)
+        client.log_artifact(run_id, str(path))
+
+
+def child_runs(client: MlflowClient, experiment: str) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment], filter_string="tags.role = 'cell'", max_results=1000,
+                                  page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def is_finished(run) -> bool:
+    return run.info.status == FINISHED and run.data.tags.get("outcome") == "finished"
+
+
+def runs_of_cell(client: MlflowClient, experiment: str, config_hash: str) -> list:
+    """Every active run of one cell configuration, oldest first (ties broken by run id: one order for everyone)."""
+    runs = client.search_runs([experiment], filter_string=f"tags.role = 'cell' and tags.config_hash = '{config_hash}'",
+                              max_results=10000)
+    return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+
+@_uninterruptible
+def close_orphaned(client: MlflowClient, experiment: str, role: str | None = None) -> int:
+    """RUNNING runs (of ``role``, or all) whose owner is gone (Ctrl-C lost, kill -9, a lost machine) are marked FAILED
+    with outcome ``interrupted``; runs of live owners (another `bench run` on this store right now) are left alone."""
+    only = f" and tags.role = '{role}'" if role else ""
+    running = client.search_runs([experiment], filter_string="attributes.status = 'RUNNING'" + only,
+                                 max_results=10000)
+    orphaned = [run for run in running if ownership.owner_gone(run.data.tags)]
+    for run in orphaned:
+        client.set_tag(run.info.run_id, "outcome", "interrupted")
+        client.set_terminated(run.info.run_id, status=FAILED)
+    return len(orphaned)
+
+
+@_uninterruptible
+def reserve(client: MlflowClient, name: str, tags: dict[str, str]) -> bool:
+    """Create the record ``name`` unless it exists: True for exactly one of any number of callers, however slow
+    their writes (experiment names are unique in the store, deleted ones included). The record is deleted at once:
+    it stays readable by name (``reservation``) and out of the UI's experiment list."""
+    location = None
+    if client.tracking_uri.startswith("sqlite:///"):
+        location = (Path(client.tracking_uri[len("sqlite:///"):]).parent / "mlartifacts" / "claims").as_uri()
+    try:
+        experiment = client.create_experiment(name, artifact_location=location, tags=tags)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_ALREADY_EXISTS":
+            return False
+        raise
+    client.delete_experiment(experiment)
+    return True
+
+
+def reservation(client: MlflowClient, name: str) -> tuple[dict[str, str], int] | None:
+    """The tags of record ``name`` and when the store made it (ms), None where there is none."""
+    experiment = client.get_experiment_by_name(name)
+    return None if experiment is None else (dict(experiment.tags), experiment.creation_time or 0)
+
+
+@_uninterruptible
+def heartbeat(client: MlflowClient, run_id: str, now: float) -> None:
+    client.set_tag(run_id, ownership.HEARTBEAT, f"{now:.3f}")
+
+
+@_uninterruptible
+def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+    client.log_batch(run_id, tags=[RunTag(k, v[:5000]) for k, v in tags.items()])
+
+
+@_uninterruptible
+def delete_run(client: MlflowClient, run_id: str) -> None:
+    client.delete_run(run_id)
+
+
+@_uninterruptible
+def start_run(client: MlflowClient, experiment: str, name: str, tags: dict[str, str]) -> str:
+    return client.create_run(experiment, run_name=name, tags={**tags, **ownership.owner_tags()}).info.run_id
+
+
+@_uninterruptible
+def end_run(client: MlflowClient, run_id: str, outcome: str, status: str, extra_tags: dict[str, str] | None = None):
+    tags = [RunTag("outcome", outcome)] + [RunTag(k, v[:5000]) for k, v in (extra_tags or {}).items()]
+    client.log_batch(run_id, tags=tags)
+    client.set_terminated(run_id, status=status)
