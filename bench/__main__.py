@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from bench.core import paths
+
 EXIT_FAILURES, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
 
@@ -20,53 +22,29 @@ def refuse(message: str) -> int:
 
 
 def cmd_run(args) -> int:
-    from bench.store import tracking
-    from bench.core.config import ConfigError
     import contextlib
 
+    from bench.consumers.summary import summary_table
+    from bench.core import tags
+    from bench.core.config import ConfigError
+    from bench.run.runner import executor_for, run_suite
+    from bench.spec.suite import MAX_CELLS, describe, load_suites
+    from bench.store import tracking
     from bench.store.ownership import OwnershipLost
     from bench.store.provenance import CodeChangedError
-    from bench.run.runner import run_suite
-
-    from bench.spec.suite import MAX_CELLS, expand, load_suites
-    from bench.consumers.summary import summary_table
 
     notes: list[str] | None = [] if args.dry_run else None
     try:
         suites = load_suites(args.suite, notes, max_cells=None if args.allow_large_grid else MAX_CELLS)
         for suite in suites:  # a store that cannot be opened is refused before anything is written
             tracking.resolve_uri(suite.tracking.uri, args.tracking_uri, create=False)
-    except ConfigError as error:
+        if args.dry_run:
+            print("\n".join([f"note: {note}" for note in dict.fromkeys(notes)] + sum(map(describe, suites), [])))
+            return 0
+        executor = executor_for(args.executor, args.address, args.max_parallel, args.cpus_per_cell,
+                                args.max_retries, suites, progress=not args.no_progress)
+    except ConfigError as error:  # refused before anything is written
         return refuse(str(error))
-    if args.dry_run:
-        for note in dict.fromkeys(notes):
-            print(f"note: {note}")
-        for suite in suites:
-            cells = expand(suite)
-            print(f"suite {suite.suite}: {len(cells)} cell(s)")
-            for part in (suite.training, suite.evaluation, suite.backbone):
-                print(f"  {part}")
-            for cell in cells:
-                print(f"  {cell.config_hash}  {cell.title}  queries train/test {cell.train_query}/{cell.test_query}  "
-                      f"{cell.learner_config}")
-        return 0
-    text = Path(args.suite).read_text(encoding="utf-8")
-    from bench.run.runner import InProcess
-
-    executor = InProcess(progress=not args.no_progress)
-    if args.executor == "ray":  # only here is Ray imported
-        try:
-            from bench.run.ray_executor import RayExecutor, RayOptions
-        except ImportError as error:
-            return refuse(f"--executor ray needs Ray: pip install -e '.[distributed]' ({error})")
-        try:
-            executor = RayExecutor(RayOptions(args.address, args.max_parallel, args.cpus_per_cell, args.max_retries))
-            for suite in suites:
-                executor.check(expand(suite))
-        except ValueError as error:
-            return refuse(str(error))
-    elif args.address is not None:
-        return refuse("--address is for --executor ray")
     outcomes = []
     with contextlib.ExitStack() as stack:
         try:  # the executor's lifecycle: Ray is started or joined here, before anything is written, and left at the end
@@ -76,7 +54,7 @@ def cmd_run(args) -> int:
         try:
             for suite in suites:
                 uri = tracking.resolve_uri(suite.tracking.uri, args.tracking_uri)
-                outcomes += run_suite(suite, text, uri, force=args.force, reuse_other_code=args.reuse_other_code,
+                outcomes += run_suite(suite, suite.text, uri, force=args.force, reuse_other_code=args.reuse_other_code,
                                       progress=not args.no_progress, executor=executor, max_wait_s=args.max_wait)
         except KeyboardInterrupt:
             print("\ninterrupted: finished cells are in MLflow; rerun the same command to resume", file=sys.stderr)
@@ -86,12 +64,10 @@ def cmd_run(args) -> int:
             return EXIT_FAILURES
     print(summary_table(outcomes))
     if not args.no_report:
-        from bench.consumers.report import build_report
-        for name in dict.fromkeys(s.suite for s in suites):
-            named = [s for s in suites if s.suite == name]
-            uri = tracking.resolve_uri(named[0].tracking.uri, args.tracking_uri)
-            print(f"report: {build_report(name, uri, named)}")
-    failures = [o for o in outcomes if o.outcome in ("failed", "held")]
+        from bench.consumers.report import build_reports
+        for report in build_reports(suites, args.tracking_uri):
+            print(f"report: {report}")
+    failures = [o for o in outcomes if o.outcome in (tags.OUTCOME_FAILED, tags.OUTCOME_HELD)]
     if failures:
         print(f"{len(failures)} cell(s) failed or left to a later run:", file=sys.stderr)
         for o in failures:
@@ -150,11 +126,10 @@ def _tuned(args, suite, options, uri) -> int:
     from bench.run.runner import run_suite
     from bench.spec.suite import suites_from_text
     from bench.consumers.summary import summary_table
-    from bench.store.provenance import PROJECT_ROOT
     from bench.consumers.tune import FINISHED_STATES, best_suite_documents, charged, open_study, write_best
+    from bench.core import tags
 
-    text = Path(args.suite).read_text(encoding="utf-8")
-    studies = {spec.label or spec.name: open_study(suite, options, spec.label or spec.name) for spec in suite.learners}
+    studies = {spec.display: open_study(suite, options, spec.display) for spec in suite.learners}
     for label, study in studies.items():
         done = [t for t in study.trials if t.state.name == "COMPLETE"]
         if not done:
@@ -163,20 +138,21 @@ def _tuned(args, suite, options, uri) -> int:
         print(f"{label}: best of {charged(study, FINISHED_STATES)} trial(s) is trial {best.number}, values "
               f"{best.values}, params {best.params}")
     name = options.study or suite.suite
-    path = Path(args.best) if args.best else PROJECT_ROOT / "results" / name / "best.yaml"
-    documents = best_suite_documents(text, suite, options)
+    path = Path(args.best) if args.best else paths.RESULTS / name / "best.yaml"
+    documents = best_suite_documents(suite.text, suite, options)
     write_best(path, documents)
     print(f"best configurations: {path} (run it with: python -m bench run {path})")
-    print(f"tuning report: {build_tuning_report(studies, name, PROJECT_ROOT / suite.report.output_dir / (name + '.tuning'))}")
+    folder = paths.PROJECT_ROOT / suite.report.output_dir / (name + ".tuning")
+    print(f"tuning report: {build_tuning_report(studies, name, folder)}")
     if args.no_evaluate:
         return 0
     best_suites = suites_from_text(path.read_text(encoding="utf-8"), str(path))
     outcomes = []
     for best_suite in best_suites:
-        outcomes += run_suite(best_suite, path.read_text(encoding="utf-8"), uri, progress=not args.no_progress)
+        outcomes += run_suite(best_suite, best_suite.text, uri, progress=not args.no_progress)
     print(summary_table(outcomes))
     print(f"report: {build_report(best_suites[0].suite, uri, best_suites)}")
-    return EXIT_FAILURES if any(o.outcome == "failed" for o in outcomes) else 0
+    return EXIT_FAILURES if any(o.outcome == tags.OUTCOME_FAILED for o in outcomes) else 0
 
 
 def cmd_list(args) -> int:
@@ -186,8 +162,9 @@ def cmd_list(args) -> int:
 
     for name, cls in LEARNERS.items():
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        defaults = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Config))
-        print(f"{name}\n    {doc}\n    defaults: {defaults}")
+        defaults = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Config) if f.init)
+        fixed = ", ".join(f"{key}={value!r}" for key, value in getattr(cls.Config, "FIXED", {}).items())
+        print(f"{name}\n    {doc}\n    defaults: {defaults}" + (f"\n    fixed: {fixed}" if fixed else ""))
     return 0
 
 
@@ -214,8 +191,11 @@ def cmd_ci_check(args) -> int:
         return 0 if verified else EXIT_FAILURES
     if not path.exists():
         return refuse(f"no baseline at {path}: create it with `python -m bench ci-check --update-baseline`")
-    failures = gate.compare(json.loads(path.read_text()), figures)
-    if not failures or not failures[0].startswith("baseline from another torch"):
+    baseline = json.loads(path.read_text())
+    failures = gate.compare(baseline, figures)
+    for name in gate.unpinned(baseline, figures):
+        print(f"note: {name} has no pinned figures yet (added since the baseline): pin them with --update-baseline")
+    if gate.same_torch(baseline, figures):
         print("3/3 memory flat over 20 meta-iterations")
         failures += gate.flatness_failures()
     if not verified:
@@ -295,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    "a rerun only tops a study up to it")
     tune.add_argument("--timeout", type=float, help="seconds per learner's study")
     tune.add_argument("--workers", type=int, default=1, help="worker processes on the same storage")
-    tune.add_argument("--storage", default="sqlite:///results/optuna.db",
+    tune.add_argument("--storage", default=paths.OPTUNA_STORAGE,
                       help="Optuna storage URL (sqlite:///, postgresql://..., journal:PATH)")
     tune.add_argument("--study", help="study name prefix (default: the suite's name)")
     tune.add_argument("--tracking-uri", help="MLflow tracking URI")
@@ -312,8 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("--tolerance", type=float, default=1e-6)
     verify.set_defaults(func=cmd_verify)
     check = commands.add_parser("ci-check", help="the regression gate: gradients, float64 scores, memory, --perf speed")
-    check.add_argument("--baseline", default=str(Path(__file__).resolve().parents[1] / "benchmarks" / "baselines" /
-                                                 "ci.json"))
+    check.add_argument("--baseline", default=str(paths.GATE_BASELINE))
     check.add_argument("--update-baseline", action="store_true", help="write the measured figures as the baseline")
     check.add_argument("--perf", action="store_true", help="also time every learner against a reference workload")
     check.set_defaults(func=cmd_ci_check)

@@ -1,23 +1,19 @@
 """How much pre-training the fine-tuning baseline needs on glyphs before it beats its own initialisation (a linear
 probe on random Conv-4 features): test accuracy on the same 100 test episodes every ``--every`` iterations.
 
-    .venv/bin/python benchmarks/baseline_budget.py [--iterations 1000] [--every 250] [--lr 0.001]
+    .venv/bin/python -m benchmarks.baseline_budget [--iterations 1000] [--every 250] [--lr 0.001]
 """
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.run.factory import build_learner, make_optimizer  # noqa: E402
-from bench.run.evaluation import evaluate  # noqa: E402
-from bench.run.measure import confidence_interval95  # noqa: E402
-from bench.spec.suite import expand, parse_suite  # noqa: E402
-from datasets import load_dataset  # noqa: E402
+from bench.run.factory import build_learner, make_optimizer
+from bench.run.evaluation import evaluate
+from bench.run.measure import confidence_interval95
+from bench.spec.suite import expand, parse_suite
+from datasets import load_dataset
 
 
 def main() -> None:

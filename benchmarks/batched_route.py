@@ -4,21 +4,17 @@ grouped convolution (what vmap does), with per-task weights through unfold + bmm
 ordinary convolution over all tasks' images with per-task batch-norm statistics (the first inner step, where every
 task still has theta). Median ms of forward + backward, fp32, in one run.
 
-    .venv/bin/python benchmarks/batched_route.py [--tasks 32] [--images 5] [--filters 64] [--size 28]
+    .venv/bin/python -m benchmarks.batched_route [--tasks 32] [--images 5] [--filters 64] [--size 28]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-from pathlib import Path
 
 import torch
 from torch.nn import functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.run.measure import time_steps  # noqa: E402
+from bench.run.measure import time_steps
 
 
 def conv4_params(tasks: int, filters: int, channels: int, per_task: bool) -> list[torch.Tensor]:

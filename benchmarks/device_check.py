@@ -1,27 +1,24 @@
 """The quickstart's cells on every device given (cpu, cuda), without MLflow, plus loop-vs-vmap task batching of the
 functional learners: the check a lent GPU machine runs in one go (see the README's Measurement section).
 
-    python benchmarks/device_check.py --devices cpu,cuda
+    python -m benchmarks.device_check --devices cpu,cuda
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.core import metrics  # noqa: E402
-from bench.run.training import run_cell  # noqa: E402
-from bench.core.hardware import device_description  # noqa: E402
-from bench.run.measure import time_steps  # noqa: E402
-from bench.spec.suite import expand, load_suites  # noqa: E402
-from benchmarks.conftest import learner_on_glyphs, meta_iteration  # noqa: E402
-from datasets import load_dataset  # noqa: E402
+from bench.core import metrics
+from bench.run.training import run_cell
+from bench.core.hardware import device_description
+from bench.run.measure import time_steps
+from bench.spec.suite import expand, load_suites
+from bench.run.problems import Problem, meta_iteration
+from datasets import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +47,8 @@ def batching(device: torch.device, iterations: int = 5) -> None:
         for k, s in ((1, 1), (5, 5)):
             batch = data.sampler("train", 5, k, 15, seed=0).batch(0, 32).to(device)
             for mode, chunk in (("loop", 0), ("vmap", 0), ("vmap", 8)):
-                learner = learner_on_glyphs(name, inner_steps=s, device=device, task_batching=mode, vmap_chunk=chunk)
+                learner = Problem("glyphs", inner_steps=s).learner(name, device=device, task_batching=mode,
+                                                                   vmap_chunk=chunk)
                 try:
                     meter = time_steps(meta_iteration(learner, batch), iterations, device)
                     saved = meter.saved_bytes_peak

@@ -1,24 +1,21 @@
 """Wall-clock of one suite of equal CPU cells, in process and on Ray, measured in one run (README: "Many GPUs, many
 machines"). Each executor gets a fresh MLflow store, so nothing is reused.
 
-    .venv/bin/python benchmarks/executors.py [--cells 8] [--parallel 2]
+    .venv/bin/python -m benchmarks.executors [--cells 8] [--parallel 2]
 """
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
 import torch
 import yaml
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.run.ray_executor import RayExecutor, RayOptions  # noqa: E402
-from bench.run.runner import run_suite  # noqa: E402
-from bench.spec.suite import parse_suite  # noqa: E402
+from bench.run.ray_executor import RayExecutor, RayOptions
+from bench.run.runner import run_suite
+from bench.spec.suite import parse_suite
 
 
 def equal_cells(cells: int) -> dict:

@@ -3,30 +3,25 @@
 1. the support inner steps of all tasks at once (vmap over the meta-batch) against one task at a time, first order;
 2. second-order inner steps (with the second-order backward through them) channels-last against contiguous.
 
-    .venv/bin/python benchmarks/fast_route.py [--rounds 3]
+    .venv/bin/python -m benchmarks.fast_route [--rounds 3]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from functools import partial
-from pathlib import Path
 
 import torch
 from torch.func import vmap
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.consumers.gate import Workload, learner_on  # noqa: E402
-from bench.run.measure import PhaseMeter  # noqa: E402
-from datasets import load_dataset  # noqa: E402
+from bench.run.problems import Problem
+from bench.run.measure import PhaseMeter
 
 
 def support_steps(name: str, k_shot: int, steps: int, batched: bool, second_order: bool, layout: bool = True):
     """All tasks' inner loops (plus, second order, the backward through them to theta), as one callable."""
-    batch = load_dataset("glyphs").sampler("train", 5, k_shot, 15, seed=0).batch(0, 32)
-    learner = learner_on(name, Workload("glyphs", "glyphs", 5, k_shot, 32, steps))
+    problem = Problem("glyphs", 5, k_shot, query=15, tasks=32, inner_steps=steps)
+    batch, learner = problem.batch(), problem.learner(name)
     theta = dict(learner.model.named_parameters())
     loss_of = partial(learner._loss, k_shot=k_shot)
     forward = partial(learner.fast_forward, in_channels_last=layout)

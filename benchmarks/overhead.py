@@ -1,27 +1,23 @@
 """The harness's own cost: one cell under the runner (MLflow logging, measurement hooks, validation and test
 evaluation, artifacts) against the bare loop of the same learner doing the same work with none of that.
 
-    .venv/bin/python benchmarks/overhead.py [--learner fomaml/functional] [--iterations 100] [--repeats 3]
+    .venv/bin/python -m benchmarks.overhead [--learner fomaml/functional] [--iterations 100] [--repeats 3]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.store import tracking  # noqa: E402
-from bench.run.factory import build_learner, dtype_of, make_optimizer  # noqa: E402
-from bench.run.evaluation import evaluate  # noqa: E402
-from bench.run.runner import run_suite  # noqa: E402
-from bench.spec.suite import expand, parse_suite  # noqa: E402
-from datasets import load_dataset  # noqa: E402
+from bench.store import tracking
+from bench.run.factory import build_learner, dtype_of, make_optimizer
+from bench.run.evaluation import evaluate
+from bench.run.runner import run_suite
+from bench.spec.suite import expand, parse_suite
+from datasets import load_dataset
 
 
 def bare(cell) -> None:

@@ -5,30 +5,26 @@ reference of the same order, peak bytes saved for backward. Glyphs, Conv-4, 15 q
 (B=32, S=1), 20-way 1-shot (B=16, S=5) and 5-way 5-shot (B=32, S=5); the vmap rows (the memory comparison) at the
 first; then scaling with S.
 
-    .venv/bin/python benchmarks/table.py [--iterations 3] [--device cpu] [--learners a,b] [--steps 1,2,5,10]
+    .venv/bin/python -m benchmarks.table [--iterations 3] [--device cpu] [--learners a,b] [--steps 1,2,5,10]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from algorithms import LEARNERS  # noqa: E402
-from bench.consumers.gate import Workload, learner_on, meta_iteration  # noqa: E402
-from bench.core.hardware import cpu_model  # noqa: E402
-from bench.run.measure import synchronize, time_steps  # noqa: E402
-from algorithms.base import algorithm_of  # noqa: E402
-from bench.consumers.verify import relative_difference  # noqa: E402
-from benchmarks.plain import plain_references  # noqa: E402
-from datasets import Episode, load_dataset  # noqa: E402
+from algorithms import LEARNERS
+from bench.run.problems import Problem, meta_iteration
+from bench.core.hardware import cpu_model
+from bench.run.measure import synchronize, time_steps
+from algorithms.base import algorithm_of
+from bench.consumers.verify import relative_difference
+from benchmarks.plain import plain_references
+from datasets import Episode, load_dataset
 
 QUERY = 15
 CONFIGS = ((5, 1, 32, 1), (20, 1, 16, 5), (5, 5, 32, 5))  # n_way, k_shot, tasks, inner steps
@@ -49,7 +45,7 @@ def matmul_rate(device: torch.device, size: int = 2048, repeats: int = 10) -> fl
 
 
 def batch_for(n_way: int, k_shot: int, tasks: int, device: torch.device) -> Episode:
-    return load_dataset("glyphs").sampler("train", n_way, k_shot, QUERY, seed=0).batch(0, tasks).to(device)
+    return Problem("glyphs", n_way, k_shot, query=QUERY, tasks=tasks).batch(device=device)
 
 
 def timed(step: Callable[[], None], iterations: int, device: torch.device) -> tuple[float, int]:
@@ -59,7 +55,7 @@ def timed(step: Callable[[], None], iterations: int, device: torch.device) -> tu
 
 
 def learner_for(name: str, n_way: int, steps: int, device: torch.device, **options):
-    return learner_on(name, Workload("glyphs", "glyphs", n_way, 1, 0, steps), device=str(device), **options)
+    return Problem("glyphs", n_way, inner_steps=steps).learner(name, device=device, **options)
 
 
 def reference_step(reference, batch: Episode) -> Callable[[], None]:

@@ -5,7 +5,8 @@ results/benchmarks/. Timing decides nothing here: `bench ci-check --perf` is the
 import pytest
 
 from algorithms import LEARNERS
-from bench.consumers.gate import WORKLOADS, batch_of, learner_on, meta_iteration
+from bench.consumers.gate import WORKLOADS
+from bench.run.problems import meta_iteration
 
 
 def test_batch_assembly_32_episodes_5way_1shot(benchmark, glyphs):
@@ -19,7 +20,7 @@ def test_batch_assembly_32_episodes_5way_1shot(benchmark, glyphs):
 @pytest.mark.parametrize("name", LEARNERS.names())
 def test_meta_iteration(benchmark, name, workload):
     benchmark.group = f"meta-iteration {workload.name}"
-    step = meta_iteration(learner_on(name, workload), batch_of(workload))
+    step = meta_iteration(workload.learner(name), workload.batch())
     benchmark.pedantic(step, rounds=3, warmup_rounds=1)
 
 
@@ -27,6 +28,6 @@ def test_meta_iteration(benchmark, name, workload):
 def test_test_episode_adaptation(benchmark, name):
     benchmark.group = "test-episode adaptation 5w1s"
     workload = WORKLOADS[0]
-    learner = learner_on(name, workload)
-    episode = batch_of(workload).task(0)
+    learner = workload.learner(name)
+    episode = workload.batch().task(0)
     benchmark.pedantic(lambda: learner.predict(episode), rounds=3, warmup_rounds=1)

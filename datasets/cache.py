@@ -9,9 +9,10 @@ from typing import Callable
 
 import torch
 
+from bench.core.paths import DATASET_CACHE
 from datasets.base import ClassImages
 
-CACHE_DIR = Path(os.environ.get("METABENCH_CACHE", Path(__file__).resolve().parents[1] / "results" / "cache"))
+CACHE_DIR = Path(os.environ.get("METABENCH_CACHE", DATASET_CACHE))
 
 
 def cache_path(name: str, key: dict) -> Path:

@@ -65,8 +65,50 @@ def violations(root: Path = ROOT) -> list[str]:
     return problems
 
 
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    """Module -> the project modules it imports (inside functions too); ``from P import m`` imports P.m where m is
+    a module. The bench package's own __init__ (the snapshot's entry, above) is left out."""
+    paths = {module_name(path, root): path for package in PACKAGES[:3] for path in (root / package).rglob("*.py")}
+    graph = {}
+    for module, path in paths.items():
+        if module == ENTRY:
+            continue
+        edges = set()
+        for _, target, names in imports_of(ast.parse(path.read_text()), module, path.name == "__init__.py"):
+            found = [f"{target}.{name}" for name in names if f"{target}.{name}" in paths] or [target]
+            edges |= {t for t in found if t in paths and t != ENTRY and t != module}
+        graph[module] = edges
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import cycle, as the modules on it (depth-first search, one cycle per back edge)."""
+    found, state, stack = [], {}, []
+
+    def visit(module: str) -> None:
+        state[module] = "open"
+        stack.append(module)
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == "open":
+                found.append(stack[stack.index(target):] + [target])
+            elif target not in state:
+                visit(target)
+        stack.pop()
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    return found
+
+
 def test_no_module_imports_a_layer_above_it_or_a_private_name():
     assert violations() == []
+
+
+def test_no_import_cycles_even_behind_imports_inside_functions():
+    assert cycles(import_graph()) == []
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
 
 
 def test_every_bench_module_lives_in_a_layer_package_that_says_what_it_may_import():

@@ -12,63 +12,28 @@ import gc
 import json
 import math
 import statistics
-import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from algorithms import LEARNERS, MetaLearner
-from algorithms.backbones import BackboneConfig
+from algorithms import LEARNERS
 from bench.core import metrics as m
-from bench.run.factory import new_learner
-from bench.run.measure import SavedTensorTracker, saved_bytes_of
-from bench.store.provenance import PROJECT_ROOT
-from datasets import Episode, load_dataset
+from bench.run.measure import SavedTensorTracker, saved_bytes_of, time_steps
+from bench.run.problems import Problem, meta_iteration
+from bench.core.paths import GATE_BASELINE
 
-BASELINE = PROJECT_ROOT / "benchmarks" / "baselines" / "ci.json"
+BASELINE = GATE_BASELINE
 SCORE_TOLERANCE = 1e-9  # float64 on the CPU with a fixed seed and torch version: equal up to rounding
 PERF_TOLERANCE = 0.5  # a learner may be 1.5x its baseline ratio before the gate fails
 
 
-@dataclass(frozen=True)
-class Workload:
-    name: str
-    dataset: str
-    n_way: int
-    k_shot: int
-    tasks: int
-    inner_steps: int
-    query: int = 15
-
-
-WORKLOADS = (Workload("5w1s-B8-S1", "glyphs", 5, 1, 8, 1), Workload("5w5s-B4-S5", "glyphs", 5, 5, 4, 5),
-             Workload("sinusoid-B25-S1", "sinusoid", 1, 10, 25, 1, query=10))
-MEMORY = Workload("5w1s-B2-S2-f8", "glyphs", 5, 1, 2, 2, query=3)  # small: counted bytes, not timed
-
-
-def learner_on(name: str, workload: Workload, filters: int = 0, device: str = "cpu",
-               dtype: torch.dtype = torch.float32, **options) -> MetaLearner:
-    """Learner ``name`` on the workload's dataset backbone; ``inner_steps`` where the learner has them."""
-    if "inner_steps" in LEARNERS[name].Config.__dataclass_fields__:
-        options.setdefault("inner_steps", workload.inner_steps)
-    return new_learner(workload.dataset, name, options, workload.n_way, backbone=BackboneConfig(filters=filters),
-                       device=device, dtype=dtype)
-
-
-def batch_of(workload: Workload, first: int = 0, dtype: torch.dtype = torch.float32) -> Episode:
-    sampler = load_dataset(workload.dataset).sampler("train", workload.n_way, workload.k_shot, workload.query, 0)
-    return sampler.batch(first, workload.tasks).to("cpu", dtype)
-
-
-def meta_iteration(learner: MetaLearner, batch: Episode) -> Callable[[], None]:
-    def step():
-        for p in learner.meta_parameters():
-            p.grad = None
-        learner.meta_gradient(batch)
-    return step
+WORKLOADS = (Problem("glyphs", 5, 1, query=15, tasks=8, inner_steps=1, name="5w1s-B8-S1"),
+             Problem("glyphs", 5, 5, query=15, tasks=4, inner_steps=5, name="5w5s-B4-S5"),
+             Problem("sinusoid", 1, 10, query=10, tasks=25, inner_steps=1, name="sinusoid-B25-S1"))
+# small: counted bytes, not timed
+MEMORY = Problem("glyphs", 5, 1, query=3, tasks=2, filters=8, inner_steps=2, name="5w1s-B2-S2-f8")
 
 
 # -- deterministic figures -------------------------------------------------------------------------------------
@@ -76,7 +41,7 @@ def meta_iteration(learner: MetaLearner, batch: Episode) -> Callable[[], None]:
 def pinned_scores() -> dict[str, float]:
     """Test accuracy of every registered learner on a pinned tiny float64 suite (CPU, seed 0). Plain SGD, not Adam:
     Adam is blind to the scale of a gradient, and a wrong scale is a regression to catch."""
-    from bench.spec.suite import expand, parse_suite  # noqa: PLC0415
+    from bench.spec.suite import parse_suite  # noqa: PLC0415
     from bench.run.training import run_cell  # noqa: PLC0415
 
     suite = parse_suite({
@@ -86,15 +51,14 @@ def pinned_scores() -> dict[str, float]:
                      "validation_episodes": 2, "warmup_iterations": 0, "dtype": "float64", "optimizer": "sgd",
                      "lr": 0.5},
         "evaluation": {"test_episodes": 20, "query": 3, "warmup_episodes": 0}}, "ci-gate")
-    results = {cell.learner: run_cell(cell).metrics for cell in expand(suite)}
+    results = {cell.learner: run_cell(cell).metrics for cell in suite.cells}
     return {name: metrics[m.SCORES["accuracy"].name] for name, metrics in results.items()}
 
 
 def saved_bytes() -> dict[str, int]:
     """Peak bytes saved for backward by one meta-iteration of every learner at the memory workload."""
-    batch = batch_of(MEMORY)
-    return {name: saved_bytes_of(meta_iteration(learner_on(name, MEMORY, filters=8), batch))
-            for name in LEARNERS.names()}
+    batch = MEMORY.batch()
+    return {name: saved_bytes_of(meta_iteration(MEMORY.learner(name), batch)) for name in LEARNERS.names()}
 
 
 def _live_tensor_bytes() -> int:
@@ -108,14 +72,14 @@ def memory_growth(name: str, iterations: int = 20) -> tuple[int, int]:
     """(live tensor bytes after 2 meta-iterations, after ``iterations``) with the outer optimiser stepping: a learner
     that keeps graphs, gradients or histories alive grows; a correct one stays flat. Also fails if any tensor saved
     for backward outlives its iteration."""
-    learner = learner_on(name, MEMORY, filters=8)
+    learner = MEMORY.learner(name)
     optimizer = torch.optim.Adam(learner.meta_parameters(), lr=1e-3)
     tracker = SavedTensorTracker()
     sizes = []
     for i in range(iterations):
         optimizer.zero_grad(set_to_none=True)
         with tracker.track():
-            learner.meta_gradient(batch_of(MEMORY, first=i * MEMORY.tasks))
+            learner.meta_gradient(MEMORY.batch(first=i * MEMORY.tasks))
         optimizer.step()
         if tracker.live:
             raise AssertionError(f"{name}: {tracker.live} bytes saved for backward outlive meta-iteration {i}")
@@ -126,29 +90,24 @@ def memory_growth(name: str, iterations: int = 20) -> tuple[int, int]:
 
 # -- speed -----------------------------------------------------------------------------------------------------
 
-def _median_seconds(step: Callable[[], None], repeats: int = 3) -> float:
-    step()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def median_seconds(step: Callable[[], None], repeats: int = 3) -> float:
+    """After one warm-up call, through the measurement module's clock."""
+    return statistics.median(time_steps(step, repeats, torch.device("cpu")).times)
 
 
 def reference_seconds() -> float:
     """A fixed workload of the same kind (convolution-sized matrix multiplies) timed in this process."""
     a, b = torch.randn(512, 512), torch.randn(512, 512)
-    return _median_seconds(lambda: [a @ b for _ in range(20)], repeats=5)
+    return median_seconds(lambda: [a @ b for _ in range(20)], repeats=5)
 
 
-def speed_ratios(workload: Workload = WORKLOADS[0]) -> dict[str, float]:
+def speed_ratios(workload: Problem = WORKLOADS[0]) -> dict[str, float]:
     """Every learner's meta-iteration time over the reference workload's, interleaved so both see the same load."""
-    batch = batch_of(workload)
+    batch = workload.batch()
     ratios = {}
     for name in LEARNERS.names():
-        step = meta_iteration(learner_on(name, workload), batch)
-        ratios[name] = _median_seconds(step) / reference_seconds()
+        step = meta_iteration(workload.learner(name), batch)
+        ratios[name] = median_seconds(step) / reference_seconds()
     return ratios
 
 
@@ -161,22 +120,33 @@ def measure(perf: bool) -> dict:
     return figures
 
 
+def same_torch(baseline: dict, measured: dict) -> bool:
+    """Pinned figures hold for the torch version that made them; another one needs a refresh, not a verdict."""
+    return baseline.get("torch") == measured["torch"]
+
+
+def unpinned(baseline: dict, measured: dict) -> list[str]:
+    """Learners measured that the baseline has no figures for (added since): noted, not failed, so adding a learner
+    is one file; ``--update-baseline`` pins them."""
+    return sorted(set(measured["scores"]) - set(baseline["scores"]))
+
+
 def compare(baseline: dict, measured: dict, perf_tolerance: float = PERF_TOLERANCE) -> list[str]:
     """What regressed, one line each naming the learner and the figure (empty: the gate passes)."""
-    if baseline.get("torch") != measured["torch"]:
+    if not same_torch(baseline, measured):
         return [f"baseline from another torch ({baseline.get('torch')}, this is {measured['torch']}): refresh it "
                 f"with `python -m bench ci-check --update-baseline` and review the diff"]
     failures = []
-    for name in sorted(set(baseline["scores"]) | set(measured["scores"])):
-        old, new = baseline["scores"].get(name), measured["scores"].get(name)
-        if old is None or new is None:
-            failures.append(f"{name}: test accuracy {'not in the baseline' if old is None else 'not measured'}")
+    for name in sorted(baseline["scores"]):
+        old, new = baseline["scores"][name], measured["scores"].get(name)
+        if new is None:
+            failures.append(f"{name}: test accuracy not measured (a pinned learner is gone)")
         elif not math.isclose(old, new, rel_tol=0, abs_tol=SCORE_TOLERANCE):
             failures.append(f"{name}: test accuracy {new:.6f} on the pinned float64 suite, baseline {old:.6f} "
                             f"(tolerance {SCORE_TOLERANCE})")
     for name, new in measured["saved_bytes"].items():
         old = baseline["saved_bytes"].get(name)
-        if old != new:
+        if old is not None and old != new:
             failures.append(f"{name}: saved-for-backward bytes {new}, baseline {old}")
     for name, new in measured.get("speed_ratio", {}).items():
         old = baseline.get("speed_ratio", {}).get(name)

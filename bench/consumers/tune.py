@@ -31,16 +31,17 @@ from optuna.trial import TrialState
 
 from algorithms import LEARNERS
 from bench.core import metrics as m
+from bench.core import tags as t
 from bench.store import tracking
 from bench.core.config import ConfigError, field_names, yaml_documents
-from bench.store.provenance import PROJECT_ROOT
-from bench.spec.search import ParamSpec, space_of
+from bench.core.paths import OPTUNA_STORAGE, PROJECT_ROOT
+from bench.spec.search import ParamSpec, options_in, space_of
 from bench.spec.suite import Suite, expand
 from bench.store.tracking import FAILED, FINISHED, KILLED
 from bench.run.training import run_cell
 from datasets import DATASETS, load_dataset
 
-DEFAULT_STORAGE = "sqlite:///results/optuna.db"
+DEFAULT_STORAGE = OPTUNA_STORAGE
 DEFAULT_HEARTBEAT = 10
 JOURNAL = "journal:"  # a journal file on a shared filesystem
 # the trials charged to a study's budget (see `charged`), and those of them that have ended
@@ -137,20 +138,17 @@ def open_study(suite: Suite, options: TuneOptions, label: str) -> optuna.Study:
 
 
 def learner_space(suite: Suite, label: str) -> dict[str, ParamSpec]:
-    spec = next(s for s in suite.learners if (s.label or s.name) == label)
+    spec = next(s for s in suite.learners if s.display == label)
     return space_of(suite.search, label, field_names(LEARNERS[spec.name].Config))
 
 
 def configured(suite: Suite, label: str, values: dict[str, Any]) -> Suite:
     """The suite narrowed to one learner with ``values`` ("section.option" -> value) applied."""
-    spec = next(s for s in suite.learners if (s.label or s.name) == label)
-    learner = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("learner.")}
-    training = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("training.")}
-    backbone = {k.split(".", 1)[1]: v for k, v in values.items() if k.startswith("backbone.")}
+    spec = next(s for s in suite.learners if s.display == label)
     return dataclasses.replace(
-        suite, learners=(dataclasses.replace(spec, config={**spec.config, **learner}),),
-        training=dataclasses.replace(suite.training, **training),
-        backbone=dataclasses.replace(suite.backbone, **backbone))
+        suite, learners=(dataclasses.replace(spec, config={**spec.config, **options_in("learner", values)}),),
+        training=dataclasses.replace(suite.training, **options_in("training", values)),
+        backbone=dataclasses.replace(suite.backbone, **options_in("backbone", values)))
 
 
 def trial_cell(suite: Suite, label: str, values: dict[str, Any]):
@@ -173,8 +171,8 @@ class Objective:
     def __call__(self, trial: optuna.Trial):
         values = {name: spec.suggest(trial, name) for name, spec in self.space.items()}
         run_id = tracking.start_run(self.client, self.experiment, f"{self.label} trial {trial.number}",
-                                    {"role": "trial", "study": trial.study.study_name, "trial": str(trial.number),
-                                     "label": self.label, tracking.PARENT_TAG: self.parent})
+                                    {t.ROLE: t.ROLE_TRIAL, t.STUDY: trial.study.study_name, t.TRIAL: str(trial.number),
+                                     t.LABEL: self.label, t.PARENT: self.parent})
         tracking.log_params(self.client, run_id, values)
         single = len(self.suite.search.objectives) == 1
 
@@ -189,18 +187,20 @@ class Objective:
         try:
             result = run_cell(trial_cell(self.suite, self.label, values), on_validation=on_validation, test=False)
         except optuna.TrialPruned as pruned:
-            tracking.end_run(self.client, run_id, "pruned", KILLED, {"state": "PRUNED", "reason": str(pruned)})
+            tracking.end_run(self.client, run_id, t.OUTCOME_PRUNED, KILLED,
+                             {t.STATE: TrialState.PRUNED.name, t.REASON: str(pruned)})
             raise
         except Exception as error:  # the trial FAILS (Optuna records it) and the study goes on
-            tracking.end_run(self.client, run_id, "failed", FAILED, {"state": "FAIL", "error": f"{error}",
-                                                                     "traceback": traceback.format_exc()[-4000:]})
+            tracking.end_run(self.client, run_id, t.OUTCOME_FAILED, FAILED, {
+                t.STATE: TrialState.FAIL.name, t.ERROR: f"{error}", t.TRACEBACK: traceback.format_exc()[-4000:]})
             raise
         score, ms = result.metrics[m.FINAL_VAL_SCORE], result.metrics[m.TRAIN_MS.name]
         if not math.isfinite(score):
-            tracking.end_run(self.client, run_id, "failed", FAILED, {"state": "FAIL", "error": f"score {score}"})
+            tracking.end_run(self.client, run_id, t.OUTCOME_FAILED, FAILED,
+                             {t.STATE: TrialState.FAIL.name, t.ERROR: f"score {score}"})
             raise FloatingPointError(f"validation score {score}")
-        tracking.log_metrics(self.client, run_id, [("objective_score", score, 0), (m.TRAIN_MS.name, ms, 0)])
-        tracking.end_run(self.client, run_id, "finished", FINISHED, {"state": "COMPLETE"})
+        tracking.log_metrics(self.client, run_id, [(m.OBJECTIVE_SCORE, score, 0), (m.TRAIN_MS.name, ms, 0)])
+        tracking.end_run(self.client, run_id, t.OUTCOME_FINISHED, FINISHED, {t.STATE: TrialState.COMPLETE.name})
         return score if single else (score, ms)
 
 
@@ -208,15 +208,15 @@ def study_parents(suite: Suite, options: TuneOptions, client, experiment: str) -
     """One MLflow parent run per study (reused across invocations and workers)."""
     parents = {}
     for spec in suite.learners:
-        label = spec.label or spec.name
+        label = spec.display
         name = study_name(suite, options, label)
         # found by a digest of the name: the name holds the label and --study, which may hold any quote, and an
         # MLflow filter string has no escape for quotes
         key = hashlib.sha256(name.encode()).hexdigest()[:16]
-        found = client.search_runs([experiment], filter_string=f"tags.role = 'study' and tags.study_key = '{key}'",
+        found = client.search_runs([experiment], filter_string=t.matching({t.ROLE: t.ROLE_STUDY, t.STUDY_KEY: key}),
                                    max_results=1)
         parents[label] = found[0].info.run_id if found else tracking.start_run(
-            client, experiment, f"study {name}", {"role": "study", "study": name, "study_key": key})
+            client, experiment, f"study {name}", {t.ROLE: t.ROLE_STUDY, t.STUDY: name, t.STUDY_KEY: key})
     return parents
 
 
@@ -235,8 +235,8 @@ def charged(study: optuna.Study, states: tuple[TrialState, ...] = CHARGED_STATES
     trials = study.get_trials(deepcopy=False)
     with warnings.catch_warnings():  # retry_history is marked experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retried = {n for t in trials for n in optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(t)}
-    return sum(t.number not in retried and t.state in states for t in trials)
+        retried = {n for trial in trials for n in optuna.storages.RetryHeartbeatStaleTrialCallback.retry_history(trial)}
+    return sum(trial.number not in retried and trial.state in states for trial in trials)
 
 
 def remaining(study: optuna.Study, total: int) -> int:
@@ -268,7 +268,7 @@ def optimise(suite: Suite, options: TuneOptions, uri: str, shares: dict[str, int
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     total = budget(suite, options)
     for spec in suite.learners:
-        label = spec.label or spec.name
+        label = spec.display
         study = open_study(suite, options, label)
         left = remaining(study, total)
         if shares is not None:
@@ -321,14 +321,14 @@ def run_workers(suite_path: str, suite: Suite, options: TuneOptions, uri: str) -
     anyway, a worker that died."""
     # the storage is opened (a bad URL refused) and every study created before anything is written to MLflow and
     # before workers race to create them
-    studies = {spec.label or spec.name: open_study(suite, options, spec.label or spec.name) for spec in suite.learners}
+    studies = {spec.display: open_study(suite, options, spec.display) for spec in suite.learners}
     client = tracking.client_for(uri)
     experiment = tracking.experiment_id(client, f"{suite.suite}.tuning")
     study_parents(suite, options, client, experiment)  # created once, here
     try:
         return _run_studies(suite_path, suite, options, uri, studies)
     finally:  # the trial runs of killed workers end FAILED/interrupted, not RUNNING (a study's own run stays open)
-        tracking.close_orphaned(client, experiment, role="trial")
+        tracking.close_orphaned(client, experiment, role=t.ROLE_TRIAL)
 
 
 def _run_studies(suite_path: str, suite: Suite, options: TuneOptions, uri: str, studies: dict[str, optuna.Study]
@@ -377,17 +377,16 @@ def best_suite_documents(suite_text: str, suite: Suite, options: TuneOptions) ->
     raw = next(d for d in yaml_documents(suite_text, "suite file") if d.get("suite") == suite.suite)
     documents = []
     for spec in suite.learners:
-        label = spec.label or spec.name
+        label = spec.display
         study = open_study(suite, options, label)
         best = study.best_trials[0] if len(suite.search.objectives) > 1 else study.best_trial
         document = {k: v for k, v in raw.items() if k != "search"}
         document["suite"] = f"{suite.suite}_tuned"
         learner = {"name": spec.name, "label": label,
-                   "config": {**spec.config, **{k.split(".", 1)[1]: v for k, v in best.params.items()
-                                                if k.startswith("learner.")}}}
+                   "config": {**spec.config, **options_in("learner", best.params)}}
         document["learners"] = [learner]
         for section in ("training", "backbone"):
-            values = {k.split(".", 1)[1]: v for k, v in best.params.items() if k.startswith(f"{section}.")}
+            values = options_in(section, best.params)
             if values:
                 document[section] = {**raw.get(section, {}), **values}
         documents.append(document)

@@ -3,28 +3,15 @@ finite differences. Run on small float64 problems; a user who adds a variant run
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 
 import torch
 
-from algorithms import LEARNERS, MetaLearner
+from algorithms import LEARNERS
 from algorithms.base import algorithm_of
-from algorithms.backbones import BackboneConfig
-from bench.run.factory import new_learner
-from datasets import Episode, load_dataset
+from bench.run.problems import Problem
+from datasets import Episode
 
-
-@dataclass(frozen=True)
-class Case:
-    dataset: str
-    n_way: int
-    k_shot: int
-    q_query: int
-    tasks: int
-    filters: int = 16
-
-
-CASES = (Case("glyphs", 5, 1, 2, 2), Case("sinusoid", 1, 5, 5, 3))
+CASES = (Problem("glyphs", 5, 1, query=2, tasks=2, filters=16), Problem("sinusoid", 1, 5, query=5, tasks=3, filters=16))
 
 
 def families() -> dict[str, list[str]]:
@@ -34,20 +21,9 @@ def families() -> dict[str, list[str]]:
     return {a: names for a, names in grouped.items() if len(names) > 1}
 
 
-def batch_of(case: Case, seed: int = 0) -> Episode:
-    sampler = load_dataset(case.dataset).sampler("train", case.n_way, case.k_shot, case.q_query, seed)
-    return sampler.batch(0, case.tasks).to("cpu", torch.float64)
-
-
-def learner_for(name: str, options: dict, case: Case, seed: int = 0) -> MetaLearner:
-    return new_learner(case.dataset, name, options, case.n_way, backbone=BackboneConfig(filters=case.filters),
-                       seed=seed, dtype=torch.float64)
-
-
-def meta_gradient(name: str, options: dict, case: Case, seed: int = 0) -> torch.Tensor:
-    batch = batch_of(case, seed)
-    learner = learner_for(name, options, case, seed)
-    learner.meta_gradient(batch)
+def meta_gradient(name: str, options: dict, case: Problem) -> torch.Tensor:
+    learner = case.learner(name, torch.float64, **options)
+    learner.meta_gradient(case.batch(dtype=torch.float64))
     return torch.cat([p.grad.flatten() for p in learner.model.parameters()])
 
 
@@ -55,16 +31,16 @@ def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / max(a.norm(), b.norm(), torch.finfo(a.dtype).tiny))
 
 
-def agreement(names: list[str], options: dict, case: Case) -> list[tuple[str, str, float]]:
+def agreement(names: list[str], options: dict, case: Problem) -> list[tuple[str, str, float]]:
     grads = {name: meta_gradient(name, options, case) for name in names}
     return [(a, b, relative_difference(grads[a], grads[b])) for a, b in itertools.combinations(names, 2)]
 
 
-def finite_difference_error(name: str, options: dict, case: Case, directions: int = 3, eps: float = 1e-6) -> float:
+def finite_difference_error(name: str, options: dict, case: Problem, directions: int = 3, eps: float = 1e-6) -> float:
     """Largest error of <meta-gradient, v> against the central difference of the post-adaptation query loss along
     unit directions v (the gradient's own and random ones), relative to the gradient's norm: a random direction in
     thousands of dimensions sees a tiny slope, which rounding would swamp if the error were taken relative to it."""
-    batch = batch_of(case)
+    batch = case.batch(dtype=torch.float64)
     # Rendered glyphs have exact ties (flat black background), which make max-pool exactly non-differentiable;
     # a little noise on the inputs restores a point where the gradient exists and finite differences can agree.
     noise = torch.Generator().manual_seed(2)
@@ -72,7 +48,7 @@ def finite_difference_error(name: str, options: dict, case: Case, directions: in
                     batch.support_y,
                     batch.query_x + 1e-2 * torch.randn(batch.query_x.shape, generator=noise, dtype=torch.float64),
                     batch.query_y, batch.classes)
-    learner = learner_for(name, options, case)
+    learner = case.learner(name, torch.float64, **options)
     learner.meta_gradient(batch)
     params = list(learner.model.parameters())
     grad = torch.cat([p.grad.flatten() for p in params])

@@ -128,7 +128,8 @@ def yaml_documents(text: str, source: str) -> list[Any]:
 
 
 def field_names(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
+    """The keys a config file may give: the fields set at construction."""
+    return [f.name for f in dataclasses.fields(cls) if f.init]
 
 
 def check_keys(mapping: Mapping[str, Any], allowed: list[str], where: str) -> None:

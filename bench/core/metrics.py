@@ -50,11 +50,23 @@ COSTS = (TRAIN_MS, TRAIN_MS_P90, EVAL_MS, SAVED_MB, CUDA_MB, RSS_MB, TRAIN_SECON
 # curves logged during training (step = meta-iteration)
 TRAIN_LOSS, TRAIN_QUERY_SCORE, VAL_SCORE = "train_loss", "train_query_score", "val_score"
 FINAL_TRAIN_LOSS, FINAL_VAL_SCORE = "final_train_loss", "final_val_score"
+OBJECTIVE_SCORE = "objective_score"  # a `bench tune` trial's value: its final validation score
 
 
 def support_loss(step: int) -> str:
     """The mean support loss before inner step ``step`` (a curve over meta-iterations)."""
     return f"train_support_loss_step{step}"
+
+
+def learner_curves(key: str, size: int) -> list[str]:
+    """The curves a learner's step metric ``key`` (``StepResult.metrics``) of ``size`` values is logged as: the
+    adapted query score is one curve, the support losses one per inner step."""
+    if key == "query_score" and size == 1:
+        return [TRAIN_QUERY_SCORE]
+    if key == "inner_losses":
+        return [support_loss(step) for step in range(size)]
+    raise ValueError(f"the learner reports a step metric {key!r} ({size} values) that bench/core/metrics.py does not "
+                     f"name: add it to learner_curves")
 
 
 def ci95(score: str) -> str:

@@ -12,10 +12,7 @@ The guarantees it keeps, whatever the executor:
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
-import threading
 import time
 import traceback
 from collections import deque
@@ -25,6 +22,9 @@ from typing import Callable, Protocol
 import torch
 from tqdm import tqdm
 
+from algorithms.base import algorithm_of
+from bench.core import interrupts
+from bench.core import tags as t
 from bench.store import claims, ownership, tracking
 from bench.store.provenance import LOADED_AT, check_unchanged, code_identity, evaluation_identity, files_of
 from bench.spec.suite import Cell
@@ -36,43 +36,10 @@ CLAIM_POLL_S = 1.0  # how often a cell held by another invocation is looked at a
 DEFAULT_MAX_WAIT_S = 12 * 3600.0  # a cell held by a live invocation longer than this is left to a later run
 
 
-class Interrupts:
-    """Ctrl-C, remembered. Python swallows a KeyboardInterrupt raised while a finaliser runs (the saved-tensor meter
-    uses finalisers in warm-up iterations), so the loop also looks at this flag after every meta-iteration."""
-
-    seen = False
-
-    @classmethod
-    def handler(cls, signum, frame) -> None:
-        cls.seen = True
-        raise KeyboardInterrupt
-
-    @classmethod
-    def check(cls) -> None:
-        if cls.seen:
-            raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def remembered_interrupts():
-    """Install the remembering handler where Ctrl-C is live (main thread, default handler); an ignored SIGINT
-    (a job started in the background) stays ignored."""
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        yield
-        return
-    Interrupts.seen = False
-    previous = signal.signal(signal.SIGINT, Interrupts.handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 @dataclass
 class Outcome:
     cell: Cell
-    outcome: str  # finished, reused, failed, skipped, held (another invocation still ran it when we gave up)
+    outcome: str  # tags.OUTCOME_*: finished, reused, failed, skipped, held (another invocation still ran it)
     metrics: dict[str, float] = field(default_factory=dict)
     detail: str = ""
     run_id: str = ""
@@ -127,7 +94,6 @@ class Sink:
         self.pending: list[tuple[str, float, int]] = []
 
     def on_train(self, iteration: int, values: dict[str, float]) -> None:
-        self.check()
         self.pending.extend((name, value, iteration) for name, value in values.items() if math.isfinite(value))
 
     def on_validation(self, iteration: int, values: dict[str, float]) -> None:
@@ -165,10 +131,11 @@ def evaluation_fingerprint(cell: Cell) -> str:
 def cell_tags(cell: Cell, parent: str, environment: str) -> dict[str, str]:
     """The tags a cell's run is created with: what resuming and pairing match on. Where it ran is added when it ends
     (``Done.environment``), from the process that ran it."""
-    return {"role": "cell", "config_hash": cell.config_hash, "code_identity": cell_code(cell),
-            "eval_fingerprint": evaluation_fingerprint(cell), "environment": environment, "learner": cell.learner,
-            "label": cell.label, "dataset": cell.dataset.name, "git_commit": tracking.git_commit(),
-            tracking.PARENT_TAG: parent, **{tracking.AXIS_PREFIX + name: value for name, value in cell.axes.items()}}
+    return {t.ROLE: t.ROLE_CELL, t.CONFIG_HASH: cell.config_hash, t.CODE_IDENTITY: cell_code(cell),
+            t.EVAL_FINGERPRINT: evaluation_fingerprint(cell), t.ENVIRONMENT: environment, t.LEARNER: cell.learner,
+            t.ALGORITHM: algorithm_of(cell.learner), t.LABEL: cell.label, t.DATASET: cell.dataset.name,
+            t.GIT_COMMIT: tracking.git_commit(), t.PARENT: parent,
+            **{t.axis(name): value for name, value in cell.axes.items()}}
 
 
 def _write_scores(scores: list[float], score_name: str) -> Callable:
@@ -178,15 +145,15 @@ def _write_scores(scores: list[float], score_name: str) -> Callable:
 
 
 def skip_run(client, run_id: str, cell: Cell, why: str) -> Outcome:
-    tracking.end_run(client, run_id, "skipped", KILLED, {"skip_reason": why})
-    return Outcome(cell, "skipped", detail=why, run_id=run_id)
+    tracking.end_run(client, run_id, t.OUTCOME_SKIPPED, KILLED, {t.SKIP_REASON: why})
+    return Outcome(cell, t.OUTCOME_SKIPPED, detail=why, run_id=run_id)
 
 
 def fail_run(client, run_id: str, cell: Cell, message: str, trace: str = "",
              environment: dict[str, str] | None = None) -> Outcome:
-    tracking.end_run(client, run_id, "failed", FAILED, {"error": message, "traceback": trace[-4000:],
-                                                          **(environment or {})})
-    return Outcome(cell, "failed", detail=message, run_id=run_id)
+    tracking.end_run(client, run_id, t.OUTCOME_FAILED, FAILED, {t.ERROR: message, t.TRACEBACK: trace[-4000:],
+                                                                **(environment or {})})
+    return Outcome(cell, t.OUTCOME_FAILED, detail=message, run_id=run_id)
 
 
 def finish_run(client, run_id: str, cell: Cell, result: CellResult, tags: dict[str, str]) -> Outcome:
@@ -194,9 +161,9 @@ def finish_run(client, run_id: str, cell: Cell, result: CellResult, tags: dict[s
     tracking.log_metrics(client, run_id, [(k, v, 0) for k, v in result.metrics.items() if math.isfinite(v)])
     tracking.log_file(client, run_id, _write_scores(result.test_scores, result.score_name), "test_episodes.csv")
     tracking.log_file(client, run_id, lambda path: torch.save(result.state_dict, path), "meta_parameters.pt")
-    ran = {f"ran.{k}": v for k, v in result.execution.items()}
-    tracking.end_run(client, run_id, "finished", FINISHED, {"score": result.score_name, **ran, **tags})
-    return Outcome(cell, "finished", result.metrics, run_id=run_id)
+    ran = {t.ran(k): v for k, v in result.execution.items()}
+    tracking.end_run(client, run_id, t.OUTCOME_FINISHED, FINISHED, {t.SCORE: result.score_name, **ran, **tags})
+    return Outcome(cell, t.OUTCOME_FINISHED, result.metrics, run_id=run_id)
 
 
 @dataclass
@@ -225,7 +192,7 @@ class CellLoop:
 
     def check(self) -> None:
         """Between steps and after every meta-iteration: Ctrl-C, and whether we still own what we hold."""
-        Interrupts.check()
+        interrupts.check()
         self.heartbeat.check()
 
     def through(self, cells: list[Cell]) -> list[Outcome]:
@@ -280,7 +247,7 @@ class CellLoop:
         for found in tracking.runs_of_cell(run.client, run.experiment, cell.config_hash):
             tags = found.data.tags
             if tracking.is_finished(found) and (run.reuse_other_code or (
-                    tags.get("code_identity") == code and tags.get("environment") == environment)):
+                    tags.get(t.CODE_IDENTITY) == code and tags.get(t.ENVIRONMENT) == environment)):
                 return found
         return None
 
@@ -291,14 +258,15 @@ class CellLoop:
         for _ in range(100):  # each pass either settles the cell or loses a reservation race to a new claim
             finished = self._reusable(cell, environment)
             if finished is not None:
-                self._done(Outcome(cell, "reused", dict(finished.data.metrics), run_id=finished.info.run_id))
+                self._done(Outcome(cell, t.OUTCOME_REUSED, dict(finished.data.metrics), run_id=finished.info.run_id))
                 return
             holder = claims.holder(client, run.suite, cell.config_hash, self.floor.get(cell.config_hash, -1))
             if holder.alive:
                 self._wait(cell, number, holder, waiting)
                 return
             if holder.run is not None and tracking.is_finished(holder.run) and run.force:
-                self._done(Outcome(cell, "reused", dict(holder.run.data.metrics), run_id=holder.run.info.run_id))
+                self._done(Outcome(cell, t.OUTCOME_REUSED, dict(holder.run.data.metrics),
+                                   run_id=holder.run.info.run_id))
                 return  # a concurrent --force finished it after this invocation started
             generation = max(holder.latest.generation, self.floor.get(cell.config_hash, -1)) + 1
             check_unchanged(files_of(cell.learner))  # never start a run under an identity the disk no longer has
@@ -332,7 +300,7 @@ class CellLoop:
             self.bar.write(f"waiting  {cell.title}: run {waiting.holder} of another invocation ({waiting.owner}) "
                            f"runs it, since {time.strftime('%H:%M:%S', time.localtime(now))}")
         if now - waiting.since > self.run.max_wait_s:
-            self._done(Outcome(cell, "held", detail=f"still run by {waiting.holder} ({waiting.owner}) after "
+            self._done(Outcome(cell, t.OUTCOME_HELD, detail=f"still run by {waiting.holder} ({waiting.owner}) after "
                                                    f"{now - waiting.since:.0f} s; left to a later run"))
             return
         self.waiting[cell.config_hash] = waiting
@@ -369,17 +337,18 @@ class CellLoop:
         cell, run_id = attempt.cell, attempt.run_id
         expected = cell_code(cell)
         if done.code != expected:
-            return fail_run(client, run_id, cell, f"the worker on {done.tags.get('executor.node', '?')} runs other "
+            return fail_run(client, run_id, cell, f"the worker on {done.tags.get(t.EXECUTOR_NODE, '?')} runs other "
                                                   f"code ({done.code}, this driver {expected}): deploy one commit")
         if done.result is None:
             return fail_run(client, run_id, cell, done.error, done.trace, done.environment)
         check_unchanged(files_of(cell.learner))
         if not claims.still_holds(client, self.run.suite, cell.config_hash, attempt.generation, run_id):
-            return Outcome(cell, "failed", run_id=run_id, detail="another invocation took this cell over (this one "
-                                                                  "was judged gone): its result is not logged")
+            return Outcome(cell, t.OUTCOME_FAILED, run_id=run_id,
+                           detail="another invocation took this cell over (this one was judged gone): its result is "
+                                  "not logged")
         tracking.log_metrics(client, run_id, done.curves)
         return finish_run(client, run_id, cell, done.result,
-                          {**done.environment, **done.tags, "executor": self.executor.kind})
+                          {**done.environment, **done.tags, t.EXECUTOR: self.executor.kind})
 
     def _lost(self, done: Done) -> tuple[Cell, int] | None:
         attempt, client = done.attempt, self.run.client
@@ -387,8 +356,8 @@ class CellLoop:
             self._done(fail_run(client, attempt.run_id, attempt.cell,
                                 f"the worker died in each of {attempt.number + 1} attempt(s); last: {done.lost}"))
             return None
-        tracking.end_run(client, attempt.run_id, "interrupted", FAILED,
-                         {"error": f"attempt {attempt.number + 1}: the worker died ({done.lost}); retried"})
+        tracking.end_run(client, attempt.run_id, t.OUTCOME_INTERRUPTED, FAILED,
+                         {t.ERROR: f"attempt {attempt.number + 1}: the worker died ({done.lost}); retried"})
         self.run.echo(f"{attempt.cell.title}: worker lost ({done.lost}); attempt {attempt.number + 2} of "
                       f"{self.executor.max_retries + 1}")
         return attempt.cell, attempt.number + 1
@@ -400,18 +369,19 @@ class CellLoop:
         try:
             outcome = fail_run(self.run.client, attempt.run_id, attempt.cell, message, trace, environment)
         except Exception as error:  # noqa: BLE001  (the store itself is failing: report both, go on)
-            outcome = Outcome(attempt.cell, "failed", run_id=attempt.run_id,
+            outcome = Outcome(attempt.cell, t.OUTCOME_FAILED, run_id=attempt.run_id,
                               detail=f"{message}; marking the run FAILED failed too: {type(error).__name__}: {error}")
         self._done(outcome)
 
     def _abandon(self, error: BaseException) -> None:
         """Ctrl-C, lost ownership or a store error: stop what runs, end every run this invocation holds."""
         self.executor.cancel()
-        status, outcome = (KILLED, "interrupted") if isinstance(error, KeyboardInterrupt) else (FAILED, "failed")
+        status, outcome = ((KILLED, t.OUTCOME_INTERRUPTED) if isinstance(error, KeyboardInterrupt)
+                           else (FAILED, t.OUTCOME_FAILED))
         for attempt in list(self.in_flight.values()):
             try:
                 tracking.end_run(self.run.client, attempt.run_id, outcome, status,
-                                 {"error": f"{type(error).__name__}: {error}"[:2000]})
+                                 {t.ERROR: f"{type(error).__name__}: {error}"[:2000]})
             except Exception as failure:  # noqa: BLE001  (the store may be what failed: say so, the next invocation closes it)
                 self.run.echo(f"could not end run {attempt.run_id} ({attempt.cell.title}): "
                               f"{type(failure).__name__}: {failure}; the next invocation closes it as interrupted")
@@ -420,11 +390,11 @@ class CellLoop:
     def _done(self, outcome: Outcome) -> None:
         self.outcomes.append(outcome)
         self.bar.update(1)
-        if self.run.progress or outcome.outcome != "reused":
+        if self.run.progress or outcome.outcome != t.OUTCOME_REUSED:
             detail = f" ({outcome.detail})" if outcome.detail else ""
             self.bar.write(f"{outcome.outcome:8s} {outcome.cell.title}{detail}")
         self._show()
 
     def _show(self) -> None:
-        failed = sum(o.outcome == "failed" for o in self.outcomes)
+        failed = sum(o.outcome == t.OUTCOME_FAILED for o in self.outcomes)
         self.bar.set_postfix(running=len(self.in_flight), waiting=len(self.waiting), failed=failed, refresh=False)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import ray
 import torch
 
+from bench.core import tags as t
 from bench.store import tracking
 from bench.run.execution import Attempt, Done, Sink, cell_code
 from bench.core.hardware import device_available
@@ -53,8 +54,8 @@ def run_cell_remotely(attempt: Attempt, threads: int) -> Done:
         curves.extend((name, value, iteration) for name, value in values.items() if math.isfinite(value))
 
     node, started = ray.get_runtime_context().get_node_id(), time.time()
-    where = {"executor.node": node, "executor.cpus": str(threads), "executor.attempt": str(attempt.number + 1),
-             "executor.started": f"{started:.3f}"}
+    where = {t.EXECUTOR_NODE: node, t.EXECUTOR_CPUS: str(threads), t.EXECUTOR_ATTEMPT: str(attempt.number + 1),
+             t.EXECUTOR_STARTED: f"{started:.3f}"}
     environment = tracking.environment_tags(cell.device)
     try:
         result = run_cell(cell, keep, keep)
@@ -62,7 +63,7 @@ def run_cell_remotely(attempt: Attempt, threads: int) -> Done:
         return Done(attempt, error=f"{type(error).__name__}: {error}", trace=traceback.format_exc(),
                     code=cell_code(cell), environment=environment, tags=where)
     return Done(attempt, result, curves, code=cell_code(cell), environment=environment,
-                tags={**where, "executor.ended": f"{time.time():.3f}"})
+                tags={**where, t.EXECUTOR_ENDED: f"{time.time():.3f}"})
 
 
 class RayExecutor:
@@ -148,8 +149,8 @@ class RayExecutor:
                 done.append(Done(attempt, lost=lost))
                 continue
             if remote.result is not None:
-                self.intervals.append((attempt.run_id, remote.tags["executor.node"],
-                                       float(remote.tags["executor.started"]), float(remote.tags["executor.ended"])))
+                self.intervals.append((attempt.run_id, remote.tags[t.EXECUTOR_NODE],
+                                       float(remote.tags[t.EXECUTOR_STARTED]), float(remote.tags[t.EXECUTOR_ENDED])))
             done.append(remote)
         self._start_queued()  # the freed slots work while the loop records what ended
         return done
@@ -166,11 +167,11 @@ class RayExecutor:
         tags = {}
         for run_id, node, start, end in self.intervals:
             # a cell ending at t sorts before one starting at t: touching intervals never ran together
-            edges = sorted((t, kind) for _, n, s, e in self.intervals if n == node and s < end and e > start
-                           for t, kind in ((max(s, start), 1), (min(e, end), -1)))
+            edges = sorted((at, kind) for _, n, s, e in self.intervals if n == node and s < end and e > start
+                           for at, kind in ((max(s, start), 1), (min(e, end), -1)))
             most = running = 0
             for _, kind in edges:
                 running += kind
                 most = max(most, running)
-            tags[run_id] = {"executor.concurrent_cells": str(most)}
+            tags[run_id] = {t.EXECUTOR_CONCURRENT_CELLS: str(most)}
         return tags

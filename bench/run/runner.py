@@ -13,11 +13,13 @@ from typing import Callable
 
 import torch
 
+from bench.core import tags as t
 from bench.store import tracking
-from bench.run.execution import (Attempt, CellLoop, Done, Outcome, Sink, SuiteRun, cell_code,
-                             remembered_interrupts)
+from bench.core import interrupts
+from bench.core.config import ConfigError
+from bench.run.execution import Attempt, CellLoop, Done, Outcome, Sink, SuiteRun, cell_code
 from bench.core.hardware import device_available
-from bench.spec.suite import Cell, Suite, expand
+from bench.spec.suite import Cell, Suite
 from bench.store.tracking import FAILED, FINISHED, KILLED
 from bench.run.training import run_cell
 from datasets import load_dataset
@@ -42,7 +44,7 @@ class InProcess:
     def environment_key(self, cell: Cell) -> str:
         """What the cell's timings depend on, known before it runs: part of what a finished run is reused under."""
         tags = tracking.environment_tags(cell.device)
-        return f"{self.kind} threads={tags['threads']} cpu={tags['cpu_model']} device={tags['device_name']}"
+        return f"{self.kind} threads={tags[t.THREADS]} cpu={tags[t.CPU_MODEL]} device={tags[t.DEVICE_NAME]}"
 
     def unavailable(self, cell: Cell) -> str:
         available, why = device_available(cell.device)
@@ -61,7 +63,7 @@ class InProcess:
         cell = attempt.cell
         environment = tracking.environment_tags(cell.device)
         try:
-            result = run_cell(cell, sink.on_train, sink.on_validation, self.progress)
+            result = run_cell(cell, sink.on_train, sink.on_validation, self.progress, between_iterations=sink.check)
         except Exception as error:  # the cell's own failure: a FAILED run with the reason, the suite goes on
             if isinstance(error, torch.cuda.OutOfMemoryError):
                 torch.cuda.empty_cache()
@@ -76,6 +78,27 @@ class InProcess:
         return {}
 
 
+def executor_for(kind: str, address: str | None, max_parallel: int, cpus_per_cell: int, max_retries: int,
+                 suites: list[Suite], progress: bool = True):
+    """The executor ``bench run --executor`` names, not yet started (the caller enters it); what it cannot run is
+    refused with ConfigError before anything is written. Only here is Ray imported."""
+    if kind != "ray":
+        if address is not None:
+            raise ConfigError("--address is for --executor ray")
+        return InProcess(progress)
+    try:
+        from bench.run.ray_executor import RayExecutor, RayOptions  # noqa: PLC0415
+    except ImportError as error:
+        raise ConfigError(f"--executor ray needs Ray: pip install -e '.[distributed]' ({error})") from None
+    try:
+        executor = RayExecutor(RayOptions(address, max_parallel, cpus_per_cell, max_retries))
+        for suite in suites:
+            executor.check(list(suite.cells))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return executor
+
+
 def run_suite(suite: Suite, suite_text: str, uri: str, force: bool = False, reuse_other_code: bool = False,
               progress: bool = True, echo: Callable[[str], None] = print, executor=None,
               max_wait_s: float | None = None) -> list[Outcome]:
@@ -87,29 +110,29 @@ def run_suite(suite: Suite, suite_text: str, uri: str, force: bool = False, reus
     closed = tracking.close_orphaned(client, experiment)
     if closed:
         echo(f"marked {closed} run(s) left RUNNING by an ended invocation as FAILED (outcome=interrupted)")
-    cells = expand(suite)
+    cells = list(suite.cells)
     parent = tracking.start_run(client, experiment, f"{suite.suite} {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                                {"role": "suite", **tracking.environment_tags()})
+                                {t.ROLE: t.ROLE_SUITE, **tracking.environment_tags()})
     run = SuiteRun(suite.suite, client, experiment, parent, force, reuse_other_code, progress, echo,
                    **({} if max_wait_s is None else {"max_wait_s": max_wait_s}))
     try:
-        with remembered_interrupts():
+        with interrupts.remembered():
             statistics = load_dataset(suite.dataset.name, suite.dataset.options).statistics()
-            with tracking.uninterruptible():
+            with interrupts.held():
                 client.log_text(parent, suite_text, "suite.yaml")
                 client.log_text(parent, json.dumps(statistics, indent=2), "dataset.json")
             outcomes = CellLoop(run, executor or InProcess(progress)).through(cells)
     except KeyboardInterrupt:
-        tracking.end_run(client, parent, "interrupted", KILLED)
+        tracking.end_run(client, parent, t.OUTCOME_INTERRUPTED, KILLED)
         raise
     except Exception as error:  # a store or code-identity error stops the suite: its run ends FAILED, if it can
         try:
-            tracking.end_run(client, parent, "failed", FAILED, {"error": f"{type(error).__name__}: {error}"})
+            tracking.end_run(client, parent, t.OUTCOME_FAILED, FAILED, {t.ERROR: f"{type(error).__name__}: {error}"})
         except Exception as failure:  # noqa: BLE001  (the store may be what failed: the original error is raised)
             echo(f"could not end the suite run {parent}: {type(failure).__name__}: {failure}")
         raise
-    failures = [o for o in outcomes if o.outcome == "failed"]
-    tracking.end_run(client, parent, "failed" if failures else "finished", FINISHED,
-                     {"cells": str(len(cells)), "failures": str(len(failures))})
+    failures = [o for o in outcomes if o.outcome == t.OUTCOME_FAILED]
+    tracking.end_run(client, parent, t.OUTCOME_FAILED if failures else t.OUTCOME_FINISHED, FINISHED,
+                     {t.CELLS: str(len(cells)), t.FAILURES: str(len(failures))})
     order = {cell.config_hash: i for i, cell in enumerate(cells)}
     return sorted(outcomes, key=lambda o: order[o.cell.config_hash])

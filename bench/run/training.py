@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from bench.core import interrupts
 from bench.core import metrics as m
 from bench.run.evaluation import evaluate
 from bench.run.factory import build_learner, build_optimizer, dtype_of
@@ -35,20 +36,20 @@ class CellResult:
 def _step_values(result) -> tuple[list[str], torch.Tensor]:
     """The step's loss and the learner's metrics as names and one flat tensor, so one device read gets them all."""
     names, parts = [m.TRAIN_LOSS], [result.loss.reshape(1)]
-    for name, value in result.metrics.items():
+    for key, value in result.metrics.items():
         flat = value.detach().reshape(-1)
-        if value.dim() == 0:
-            names.append(f"train_{name}")
-        else:
-            names.extend(f"train_{name}_step{i}" for i in range(flat.numel()))
+        names.extend(m.learner_curves(key, flat.numel()))
         parts.append(flat.to(result.loss.dtype))
     return names, torch.cat(parts)
 
 
 def run_cell(cell: Cell, on_train: Curve | None = None, on_validation: Curve | None = None,
-             progress: bool = False, test: bool = True) -> CellResult:
+             progress: bool = False, test: bool = True, between_iterations: Callable[[], None] | None = None
+             ) -> CellResult:
     """Meta-train ``cell`` and score it on its test episodes; ``test`` False stops after meta-training (a
-    hyperparameter search never sees the test episodes)."""
+    hyperparameter search never sees the test episodes). After every meta-iteration a Ctrl-C that Python swallowed
+    is raised again (bench.core.interrupts), then ``between_iterations`` may stop the cell by raising (lost
+    ownership)."""
     device, dtype = torch.device(cell.device), dtype_of(cell.training)
     training, evaluation = cell.training, cell.evaluation
     data = load_dataset(cell.dataset.name, cell.dataset_options)
@@ -75,6 +76,9 @@ def run_cell(cell: Cell, on_train: Curve | None = None, on_validation: Curve | N
             if training.meta_grad_clip is not None:
                 torch.nn.utils.clip_grad_value_(learner.meta_parameters(), training.meta_grad_clip)
             optimizer.step()
+        interrupts.check()
+        if between_iterations is not None:
+            between_iterations()
         if on_train is not None:
             on_train(iteration, dict(zip(names, values)))
         if iteration % 10 == 0:

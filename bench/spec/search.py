@@ -3,15 +3,11 @@ trial runs (a bad space is a bad suite: exit 2, nothing created in the study sto
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping
 
-from bench.core.config import ConfigError, field_names, from_mapping
-from bench.core.registry import did_you_mean
+from bench.core.config import ConfigError, from_mapping
 from bench.core.seeding import Seed
-
-if TYPE_CHECKING:
-    from bench.spec.suite import Suite
 
 SECTIONS = ("learner", "training", "backbone")  # a parameter is "<section>.<option>"
 OBJECTIVES = ("score", "ms_per_iteration")
@@ -98,43 +94,16 @@ def parse_space(raw: Any, where: str) -> dict[str, ParamSpec]:
     return {name: from_mapping(ParamSpec, spec, f"{where}.{name}") for name, spec in raw.items()}
 
 
+def options_in(section: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of ``section`` among ``values`` (parameter -> value), by option: ``{"learner.inner_lr": 0.1,
+    "training.lr": 0.01}`` holds ``{"inner_lr": 0.1}`` for "learner"."""
+    prefix = f"{section}."
+    return {name[len(prefix):]: value for name, value in values.items() if name.startswith(prefix)}
+
+
 def space_of(search: SearchSpec, label: str, learner_options: list[str]) -> dict[str, ParamSpec]:
     """The space one learner is tuned over: the shared parameters it has, then its own."""
-    shared = {n: p for n, p in parse_space(search.space, "search.space").items()
-              if not n.startswith("learner.") or n.split(".", 1)[1] in learner_options}
+    space = parse_space(search.space, "search.space")
+    lacks = {f"learner.{option}" for option in options_in("learner", space) if option not in learner_options}
+    shared = {n: p for n, p in space.items() if n not in lacks}
     return {**shared, **parse_space(search.learners.get(label, {}), f"search.learners.{label}")}
-
-
-def validate_search(suite: Suite, source: str) -> None:
-    """Every parameter names an option that exists, every range and choice is well formed."""
-    from algorithms import LEARNERS  # noqa: PLC0415
-    from algorithms.backbones import BackboneConfig  # noqa: PLC0415
-    from bench.spec.suite import TrainingSpec  # noqa: PLC0415
-
-    search = suite.search
-    labels = {spec.label or spec.name: spec.name for spec in suite.learners}
-    own = {label: field_names(LEARNERS[name].Config) for label, name in labels.items()}
-    known = {"training": field_names(TrainingSpec), "backbone": [f.name for f in fields(BackboneConfig)]}
-    unknown_labels = set(search.learners) - set(labels)
-    if unknown_labels:
-        raise ConfigError(f"{source}: search.learners: no learner is labelled {sorted(unknown_labels)[0]!r}; labels: "
-                          f"{', '.join(labels)}")
-    spaces = [("search.space", search.space, None)] + [(f"search.learners.{label}", raw, label)
-                                                       for label, raw in search.learners.items()]
-    for where, raw, label in spaces:
-        for name, spec in parse_space(raw, f"{source}: {where}").items():
-            here = f"{source}: {where}.{name}"
-            section, _, option = name.partition(".")
-            if section not in SECTIONS or not option:
-                raise ConfigError(f"{here}: a parameter is <section>.<option> with section one of "
-                                  f"{', '.join(SECTIONS)}")
-            if section == "learner":
-                options = own[label] if label else sorted({o for names in own.values() for o in names})
-                if option not in options:
-                    who = f"learner {label!r} has no option" if label else "no learner of this suite has the option"
-                    raise ConfigError(f"{here}: {who} {option!r}{did_you_mean(option, options)}; options: "
-                                      f"{', '.join(options)}")
-            elif option not in known[section]:
-                raise ConfigError(f"{here}: {section} has no option {option!r}{did_you_mean(option, known[section])}; "
-                                  f"known: {', '.join(known[section])}")
-            spec.check(here)

@@ -1,6 +1,7 @@
 """Suite files: YAML onto typed, frozen dataclasses, validated whole before anything runs, expanded into cells."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -14,7 +15,7 @@ from algorithms import LEARNERS
 from algorithms.backbones import BackboneConfig
 from bench.core.config import ConfigError, check_keys, field_names, from_mapping, to_mapping, yaml_documents
 from bench.core.registry import UnknownNameError, did_you_mean
-from bench.spec.search import SearchSpec, validate_search
+from bench.spec.search import SECTIONS, SearchSpec, parse_space
 from bench.core.seeding import Seed
 from datasets import DATASETS
 from datasets.base import DataMissingError, DataRequestError
@@ -36,6 +37,11 @@ class LearnerSpec:
     name: str
     config: dict = field(default_factory=dict)  # checked against the learner's Config dataclass
     label: str = ""  # how reports name it; defaults to the registered name
+
+    @property
+    def display(self) -> str:
+        """How reports, studies and runs name this learner: its label, or else its registered name."""
+        return self.label or self.name
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,14 @@ class Suite:
     tracking: TrackingSpec = TrackingSpec()
     report: ReportOptions = ReportOptions()
     search: SearchSpec | None = None  # what `bench tune` explores (see bench/spec/search.py)
+    # the text of the file it was read from, read once (logged with its runs); not a key of the file
+    text: str = field(default="", init=False, compare=False, repr=False)
+
+    @functools.cached_property
+    def cells(self) -> tuple[Cell, ...]:
+        """The grid as cells, expanded once per suite: validation, the run, the executor's checks and the report
+        all receive these."""
+        return tuple(expand(self))
 
 
 AXES = ("n_way", "k_shot", "device", "seed")  # every cell's axes; a suite's grid.options add their own
@@ -258,6 +272,8 @@ def suites_from_text(text: str, source: str, notes: list[str] | None = None,
         raise ConfigError(f"{source}: the file holds no suite")
     where = [source if len(documents) == 1 else f"{source} (document {i + 1})" for i in range(len(documents))]
     suites = [parse_suite(raw, place, notes, max_cells) for raw, place in zip(documents, where)]
+    for suite in suites:
+        object.__setattr__(suite, "text", text)  # frozen: set once, here
     check_grid_size(sum(grid_size(s) for s in suites), source, max_cells)
     _check_labels_across(suites, where)
     return suites
@@ -268,7 +284,7 @@ def _check_labels_across(suites: list[Suite], where: list[str]) -> None:
     named: dict[tuple[str, str], tuple[str, str]] = {}  # (suite, label) -> (learner, document)
     for suite, place in zip(suites, where):
         for spec in suite.learners:
-            key = (suite.suite, spec.label or spec.name)
+            key = (suite.suite, spec.display)
             first = named.setdefault(key, (spec.name, place))
             if first[0] != spec.name:
                 raise ConfigError(f"{place}: learners: label {key[1]!r} names {spec.name} here and {first[0]} in "
@@ -294,7 +310,7 @@ def validate(suite: Suite, source: str, notes: list[str] | None = None, max_cell
         except UnknownNameError as error:
             raise ConfigError(f"{where}.name: {error}") from None
         from_mapping(cls.Config, spec.config, f"{where}.config ({spec.name})")
-        label = spec.label or spec.name
+        label = spec.display
         if label in labels:
             raise ConfigError(f"{where}: learner label {label!r} appears twice; give one a distinct 'label'")
         labels.add(label)
@@ -345,7 +361,47 @@ def validate(suite: Suite, source: str, notes: list[str] | None = None, max_cell
         raise ConfigError(f"{source}: grid / dataset: {error}") from None
     if suite.search is not None:
         validate_search(suite, source)
-    expand(suite)  # every learner config of the grid builds
+    suite.cells  # every learner config of the grid builds (and the cells are kept)
+
+
+def validate_search(suite: Suite, source: str) -> None:
+    """Every parameter names an option that exists, every range and choice is well formed."""
+    search = suite.search
+    labels = {spec.display: spec.name for spec in suite.learners}
+    own = {label: field_names(LEARNERS[name].Config) for label, name in labels.items()}
+    known = {"training": field_names(TrainingSpec), "backbone": field_names(BackboneConfig)}
+    unknown_labels = set(search.learners) - set(labels)
+    if unknown_labels:
+        raise ConfigError(f"{source}: search.learners: no learner is labelled {sorted(unknown_labels)[0]!r}; labels: "
+                          f"{', '.join(labels)}")
+    spaces = [("search.space", search.space, None)] + [(f"search.learners.{label}", raw, label)
+                                                       for label, raw in search.learners.items()]
+    for where, raw, label in spaces:
+        for name, spec in parse_space(raw, f"{source}: {where}").items():
+            here = f"{source}: {where}.{name}"
+            section, _, option = name.partition(".")
+            if section not in SECTIONS or not option:
+                raise ConfigError(f"{here}: a parameter is <section>.<option> with section one of "
+                                  f"{', '.join(SECTIONS)}")
+            if section == "learner":
+                options = own[label] if label else sorted({o for names in own.values() for o in names})
+                if option not in options:
+                    who = f"learner {label!r} has no option" if label else "no learner of this suite has the option"
+                    raise ConfigError(f"{here}: {who} {option!r}{did_you_mean(option, options)}; options: "
+                                      f"{', '.join(options)}")
+            elif option not in known[section]:
+                raise ConfigError(f"{here}: {section} has no option {option!r}{did_you_mean(option, known[section])}; "
+                                  f"known: {', '.join(known[section])}")
+            spec.check(here)
+
+
+def describe(suite: Suite) -> list[str]:
+    """The suite as it would run, one line per part and per cell (``bench run --dry-run``)."""
+    lines = [f"suite {suite.suite}: {len(suite.cells)} cell(s)"]
+    lines += [f"  {part}" for part in (suite.training, suite.evaluation, suite.backbone)]
+    lines += [f"  {cell.config_hash}  {cell.title}  queries train/test {cell.train_query}/{cell.test_query}  "
+              f"{cell.learner_config}" for cell in suite.cells]
+    return lines
 
 
 def grid_size(suite: Suite) -> int:
@@ -380,7 +436,7 @@ def expand(suite: Suite) -> list[Cell]:
                 if suite.evaluation.inner_steps is not None and "eval_inner_steps" in own:
                     config_map["eval_inner_steps"] = suite.evaluation.inner_steps
                 config = from_mapping(cls.Config, config_map, f"learners ({spec.name}) with grid values {overrides}")
-                cell = Cell(suite.suite, spec.name, spec.label or spec.name, config, n, k, device, seed,
+                cell = Cell(suite.suite, spec.name, spec.display, config, n, k, device, seed,
                             suite.dataset, dataset_options, suite.backbone, suite.training, suite.evaluation,
                             tuple(names))
                 if cell.config_hash not in seen:

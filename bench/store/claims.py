@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 from mlflow.exceptions import MlflowException
 
+from bench.core import tags as t
 from bench.store import ownership, tracking
 from bench.store.tracking import FAILED, RUNNING
-
-RUN_ID = "claim.run_id"
 
 
 def _name(suite: str, config_hash: str, generation: int) -> str:
@@ -33,7 +32,7 @@ def latest(client, suite: str, config_hash: str, start: int = 0) -> Latest:
     """The newest claim on a cell (generations are consecutive; ``start``: one known to exist, to skip ahead)."""
     found, generation = Latest(-1, ""), max(start, 0)
     while (record := tracking.reservation(client, _name(suite, config_hash, generation))) is not None:
-        found, generation = Latest(generation, record[0].get(RUN_ID, "")), generation + 1
+        found, generation = Latest(generation, record[0].get(t.CLAIM_RUN_ID, "")), generation + 1
     return found
 
 
@@ -43,7 +42,7 @@ def claimed_at(client, suite: str, config_hash: str, generation: int) -> float:
 
 
 def reserve(client, suite: str, config_hash: str, generation: int, run_id: str) -> bool:
-    return tracking.reserve(client, _name(suite, config_hash, generation), {RUN_ID: run_id})
+    return tracking.reserve(client, _name(suite, config_hash, generation), {t.CLAIM_RUN_ID: run_id})
 
 
 def still_holds(client, suite: str, config_hash: str, generation: int, run_id: str) -> bool:
@@ -84,7 +83,7 @@ def holder(client, suite: str, config_hash: str, floor: int = -1) -> Holder:
     if run is None or run.info.status != RUNNING:
         return Holder(current, run, False)
     if ownership.owner_gone(run.data.tags):
-        tracking.end_run(client, current.run_id, "interrupted", FAILED,
-                         {"error": f"owner gone ({ownership.describe(run.data.tags)}); the cell was claimed again"})
+        tracking.end_run(client, current.run_id, t.OUTCOME_INTERRUPTED, FAILED,
+                         {t.ERROR: f"owner gone ({ownership.describe(run.data.tags)}); the cell was claimed again"})
         return Holder(current, None, False)
     return Holder(current, run, True)

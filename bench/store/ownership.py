@@ -20,8 +20,11 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-HOST, MACHINE, PID, STARTED = "owner.host", "owner.machine", "owner.pid", "owner.started"
-HEARTBEAT, STALE_AFTER = "owner.heartbeat", "owner.stale_after"
+from bench.core import tags as t
+
+# the owner tags (bench.core.tags), by the short names this module and its readers use
+HOST, MACHINE, PID, STARTED = t.OWNER_HOST, t.OWNER_MACHINE, t.OWNER_PID, t.OWNER_STARTED
+HEARTBEAT, STALE_AFTER = t.OWNER_HEARTBEAT, t.OWNER_STALE_AFTER
 HEARTBEAT_EVERY_S = float(os.environ.get("METABENCH_HEARTBEAT_S", 30.0))
 STALE_AFTER_S = float(os.environ.get("METABENCH_STALE_AFTER_S", 600.0))  # twenty missed heartbeats
 GIVE_UP_FRACTION = 0.8  # an owner that could not beat for this part of its limit stops before others take over

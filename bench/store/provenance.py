@@ -23,7 +23,8 @@ from typing import Iterable
 
 import torch
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+from bench.core.paths import PROJECT_ROOT
+
 RESULT_PACKAGES = ("algorithms", "datasets", "bench")
 # modules that never touch a number a cell produces: editing them must not rerun anything
 PRESENTATION_ONLY = ("bench/__main__.py", "bench/store/", "bench/consumers/report/", "bench/consumers/summary.py",

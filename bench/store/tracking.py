@@ -3,20 +3,18 @@
 A parent run per suite invocation, a child run per cell. Child runs carry the tags ``config_hash`` and
 ``code_identity`` (together, what resuming matches), ``eval_fingerprint`` (which runs may be paired), ``axis.<name>``
 for every axis of the grid, the owner (``owner.*``, see bench.store.ownership) and ``outcome`` (finished / failed /
-skipped / interrupted), next to MLflow's own status. The tracking URI is passed explicitly: no global MLflow state.
+skipped / interrupted), next to MLflow's own status; every tag is named in bench.core.tags. The tracking URI is
+passed explicitly: no global MLflow state.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import platform
-import signal
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import torch
 from filelock import FileLock
@@ -24,41 +22,23 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from bench.core import tags as t
 from bench.store import ownership
+from bench.core import interrupts
 from bench.core.config import ConfigError, flatten, shown
 from bench.core.hardware import cpu_model, device_description
-from bench.store.provenance import PROJECT_ROOT, git_commit
+from bench.core.paths import PROJECT_ROOT
+from bench.store.provenance import git_commit
 
-PARENT_TAG = "mlflow.parentRunId"
-AXIS_PREFIX = "axis."
 FINISHED, FAILED, KILLED, RUNNING = (RunStatus.to_string(s) for s in (RunStatus.FINISHED, RunStatus.FAILED,
                                                                       RunStatus.KILLED, RunStatus.RUNNING))
 
 
-@contextlib.contextmanager
-def uninterruptible() -> Iterator[None]:
-    """Hold Ctrl-C until the block is done, then raise it. A KeyboardInterrupt inside MLflow's SQL session can be
-    swallowed (the run goes on) or leave the store locked (the clean-up hangs); between writes it is safe."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started in the background: Ctrl-C is not ours to turn on
-        yield
-        return
-    received = []
-    previous = signal.signal(signal.SIGINT, lambda *_: received.append(True))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if received:
-        raise KeyboardInterrupt
-
-
 def _uninterruptible(write):
+    """A store write that Ctrl-C never cuts in half (bench.core.interrupts.held)."""
     @functools.wraps(write)
     def wrapped(*args, **kwargs):
-        with uninterruptible():
+        with interrupts.held():
             return write(*args, **kwargs)
     return wrapped
 
@@ -131,14 +111,14 @@ def experiment_id(client: MlflowClient, name: str, create: bool = True) -> str |
 
 def environment_tags(device: str | None = None) -> dict[str, str]:
     """Where this process runs, as timings depend on it: called where a cell runs (a Ray worker, not its driver)."""
-    tags = {"git_commit": git_commit(), "torch_version": torch.__version__,
-            "cuda_version": str(torch.version.cuda), "cpu_model": cpu_model(), "python": platform.python_version(),
-            "host": platform.node(), "machine": ownership.machine_identity(), "threads": str(torch.get_num_threads())}
+    tags = {t.GIT_COMMIT: git_commit(), t.TORCH_VERSION: torch.__version__, t.CUDA_VERSION: str(torch.version.cuda),
+            t.CPU_MODEL: cpu_model(), t.PYTHON: platform.python_version(), t.HOST: platform.node(),
+            t.MACHINE: ownership.machine_identity(), t.THREADS: str(torch.get_num_threads())}
     if device is not None:
         try:
-            tags["device_name"] = device_description(torch.device(device))
+            tags[t.DEVICE_NAME] = device_description(torch.device(device))
         except (RuntimeError, AssertionError) as error:  # a device that is not there has no name
-            tags["device_name"] = f"unavailable ({error})"
+            tags[t.DEVICE_NAME] = f"unavailable ({error})"
     return tags
 
 
@@ -169,7 +149,7 @@ def log_file(client: MlflowClient, run_id: str, write, name: str) -> None:
 def child_runs(client: MlflowClient, experiment: str) -> list:
     runs, token = [], None
     while True:
-        page = client.search_runs([experiment], filter_string="tags.role = 'cell'", max_results=1000,
+        page = client.search_runs([experiment], filter_string=t.matching({t.ROLE: t.ROLE_CELL}), max_results=1000,
                                   page_token=token)
         runs.extend(page)
         token = page.token
@@ -178,12 +158,12 @@ def child_runs(client: MlflowClient, experiment: str) -> list:
 
 
 def is_finished(run) -> bool:
-    return run.info.status == FINISHED and run.data.tags.get("outcome") == "finished"
+    return run.info.status == FINISHED and run.data.tags.get(t.OUTCOME) == t.OUTCOME_FINISHED
 
 
 def runs_of_cell(client: MlflowClient, experiment: str, config_hash: str) -> list:
     """Every active run of one cell configuration, oldest first (ties broken by run id: one order for everyone)."""
-    runs = client.search_runs([experiment], filter_string=f"tags.role = 'cell' and tags.config_hash = '{config_hash}'",
+    runs = client.search_runs([experiment], filter_string=t.matching({t.ROLE: t.ROLE_CELL, t.CONFIG_HASH: config_hash}),
                               max_results=10000)
     return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
 
@@ -192,12 +172,12 @@ def runs_of_cell(client: MlflowClient, experiment: str, config_hash: str) -> lis
 def close_orphaned(client: MlflowClient, experiment: str, role: str | None = None) -> int:
     """RUNNING runs (of ``role``, or all) whose owner is gone (Ctrl-C lost, kill -9, a lost machine) are marked FAILED
     with outcome ``interrupted``; runs of live owners (another `bench run` on this store right now) are left alone."""
-    only = f" and tags.role = '{role}'" if role else ""
+    only = f" and {t.matching({t.ROLE: role})}" if role else ""
     running = client.search_runs([experiment], filter_string="attributes.status = 'RUNNING'" + only,
                                  max_results=10000)
     orphaned = [run for run in running if ownership.owner_gone(run.data.tags)]
     for run in orphaned:
-        client.set_tag(run.info.run_id, "outcome", "interrupted")
+        client.set_tag(run.info.run_id, t.OUTCOME, t.OUTCOME_INTERRUPTED)
         client.set_terminated(run.info.run_id, status=FAILED)
     return len(orphaned)
 
@@ -228,7 +208,7 @@ def reservation(client: MlflowClient, name: str) -> tuple[dict[str, str], int] |
 
 @_uninterruptible
 def heartbeat(client: MlflowClient, run_id: str, now: float) -> None:
-    client.set_tag(run_id, ownership.HEARTBEAT, f"{now:.3f}")
+    client.set_tag(run_id, t.OWNER_HEARTBEAT, f"{now:.3f}")
 
 
 @_uninterruptible
@@ -248,6 +228,6 @@ def start_run(client: MlflowClient, experiment: str, name: str, tags: dict[str, 
 
 @_uninterruptible
 def end_run(client: MlflowClient, run_id: str, outcome: str, status: str, extra_tags: dict[str, str] | None = None):
-    tags = [RunTag("outcome", outcome)] + [RunTag(k, v[:5000]) for k, v in (extra_tags or {}).items()]
+    tags = [RunTag(t.OUTCOME, outcome)] + [RunTag(k, v[:5000]) for k, v in (extra_tags or {}).items()]
     client.log_batch(run_id, tags=tags)
     client.set_terminated(run_id, status=status)

@@ -3,7 +3,6 @@ gradients are the model's is proven with every other variant (test_gradients, te
 that it really runs the way it says."""
 import pytest
 import torch
-from torch import nn
 
 from algorithms.fast_plan import FastForward
 from benchmarks.plain import plain_references

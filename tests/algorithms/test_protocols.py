@@ -8,7 +8,7 @@ from algorithms.finetune import CosineClassifier
 from bench.spec.suite import expand, parse_suite
 from bench.run.training import run_cell
 from tests.algorithms.helpers import make_learner, make_problem
-from tests.bench.conftest import TINY
+from tests.suites import TINY
 
 
 @pytest.mark.parametrize("k_shot, steps", [(1, 200), (5, 700)])

@@ -1,17 +1,7 @@
 import pytest
 import yaml
 
-TINY = {
-    "suite": "tiny",
-    "dataset": {"name": "glyphs"},
-    "learners": ["fomaml/functional", "maml", "finetune"],
-    "grid": {"n_way": [3], "k_shot": [1], "devices": ["cpu"], "seeds": [0]},
-    "backbone": {"filters": 8},
-    "training": {"meta_iterations": 4, "meta_batch_size": 2, "query": 2, "validate_every": 2,
-                 "validation_episodes": 3, "warmup_iterations": 1},
-    "evaluation": {"test_episodes": 6, "query": 2},
-}
-
+from tests.suites import TINY
 
 @pytest.fixture()
 def write_suite(tmp_path):

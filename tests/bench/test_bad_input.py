@@ -12,7 +12,7 @@ from bench.__main__ import MAX_MESSAGE_CHARS, refuse, main
 from bench.core.config import NON_FINITE_ALLOWED, ConfigError, Within, from_mapping, yaml_documents
 from bench.core.seeding import seeded
 from bench.spec.suite import expand, grid_size, load_suites, parse_suite
-from tests.bench.conftest import TINY
+from tests.suites import TINY
 
 SINUSOID = {**TINY, "dataset": {"name": "sinusoid"}, "learners": ["maml"],
             "grid": {**TINY["grid"], "n_way": [1]}}

@@ -15,26 +15,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 
 from bench.store import claims, ownership, provenance, tracking
 from bench.__main__ import main
 from bench.run.execution import CellLoop, SuiteRun, evaluation_fingerprint
 from bench.run.runner import InProcess
 from bench.spec.suite import expand, load_suites, parse_suite
-from tests.bench.conftest import TINY
+from datasets import cache
+from tests.suites import TINY, all_runs, cell_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def all_runs(uri, suite="tiny"):
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(suite)
-    return client.search_runs([experiment.experiment_id]) if experiment else []
-
-
-def cell_runs(uri, suite="tiny"):
-    return [r for r in all_runs(uri, suite) if r.data.tags.get("role") == "cell"]
 
 
 def test_no_space_for_an_artifact_fails_that_cell_with_the_reason_and_the_suite_goes_on(write_suite, tracking_uri,
@@ -178,22 +170,32 @@ def test_a_stopped_owner_is_waited_for_with_what_is_waited_for_then_taken_over(w
     uri = f"sqlite:///{tmp_path / 'stopped.db'}"
     slow = {**TINY["training"], "meta_iterations": 40, "validate_every": 20}
     path = write_suite({"learners": ["maml"], "training": slow})
-    # stale after 20 s: longer than the second invocation takes to start on a loaded machine, so it finds the
-    # stopped owner still beating-fresh and has to wait for it
-    env = {**os.environ, "METABENCH_HEARTBEAT_S": "0.2", "METABENCH_STALE_AFTER_S": "20"}
+    # Both invocations start together: the one that claims the cell is stopped at once, and the other, past the
+    # same start-up, reaches the cell moments later, so a stale limit of 8 s (not one covering a whole process
+    # start-up on a loaded machine) still finds the stopped owner beating-fresh: it has to wait for it.
+    env = {**os.environ, "METABENCH_HEARTBEAT_S": "0.2", "METABENCH_STALE_AFTER_S": "8", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "bench", "run", str(path), "--tracking-uri", uri, "--no-progress",
-               "--no-report"]
-    first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               "--no-report", "--max-wait", "120"]
+    both = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not any(r.info.status == "RUNNING" for r in cell_runs_or_none(uri)):
+        deadline, owner, seen = time.time() + 120, None, {}
+        while time.time() < deadline and owner is None:
             time.sleep(0.2)
+            running = {r.info.run_id: int(r.data.tags[ownership.PID]) for r in cell_runs_or_none(uri)
+                       if r.info.status == "RUNNING"}
+            # seen on two looks: the claimant's run, not one a losing claimant makes and deletes at once
+            owner = next((pid for run_id, pid in running.items() if run_id in seen), None)
+            seen = running
+        assert owner in [p.pid for p in both], f"no invocation seen running the cell (owner {owner})"
+        first, other = sorted(both, key=lambda p: p.pid != owner)  # first: the owner
         first.send_signal(signal.SIGSTOP)
-        second = subprocess.run(command + ["--max-wait", "120"], cwd=ROOT, env=env, capture_output=True, text=True,
-                                timeout=300)
+        out, err = other.communicate(timeout=300)
+        second = subprocess.CompletedProcess(other.args, other.returncode, out, err)
     finally:
-        first.kill()
-        first.wait()
+        for process in both:
+            process.kill()
+            process.wait()
     assert second.returncode == 0, second.stderr[-2000:]
     assert "waiting" in second.stdout and f"pid {first.pid}" in second.stdout
     client = tracking.client_for(uri)
@@ -231,9 +233,10 @@ def test_concurrent_forced_invocations_run_each_cell_once(write_suite, tmp_path)
     uri = f"sqlite:///{tmp_path / 'force.db'}"
     path = write_suite({"learners": ["fomaml/functional"], "grid": {**TINY["grid"], "seeds": [0, 1]}})
     command = [sys.executable, "-m", "bench", "run", str(path), "--tracking-uri", uri, "--no-progress", "--no-report"]
-    assert subprocess.run(command, cwd=ROOT, capture_output=True, timeout=300).returncode == 0
-    processes = [subprocess.Popen(command + ["--force"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True) for _ in range(2)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on a small machine: no thread oversubscription
+    assert subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=300).returncode == 0
+    processes = [subprocess.Popen(command + ["--force"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
     try:
         results = [p.communicate(timeout=300) for p in processes]
     finally:
@@ -260,7 +263,10 @@ def test_code_edited_after_the_process_loaded_it_is_never_logged(write_suite, tm
         open(learner, "a").write("\\n# edited after the process loaded it\\n")
         sys.exit(main(["run", {str(path)!r}, "--tracking-uri", {uri!r}, "--no-progress", "--no-report"]))
     """)
-    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300)
+    # the copy has no results/cache: the decoded glyphs this process uses, not a ~25 s rebuild from the fonts
+    env = {**os.environ, "METABENCH_CACHE": str(cache.CACHE_DIR)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 1, done.stderr[-2000:]
     assert "algorithms/finetune.py changed on disk after this process loaded it" in done.stderr
     assert not [r for r in all_runs(uri) if r.info.status in ("FINISHED", "RUNNING") and r.data.tags.get("role") ==

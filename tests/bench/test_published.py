@@ -9,7 +9,7 @@ from bench.spec import published
 from bench.__main__ import main
 from bench.core.config import ConfigError
 from bench.spec.suite import parse_suite
-from tests.bench.conftest import TINY
+from tests.suites import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
 

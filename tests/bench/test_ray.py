@@ -19,13 +19,14 @@ from mlflow.tracking import MlflowClient
 
 from bench.__main__ import main
 from bench.store import tracking
-from bench.run.execution import Attempt, CellLoop, Done, Interrupts, SuiteRun, cell_tags
+from bench.core import interrupts
+from bench.run.execution import Attempt, CellLoop, Done, SuiteRun, cell_tags
 from bench.run.ray_executor import RayExecutor, RayOptions
 from bench.consumers.report import build_report
 from bench.run.runner import run_suite
 from bench.spec.suite import expand, parse_suite
 from bench.run.training import run_cell
-from tests.bench.conftest import TINY
+from tests.suites import TINY, cell_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY = Path(sys.executable).parent / "ray"
@@ -84,11 +85,6 @@ def mlflow_server(tmp_path):
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
 
-
-def cell_runs(uri: str, suite: str = "tiny") -> list:
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(suite)
-    return client.search_runs([experiment.experiment_id], filter_string="tags.role = 'cell'")
 
 
 def scores_by_cell(uri: str) -> dict[str, tuple[list[float], float]]:
@@ -188,7 +184,7 @@ def test_ctrl_c_cancels_the_cells_in_flight_and_ends_their_runs_killed(ray_clust
         while not worker_pids() and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(0.5)
-        Interrupts.seen = True  # what the runner's SIGINT handler records
+        interrupts.record()  # what the runner's SIGINT handler records
 
     ray.init(address=ray_cluster, log_to_driver=False, configure_logging=False)
     try:
@@ -202,7 +198,7 @@ def test_ctrl_c_cancels_the_cells_in_flight_and_ends_their_runs_killed(ray_clust
             assert time.monotonic() < deadline, "a cell task outlived the driver's Ctrl-C"
             time.sleep(0.2)
     finally:
-        Interrupts.seen = False
+        interrupts.reset()
         ray.shutdown()
     runs = cell_runs(uri)
     assert runs and not [r for r in runs if r.info.status == "RUNNING"]

@@ -8,7 +8,7 @@ from scipy import stats
 
 from bench.__main__ import main
 from bench.consumers.report.statistics import crossed_test, holm
-from tests.bench.conftest import TINY
+from tests.suites import TINY
 
 
 def run_and_report(write_suite, tracking_uri, tmp_path, changes, *extra, expect=0):
@@ -133,6 +133,28 @@ def test_report_by_name_uses_the_suite_logged_with_the_runs(write_suite, trackin
     assert main(["report", "tiny", "--tracking-uri", tracking_uri]) == 0
     compared = pd.read_csv(tmp_path / "r" / "tiny" / "comparisons.csv")
     assert set(compared["B"]) == {"maml"} and set(compared["A"]) == {"finetune", "fomaml/functional"}
+
+
+def test_variants_are_grouped_by_the_algorithm_the_runs_record(write_suite, tracking_uri, tmp_path):
+    """maml and maml/fast are one algorithm (the registry says so, not their names): compared as variants, with maml
+    standing for both between algorithms; runs that record no algorithm (older stores) are grouped by the registry."""
+    learners = ["maml", "maml/fast", "fomaml/functional"]
+    folder = run_and_report(write_suite, tracking_uri, tmp_path, {"learners": learners})
+
+    def grouping():
+        between = pd.read_csv(folder / "comparisons.csv")
+        variants = pd.read_csv(folder / "variant_comparisons.csv")
+        return list(zip(between["A"], between["B"])), list(zip(variants["A"], variants["B"]))
+
+    assert grouping() == ([("maml", "fomaml/functional")], [("maml", "maml/fast")])
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "tags.role = 'cell'")
+    assert {r.data.tags["label"]: r.data.tags["algorithm"] for r in runs} == {
+        "maml": "maml", "maml/fast": "maml", "fomaml/functional": "fomaml"}
+    for run in runs:
+        client.delete_tag(run.info.run_id, "algorithm")
+    assert main(["report", "tiny", "--tracking-uri", tracking_uri]) == 0
+    assert grouping() == ([("maml", "fomaml/functional")], [("maml", "maml/fast")])
 
 
 def test_holm_adjustment_matches_its_definition():

@@ -9,7 +9,7 @@ from bench.store import tracking
 from bench.__main__ import main
 from bench.spec.conditions import cell_axes, settings_between_learners
 from bench.spec.suite import Cell, expand, suites_from_text
-from tests.bench.conftest import TINY
+from tests.suites import TINY
 
 
 def run(path, tracking_uri, *extra):

@@ -16,15 +16,9 @@ from bench.__main__ import main
 from bench.run.factory import build_learner
 from bench.run.training import run_cell
 from bench.spec.suite import expand, parse_suite
-from tests.bench.conftest import TINY
+from tests.suites import TINY, cell_runs
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def cell_runs(uri, suite="tiny"):
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(suite)
-    return client.search_runs([experiment.experiment_id], filter_string="tags.role = 'cell'")
 
 
 def test_a_suite_logs_every_cell_with_params_metrics_tags_and_artifacts(write_suite, tracking_uri, capsys):
@@ -154,12 +148,15 @@ def test_same_seed_same_start_and_same_episodes_for_every_learner(monkeypatch):
 
 def test_kill_minus_nine_then_rerun_resumes(write_suite, tmp_path):
     uri = f"sqlite:///{tmp_path / 'kill.db'}"
-    slow = {**TINY["training"], "meta_iterations": 300, "validate_every": 100}
-    # the first cell runs to the end; the second (maml, 300 iterations) is killed in flight, then rerun whole
+    # 100 iterations: seconds of maml (~30-70 ms each), plenty for the 0.25 s poll to catch, and the rerun runs it whole
+    slow = {**TINY["training"], "meta_iterations": 100, "validate_every": 50}
+    # the first cell runs to the end; the second (maml, 100 iterations) is killed in flight, then rerun whole
     fast_first = write_suite({"learners": ["fomaml/functional", "maml"], "training": slow}, name="kill.yaml")
     command = [sys.executable, "-m", "bench", "run", str(fast_first), "--tracking-uri", uri, "--no-progress",
                "--no-report"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # one thread: a tiny network gains nothing from two, and two beside this polling process oversubscribe 2 cores
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     killed = False
     last_error = None
@@ -178,7 +175,7 @@ def test_kill_minus_nine_then_rerun_resumes(write_suite, tmp_path):
             break
     process.kill()  # a no-op once killed; stops a run that escaped
     assert killed, f"not killed in flight (exit {process.poll()}, last error {last_error!r}): make the cell slower"
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "marked 2 run(s) left RUNNING" in done.stdout  # the killed cell and its parent
     runs = cell_runs(uri)
@@ -232,14 +229,14 @@ def test_cuda_out_of_memory_becomes_a_failed_run_and_frees_the_cache(write_suite
 
 
 def test_ctrl_c_during_an_mlflow_write_waits_for_the_write_to_end():
-    from bench.store.tracking import uninterruptible
+    from bench.core.interrupts import held
 
     # as an interactive terminal has it, however this test process was started (nohup and `&` ignore SIGINT)
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     done = []
     try:
         try:
-            with uninterruptible():
+            with held():
                 os.kill(os.getpid(), signal.SIGINT)
                 time.sleep(0.05)  # the signal arrives here, inside the block
                 done.append("write finished")
@@ -253,11 +250,11 @@ def test_ctrl_c_during_an_mlflow_write_waits_for_the_write_to_end():
 
 def test_an_ignored_ctrl_c_stays_ignored():
     """Started in the background (SIGINT ignored), a write must neither raise KeyboardInterrupt nor turn Ctrl-C on."""
-    from bench.store.tracking import uninterruptible
+    from bench.core.interrupts import held
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        with uninterruptible():
+        with held():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.05)
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
@@ -310,8 +307,9 @@ def test_two_invocations_of_one_suite_on_one_store_finish_every_cell_once(write_
     uri = f"sqlite:///{tmp_path / 'shared.db'}"
     path = write_suite({"grid": {**TINY["grid"], "seeds": [0, 1]}})
     command = [sys.executable, "-m", "bench", "run", str(path), "--tracking-uri", uri, "--no-progress", "--no-report"]
-    processes = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # two processes on a small machine: no thread oversubscription
+    processes = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(2)]
     try:
         results = [p.communicate(timeout=300) for p in processes]
     finally:

@@ -8,7 +8,7 @@ import pytest
 from bench.__main__ import main
 from bench.core.config import ConfigError
 from bench.spec.suite import expand, load_suites, parse_suite
-from tests.bench.conftest import TINY
+from tests.suites import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,7 @@ import yaml
 from bench.__main__ import main
 from bench.spec.suite import load_suites
 from bench.consumers.tune import TuneOptions, study_name
-from tests.bench.conftest import TINY
+from tests.suites import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
 SEARCH = {"n_trials": 6, "pruner_startup_trials": 2, "space": {"learner.inner_lr": {"choices": [0.4, 0.0]}}}
@@ -78,7 +78,8 @@ def test_a_study_prunes_resumes_and_its_best_configuration_runs(tmp_path, capsys
     assert (tmp_path / "reports" / "tiny.tuning" / "tuning.md").exists()
 
 
-def test_two_workers_share_the_budget_exactly(tmp_path):
+def test_two_workers_share_the_budget_exactly(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two worker processes on a small machine: no thread oversubscription
     path = tune_suite(tmp_path, search={**SEARCH, "n_trials": 4})
     assert main(args(path, tmp_path, "--workers", "2", "--no-evaluate")) == 0
     done = trials(tmp_path)
@@ -273,7 +274,8 @@ def postgres_url():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_two_workers_on_a_real_postgresql(tmp_path, postgres_url):
+def test_two_workers_on_a_real_postgresql(tmp_path, postgres_url, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two workers beside the server on a small machine: no oversubscription
     path = tune_suite(tmp_path, search={**SEARCH, "n_trials": 4})
     command = ["tune", str(path), "--storage", postgres_url, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
                "--best", str(tmp_path / "best.yaml"), "--no-progress", "--workers", "2", "--no-evaluate"]

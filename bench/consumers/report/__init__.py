@@ -14,7 +14,7 @@ from bench.consumers.report.loading import Runs, load_runs, logged_suites
 from bench.consumers.report.statistics import METHOD, comparisons, representatives
 from bench.spec.suite import ReportOptions, Suite
 
-__all__ = ["build_report", "logged_suites"]
+__all__ = ["build_report", "build_reports", "logged_suites"]
 
 
 def _dataset_lines(statistics: dict) -> tuple[str, ...]:
@@ -64,6 +64,16 @@ def _comparison_blocks(runs: Runs, frames: dict, options: ReportOptions) -> list
                         "their training runs drift apart by rounding, so a difference here is a verdict on "
                         "rounding only where it recurs across seeds."),
             render.Table(frames["variant_comparisons"])]
+
+
+def build_reports(suites: list[Suite], uri_flag: str | None) -> list[Path]:
+    """One report per suite name among ``suites`` (the documents of one file share a name and a report), each from
+    the store its suite names (``uri_flag``: the command line's, which wins)."""
+    reports = []
+    for name in dict.fromkeys(s.suite for s in suites):
+        named = [s for s in suites if s.suite == name]
+        reports.append(build_report(name, tracking.resolve_uri(named[0].tracking.uri, uri_flag), named))
+    return reports
 
 
 def build_report(suite: str, uri: str, suites: list[Suite] | None = None) -> Path:

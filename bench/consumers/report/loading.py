@@ -11,10 +11,13 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from algorithms import LEARNERS
+from algorithms.base import algorithm_of
 from bench.core import metrics as m
+from bench.core import tags as t
 from bench.store import tracking
 from bench.spec.conditions import cell_axes, settings_between_learners
-from bench.spec.suite import ABSENT, Suite, expand, suites_from_text
+from bench.spec.suite import ABSENT, Suite, suites_from_text
 
 
 @dataclass
@@ -58,7 +61,7 @@ def _metric(frame: pd.DataFrame, name: str) -> pd.Series:
 def suite_artifact(client: MlflowClient, experiment: str | None, name: str) -> str | None:
     """Text of artifact ``name`` of the latest suite invocation (None where there is none)."""
     parents = [] if experiment is None else client.search_runs(
-        [experiment], filter_string="tags.role = 'suite'", order_by=["start_time DESC"], max_results=1)
+        [experiment], filter_string=t.matching({t.ROLE: t.ROLE_SUITE}), order_by=["start_time DESC"], max_results=1)
     if not parents:
         return None
     with tempfile.TemporaryDirectory() as folder:
@@ -91,17 +94,21 @@ def _with_cell_axes(frame: pd.DataFrame, by_cell: dict[str, dict[str, str]]) -> 
 
 
 def _frame(raw: pd.DataFrame, axes: list[str]) -> tuple[pd.DataFrame, str]:
-    """One row per run, its tags and metrics as columns; and what the runs are scored by."""
+    """One row per run, its tags and metrics as columns; and what the runs are scored by. ``learner`` is the label,
+    ``registered`` the registered name and ``algorithm`` the algorithm the registry recorded for it."""
     frame = pd.DataFrame({"run_id": raw["run_id"], "start_time": raw["start_time"], "status": raw["status"]})
-    for column, tag in (("outcome", "outcome"), ("config_hash", "config_hash"), ("code_identity", "code_identity"),
-                        ("eval_fingerprint", "eval_fingerprint"), ("learner", "label"), ("algorithm", "learner"),
-                        ("device_name", "device_name"), ("git_commit", "git_commit"),
-                        ("torch_version", "torch_version"), ("score_name", "score"), ("error", "error"),
-                        ("skip_reason", "skip_reason"), ("task_batching", "ran.task_batching"),
-                        ("environment", "environment")):
+    for column, tag in (("outcome", t.OUTCOME), ("config_hash", t.CONFIG_HASH), ("code_identity", t.CODE_IDENTITY),
+                        ("eval_fingerprint", t.EVAL_FINGERPRINT), ("learner", t.LABEL), ("registered", t.LEARNER),
+                        ("algorithm", t.ALGORITHM), ("device_name", t.DEVICE_NAME), ("git_commit", t.GIT_COMMIT),
+                        ("torch_version", t.TORCH_VERSION), ("score_name", t.SCORE), ("error", t.ERROR),
+                        ("skip_reason", t.SKIP_REASON), ("task_batching", t.ran("task_batching")),
+                        ("environment", t.ENVIRONMENT)):
         frame[column] = _tag(raw, tag)
+    # runs of versions that did not record it: what the registry says (a name no longer registered: itself)
+    recorded = frame["registered"].map(lambda name: algorithm_of(name) if name in LEARNERS else name)
+    frame["algorithm"] = frame["algorithm"].mask(frame["algorithm"] == "", recorded)
     for axis in axes:
-        frame[axis] = _tag(raw, tracking.AXIS_PREFIX + axis).replace("", ABSENT)
+        frame[axis] = _tag(raw, t.axis(axis)).replace("", ABSENT)
     score = "mse" if (frame["score_name"] == "mse").any() else "accuracy"
     for name in (m.SCORES[score].name, m.ci95(score)) + tuple(metric.name for metric in m.COSTS):
         frame[name] = _metric(raw, name).values
@@ -120,12 +127,12 @@ def load_runs(client: MlflowClient, suites: list[Suite]) -> Runs:
                         for r in tracking.child_runs(client, experiment)])
     if raw.empty:
         raise LookupError(f"experiment {name!r} at {client.tracking_uri} holds no cell runs yet: run the suite first")
-    cells = [cell for suite in suites for cell in expand(suite)]
+    cells = [cell for suite in suites for cell in suite.cells]
     axes, by_cell = cell_axes(cells)
     frame, score = _frame(raw.sort_values("start_time"), axes)
     frame = _with_cell_axes(frame, by_cell)
     current = frame["config_hash"].isin(by_cell) & (frame["eval_fingerprint"] != "")
-    done = frame[current & (frame["status"] == tracking.FINISHED) & (frame["outcome"] == "finished")]
+    done = frame[current & (frame["status"] == tracking.FINISHED) & (frame["outcome"] == t.OUTCOME_FINISHED)]
     finished = done.groupby("config_hash").tail(1).reset_index(drop=True)
     problems = frame[current & ~frame["config_hash"].isin(finished["config_hash"])].groupby("config_hash").tail(1)
     episodes, curves = [], []
@@ -138,7 +145,7 @@ def load_runs(client: MlflowClient, suites: list[Suite]) -> Runs:
                 curves.append({"run_id": row.run_id, "iteration": point.step, "val_score": point.value})
     episodes = pd.concat(episodes, ignore_index=True) if episodes else pd.DataFrame(columns=["episode", "score",
                                                                                             "run_id"])
-    learners = list(dict.fromkeys(spec.label or spec.name for s in suites for spec in s.learners))
+    learners = list(dict.fromkeys(spec.display for s in suites for spec in s.learners))
     return Runs(finished, problems.reset_index(drop=True), frame[~current].reset_index(drop=True), episodes,
                 pd.DataFrame(curves, columns=["run_id", "iteration", "val_score"]), axes, learners,
                 {c.config_hash: c.resolved() for c in cells},

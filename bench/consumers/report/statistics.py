@@ -78,23 +78,18 @@ def _compatible(a: tuple, b: tuple) -> bool:
     return all(x == y or ABSENT in (x, y) for x, y in zip(a, b))
 
 
-def algorithm_of(learner: str) -> str:
-    """``fomaml/functional`` -> ``fomaml``: registered names ALGORITHM/VARIANT are implementations of one algorithm."""
-    return learner.split("/")[0]
-
-
 def representatives(runs: Runs) -> dict[str, str]:
-    """Label -> the label that stands for its algorithm between algorithms: the first implementation variant in the
-    suite's order stands for all of them (their own differences are compared among themselves), every other learner
-    for itself."""
+    """Label -> the label that stands for its algorithm between algorithms. Labels whose runs record the same
+    algorithm (the registry's, not parsed from the name) are implementation variants of it where there are more than
+    one: the first in the suite's order stands for all of them (their own differences are compared among
+    themselves); every other learner stands for itself."""
     f = runs.finished
-    registered = dict(zip(f["learner"], f["algorithm"]))
+    algorithm = dict(zip(f["learner"], f["algorithm"]))
     first: dict[str, str] = {}
-    out = {}
-    for label in (label for label in runs.learners if label in registered):
-        name = registered[label]
-        out[label] = first.setdefault(algorithm_of(name), label) if "/" in name else label
-    return out
+    present = [label for label in runs.learners if label in algorithm]
+    for label in present:
+        first.setdefault(algorithm[label], label)
+    return {label: first[algorithm[label]] for label in present}
 
 
 def _pairs(runs: Runs, options: ReportOptions) -> list[tuple[str, str, str]]:

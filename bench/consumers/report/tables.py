@@ -6,6 +6,7 @@ import math
 import pandas as pd
 
 from bench.core import metrics as m
+from bench.core import tags as t
 from bench.spec import published as papers
 from bench.consumers.report.loading import Runs
 from bench.consumers.report.statistics import seed_interval
@@ -79,7 +80,7 @@ def verdicts(runs: Runs, compared: pd.DataFrame, kind: str) -> pd.DataFrame:
 def problems(runs: Runs) -> pd.DataFrame:
     p = runs.problems
     return pd.DataFrame({"learner": p["learner"], **{a: p[a] for a in runs.axes},
-                         "outcome": p["outcome"].replace("", "interrupted"),
+                         "outcome": p["outcome"].replace("", t.OUTCOME_INTERRUPTED),
                          "reason": [e or s or "run did not finish" for e, s in zip(p["error"], p["skip_reason"])]})
 
 
