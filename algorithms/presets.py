@@ -32,9 +32,11 @@ def preset(name: str, algorithm: str, summary: str, **fixed: Any) -> type[Functi
                    "__doc__": f"{name}: the functional learner's options less those it fixes "
                               f"({', '.join(f'{k}={v!r}' for k, v in fixed.items()) or 'none'})."})
     config.__module__ = __name__
+    globals()[config.__name__] = config  # importable by name: pickled by reference (Ray workers, spawned processes)
 
     learner = type(title, (FunctionalLearner,), {"Config": config, "__doc__": summary,
                                                  "__module__": __name__})
+    globals()[title] = learner
     return register_learner(name, algorithm)(learner)
 
 

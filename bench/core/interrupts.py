@@ -19,12 +19,14 @@ from typing import Iterator
 
 
 class _State:
-    seen = False  # a SIGINT arrived inside remembered() or held()
+    active = False  # inside remembered(): a suite run that Ctrl-C stops
+    seen = False  # a SIGINT arrived since it began
 
 
 def check() -> None:
-    """Raise KeyboardInterrupt if Ctrl-C was pressed (and perhaps swallowed) since the suite run began."""
-    if _State.seen:
+    """Raise KeyboardInterrupt if Ctrl-C was pressed (and perhaps swallowed) since the suite run began; outside
+    one (a cell run by a test, a tuning trial) there is nothing remembered to raise."""
+    if _State.active and _State.seen:
         raise KeyboardInterrupt
 
 
@@ -42,12 +44,13 @@ def remembered() -> Iterator[None]:
     if not _main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
         return
-    _State.seen = False
+    _State.active, _State.seen = True, False
     previous = signal.signal(signal.SIGINT, _remember_and_raise)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        _State.active = False
 
 
 @contextlib.contextmanager

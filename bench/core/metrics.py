@@ -60,13 +60,13 @@ def support_loss(step: int) -> str:
 
 def learner_curves(key: str, size: int) -> list[str]:
     """The curves a learner's step metric ``key`` (``StepResult.metrics``) of ``size`` values is logged as: the
-    adapted query score is one curve, the support losses one per inner step."""
+    adapted query score is one curve, the support losses one per inner step; a metric of a learner's own is
+    ``train_<key>`` (``train_<key>_<i>`` for several values)."""
     if key == "query_score" and size == 1:
         return [TRAIN_QUERY_SCORE]
     if key == "inner_losses":
         return [support_loss(step) for step in range(size)]
-    raise ValueError(f"the learner reports a step metric {key!r} ({size} values) that bench/core/metrics.py does not "
-                     f"name: add it to learner_curves")
+    return [f"train_{key}"] if size == 1 else [f"train_{key}_{i}" for i in range(size)]
 
 
 def ci95(score: str) -> str:

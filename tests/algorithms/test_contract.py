@@ -1,5 +1,6 @@
 """Every registered learner through the same checks."""
 import dataclasses
+import pickle
 
 import pytest
 import torch
@@ -76,3 +77,11 @@ def test_registry_refuses_duplicates_and_suggests_near_names():
 
 def test_registered_names_keep_the_algorithm_variant_split():
     assert {"fomaml/deepcopy", "fomaml/functional", "fomaml/higher", "maml", "finetune"} <= set(LEARNERS.names())
+
+
+@pytest.mark.parametrize("name", LEARNERS.names())
+def test_a_learners_config_pickles_by_reference(name):
+    """Ray and spawned workers receive cells pickled: a preset's Config (made at import) must come back as the same
+    class, or the worker does not recognise it."""
+    config = LEARNERS[name].Config()
+    assert type(pickle.loads(pickle.dumps(config))) is LEARNERS[name].Config

@@ -112,7 +112,7 @@ NO_PID_NAMESPACE = unshare_pid_namespace()
 @pytest.mark.skipif(bool(NO_PID_NAMESPACE), reason=NO_PID_NAMESPACE)
 def test_an_owner_on_this_host_in_another_pid_namespace_is_judged_by_its_heartbeat(tracking_uri):
     """Containers with host networking and cloned VMs share host names; their process ids are not ours."""
-    code = "import json, time; from bench import ownership; print(json.dumps(ownership.owner_tags()), flush=True); " \
+    code = "import json, time; from bench.store import ownership; print(json.dumps(ownership.owner_tags()), flush=True); " \
            "time.sleep(60)"
     # its own /proc, as in a container: its pid and start time are those of its namespace, not of ours
     other = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code], cwd=ROOT,
