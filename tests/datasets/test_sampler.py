@@ -1,7 +1,10 @@
+import math
+
+import numpy as np
 import pytest
 import torch
 
-from datasets import SPLITS, DataRequestError, Episode
+from datasets import SPLITS, DataRequestError, Episode, load_dataset
 
 
 def test_episode_layout(glyphs):
@@ -65,3 +68,31 @@ def test_splits_are_class_disjoint(glyphs):
 def test_bad_requests_fail_early_naming_the_numbers(glyphs, split, n, k, q, message):
     with pytest.raises(DataRequestError, match=message.replace("+", r"\+")):
         glyphs.sampler(split, n, k, q, seed=0)
+
+
+def reference_sinusoid_episode(seed, split, index, k_shot, q_query, amplitude=(0.1, 5.0), phase=(0.0, math.pi),
+                               x_range=(-5.0, 5.0)):
+    """The episode as the sampler drew it one task at a time before batches were drawn at once (Finn et al.'s
+    family: A ~ U[0.1, 5], phase ~ U[0, pi], x ~ U[-5, 5], y = A sin(x - phase))."""
+    rng = np.random.default_rng([seed, SPLITS.index(split), index])
+    a, p = rng.uniform(*amplitude), rng.uniform(*phase)
+    x = torch.from_numpy(rng.uniform(*x_range, size=(k_shot + q_query, 1))).float()
+    y = a * torch.sin(x - p)
+    return Episode(x[:k_shot], y[:k_shot], x[k_shot:], y[k_shot:], torch.full((1,), -1, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("split, seed, k_shot, q_query", [("train", 0, 10, 10), ("test", 4, 5, 3)])
+def test_a_sinusoid_batch_drawn_at_once_holds_exactly_the_episodes_drawn_one_by_one(split, seed, k_shot, q_query):
+    sampler = load_dataset("sinusoid").sampler(split, 1, k_shot, q_query, seed)
+    batch = sampler.batch(100, 50)
+    expected = Episode.stack([reference_sinusoid_episode(seed, split, 100 + i, k_shot, q_query) for i in range(50)])
+    for name in ("support_x", "support_y", "query_x", "query_y", "classes"):
+        assert torch.equal(getattr(batch, name), getattr(expected, name)), name
+        assert getattr(batch, name).is_contiguous()
+    one = sampler.episode(117)
+    assert all(torch.equal(getattr(one, f), getattr(batch.task(17), f)) for f in ("support_x", "query_y"))
+    # and pinned, so that a change to both paths at once is seen too
+    if split == "test":
+        pinned = sampler.episode(11)
+        assert pinned.support_x[:2].flatten().tolist() == [-2.335164785385132, -0.03175658360123634]
+        assert pinned.query_y[-1].tolist() == [0.6426968574523926]
