@@ -46,7 +46,8 @@ def test_a_worker_killed_mid_trial_is_retried_to_the_budget_or_fails_the_command
     """Either the killed trial is retried and the study reaches its budget (exit 0), or the command fails naming the
     killed worker: never exit 0 with trials missing."""
     budget = 2  # one trial per worker: the survivor's, the killed one's retry
-    slow = {**FAST, "meta_iterations": 20, "validate_every": 10}  # trials of seconds: time to catch one
+    # trials of seconds (~40 ms an iteration on one thread): time to catch one before it ends
+    slow = {**FAST, "meta_iterations": 80, "validate_every": 40}
     path = tune_suite(tmp_path, search={**SEARCH, "n_trials": budget, "pruner": "none"}, training=slow)
     command = [sys.executable, "-m", "bench"] + args(path, tmp_path, "--workers", "2", "--heartbeat", "1",
                                                      "--no-evaluate")
