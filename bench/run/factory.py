@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
 from algorithms import LEARNERS, MetaLearner, TaskSpec
 from algorithms.backbones import BackboneConfig, build_model
@@ -28,15 +29,23 @@ def task_of(data: Dataset, n_way: int, seed: int = 0) -> TaskSpec:
     return TaskSpec(data.task_kind, n_way, data.num_classes("train") if classification else 0, seed)
 
 
-def new_learner(dataset: str, name: str, config: Any, n_way: int, *, dataset_options: Any = None,
-                backbone: BackboneConfig = BackboneConfig(), seed: int = 0, device: str | torch.device = "cpu",
-                dtype: torch.dtype = torch.float32) -> MetaLearner:
-    """Learner ``name`` (``config``: its Config or a mapping of options) on the dataset's backbone, built on
-    ``device`` in ``dtype`` with the initial weights of ``seed``: every learner of a seed starts identical."""
+def new_model(dataset: str, n_way: int, *, dataset_options: Any = None, backbone: BackboneConfig = BackboneConfig(),
+              seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
+    """The dataset's backbone for ``n_way`` outputs, with the initial weights of ``seed``, on ``device`` in
+    ``dtype``: every model of a seed starts identical."""
     data = load_dataset(dataset, dataset_options)
     entry = DATASETS[dataset]
     model = build_model(entry.backbone, data.input_shape, n_way, backbone, entry.conv_filters, seed)
-    model = model.to(device=torch.device(device), dtype=dtype)
+    return model.to(device=torch.device(device), dtype=dtype)
+
+
+def new_learner(dataset: str, name: str, config: Any, n_way: int, *, dataset_options: Any = None,
+                backbone: BackboneConfig = BackboneConfig(), seed: int = 0, device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32) -> MetaLearner:
+    """Learner ``name`` (``config``: its Config or a mapping of options) on ``new_model``'s backbone."""
+    data = load_dataset(dataset, dataset_options)
+    model = new_model(dataset, n_way, dataset_options=dataset_options, backbone=backbone, seed=seed, device=device,
+                      dtype=dtype)
     cls = LEARNERS[name]
     if not isinstance(config, cls.Config):
         config = from_mapping(cls.Config, config, name)

@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from algorithms import LEARNERS, MetaLearner, TaskSpec
-from algorithms.backbones import BackboneConfig, build_model
-from bench.run.factory import new_learner, task_of
-from datasets import DATASETS, Episode, load_dataset
+from algorithms.backbones import BackboneConfig
+from bench.run.factory import new_learner, new_model, task_of
+from datasets import Episode, load_dataset
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,8 @@ class Problem:
 
     def model(self, dtype: torch.dtype = torch.float32, **backbone) -> nn.Module:
         """A fresh model with the seed's initial weights (``backbone``: further backbone options)."""
-        entry = DATASETS[self.dataset]
-        config = BackboneConfig(filters=self.filters, **backbone)
-        return build_model(entry.backbone, load_dataset(self.dataset).input_shape, self.n_way, config,
-                           entry.conv_filters, self.seed).to(dtype)
+        return new_model(self.dataset, self.n_way, backbone=BackboneConfig(filters=self.filters, **backbone),
+                         seed=self.seed, dtype=dtype)
 
 
 def meta_iteration(learner: MetaLearner, batch: Episode) -> Callable[[], None]:
