@@ -43,6 +43,18 @@ def task_loss(kind: str, output: torch.Tensor, target: torch.Tensor, per_class: 
     return loss if per_class is None else loss * (examples / per_class)
 
 
+def task_losses(kind: str, output: torch.Tensor, target: torch.Tensor, per_class: int | None = None
+                ) -> torch.Tensor:
+    """``task_loss`` of every task of a batch at once: ``output`` and ``target`` lead with a task dimension; returns
+    [T]. The same numbers as ``task_loss`` task by task (float rounding apart), in one operator instead of T."""
+    if kind == "classification":
+        loss = F.cross_entropy(output.transpose(-1, -2), target, reduction="none").mean(dim=-1)
+        examples = target.shape[-1]
+    else:
+        loss, examples = (output - target).pow(2).flatten(start_dim=1).mean(dim=1), target.shape[-2]
+    return loss if per_class is None else loss * (examples / per_class)
+
+
 def task_score(kind: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Accuracy for classification, mean squared error for regression (over the last example dimension)."""
     if kind == "classification":
@@ -87,6 +99,16 @@ class MetaLearner(ABC):
         option resolved): logged with the cell so results say what actually ran."""
         return {}
 
+    def execution_candidates(self, tasks: int, device: torch.device) -> list[dict[str, str]]:
+        """The ways to run a meta-batch of ``tasks`` that the config leaves open (an "auto" option), each computing
+        the same meta-gradient; the harness times them and passes the fastest to ``use_execution``. Empty: nothing
+        to choose (every option explicit)."""
+        return []
+
+    def use_execution(self, choice: dict[str, str]) -> None:
+        """Run as ``choice`` (one of ``execution_candidates``) from now on."""
+        raise ValueError(f"{type(self).__name__} has no execution left to choose")
+
     @abstractmethod
     def meta_gradient(self, batch: Episode) -> StepResult:
         """Accumulate the meta-gradient of ``batch`` (B episodes) into ``.grad``."""
@@ -94,6 +116,12 @@ class MetaLearner(ABC):
     @abstractmethod
     def predict(self, episode: Episode) -> torch.Tensor:
         """Adapt to ``episode``'s support set; return outputs for its query set."""
+
+    def predict_batch(self, batch: Episode) -> torch.Tensor:
+        """``predict`` of every episode of ``batch``, stacked [T, ...]; each episode adapted on its own support set
+        alone. Episode by episode here; a learner that can adapt many at once overrides it (the same outputs, float
+        rounding apart: the tests hold it to that)."""
+        return torch.stack([self.predict(batch.task(i)) for i in range(len(batch))])
 
 
 LEARNERS: Registry[type[MetaLearner]] = Registry("learner")

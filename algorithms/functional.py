@@ -17,7 +17,11 @@ What varies is an option, not a subclass (``algorithms/presets.py`` names the pu
   epoch the non-final ones fall by 1/(S * msl_epochs) to a floor of 0.03/S and the final one rises to match; from
   epoch ``msl_epochs`` on, the final step's loss alone;
 - the execution plan: ``plain`` (the model's own forward) or ``fast`` (``algorithms/fast_plan.py``: the same function
-  and gradients, channels-last and max-pool before ReLU).
+  and gradients, channels-last and max-pool before ReLU);
+- the task batching: tasks one by one (``loop``), ``vmap`` over tasks, or ``bmm`` (``algorithms/task_batched.py``:
+  Linear/ReLU models run on per-task weight copies by batched matrix products); ``auto`` leaves the choice to the
+  harness, which times the candidates (``execution_candidates``) on the cell's own shapes and calls
+  ``use_execution`` (``bench/run/autotune.py``); without that, loop on the CPU and vmap elsewhere.
 
 An epoch is ``epoch_iterations`` meta-iterations (the reference's ``total_iter_per_epoch``: 500); the runner tells
 the learner the iteration through ``start_iteration``.
@@ -36,9 +40,10 @@ import torch
 from torch import nn
 from torch.func import vmap
 
-from algorithms.base import StepResult
+from algorithms.base import StepResult, task_losses
 from algorithms.fast_plan import FastForward
 from algorithms.inner_loop import InnerLoopConfig, InnerLoopLearner, stack_losses
+from algorithms.task_batched import supported, task_batched_forward
 from datasets.episode import Episode
 
 Params = dict[str, torch.Tensor]
@@ -51,7 +56,8 @@ class FunctionalConfig(InnerLoopConfig):
     learned "per_layer_step" (LSLR) or "per_element" (Meta-SGD); multi_step_loss, msl_epochs: MAML++'s annealed
     multi-step loss; epoch_iterations: meta-iterations per epoch; plan: "plain" or "fast" model execution (same
     gradients); task_batching: "loop" takes tasks one by one (one backward each), "vmap" batches ``vmap_chunk`` tasks
-    per call (0: the whole meta-batch), "auto" picks by device from measurement: loop on CPU, vmap elsewhere."""
+    per call (0: the whole meta-batch), "bmm" likewise through batched matrix products (Linear/ReLU models, plain
+    plan), "auto" lets the harness time the candidates on the cell's shapes and take the fastest."""
 
     first_order: bool = False
     first_order_epochs: int = 0
@@ -61,7 +67,7 @@ class FunctionalConfig(InnerLoopConfig):
     msl_epochs: int = 15
     epoch_iterations: int = 500
     plan: Literal["plain", "fast"] = "plain"
-    task_batching: Literal["auto", "loop", "vmap"] = "auto"
+    task_batching: Literal["auto", "loop", "vmap", "bmm"] = "auto"
     vmap_chunk: int = 0
 
     def __post_init__(self) -> None:
@@ -72,6 +78,9 @@ class FunctionalConfig(InnerLoopConfig):
         for name in ("first_order_epochs", "vmap_chunk"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.task_batching == "bmm" and self.plan != "plain":
+            raise ValueError(f"task_batching 'bmm' is its own execution of the model: it takes plan 'plain', got "
+                             f"{self.plan!r}")
         if self.first_order and self.first_order_epochs:
             raise ValueError(f"first_order_epochs ({self.first_order_epochs}) anneals first order into second: with "
                              f"first_order true there is no second order to anneal to")
@@ -99,6 +108,11 @@ class FunctionalLearner(InnerLoopLearner):
         self.iteration = 0
         self.fast_forward = FastForward(model) if self.config.plan == "fast" else None
         self.rates = self._inner_rates()
+        self.fast_names = self.adapted_names()  # fixed for the learner's life: not walked again every step
+        bmm = self.config.task_batching == "bmm" or (self.config.task_batching == "auto" and self.config.plan == "plain"
+                                                   and supported(model))
+        self.batched_forward = task_batched_forward(model) if bmm else None  # refuses a model it cannot run
+        self.chosen: dict[str, str] | None = None  # what the harness chose for task_batching "auto"
 
     # --- what the options select -------------------------------------------------------------------------------
     def adapted_names(self) -> set[str]:
@@ -121,7 +135,7 @@ class FunctionalLearner(InnerLoopLearner):
     def _step(self, name: str, step: int, parameter: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """Inner step ``step`` of one fast weight."""
         if self.rates is None:
-            return parameter - self.config.inner_lr * grad
+            return torch.add(parameter, grad, alpha=-self.config.inner_lr)  # one operator, not two
         rates = self.rates[rate_key(name)]
         if self.config.inner_rates == "per_layer_step":
             rates = rates[min(step, len(rates) - 1)]
@@ -142,16 +156,25 @@ class FunctionalLearner(InnerLoopLearner):
             return None
         return step_loss_weights(steps, self.epoch, self.config.msl_epochs)
 
-    def _model(self, batched: bool, differentiated_twice: bool = False) -> Callable[[Params, torch.Tensor],
-                                                                                    torch.Tensor]:
-        """The model as a function of a parameter dict, per task or vmapped over tasks. On the fast plan a graph
+    def _model(self, mode: str, differentiated_twice: bool = False) -> Callable[[Params, torch.Tensor],
+                                                                                torch.Tensor]:
+        """The model as a function of a parameter dict, per task (``loop``) or over tasks. On the fast plan a graph
         differentiated twice (second-order inner steps) stays contiguous: its double backward (batch norm's above
         all) has no channels-last kernels on the CPU (1.21x slower at 5-way 1-shot S=1, 1.69x at 5-way 5-shot S=5,
         ``benchmarks/fast_route.py``)."""
+        if mode == "bmm":
+            return self.batched_forward
         forward = self._forward
         if self.fast_forward is not None:
             forward = partial(self.fast_forward, in_channels_last=not differentiated_twice)
-        return vmap(forward) if batched else forward
+        return vmap(forward) if mode == "vmap" else forward
+
+    def _losses_of(self, mode: str, k_shot: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The support or query loss: a scalar per task in a loop, a [T] vector over a batch of tasks."""
+        if mode == "loop":
+            return partial(self._loss, k_shot=k_shot)
+        per_class = k_shot if self.config.loss_reduction == "sum_over_k" else None
+        return partial(task_losses, self.task.kind, per_class=per_class)
 
     def _forward(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         if self.fast_forward is not None:
@@ -169,23 +192,46 @@ class FunctionalLearner(InnerLoopLearner):
     def start_iteration(self, iteration: int) -> None:
         self.iteration = iteration
 
-    def _chunk(self, tasks: int, device: torch.device) -> int:
-        """Tasks per forward: 0 means one task at a time without vmap."""
-        mode = self.config.task_batching
+    def _batching(self, tasks: int, device: torch.device) -> tuple[str, int]:
+        """How a batch of ``tasks`` runs: (mode, tasks per pass); mode "loop" (one task per pass), "vmap" or "bmm"."""
+        mode, chunk = self.config.task_batching, self.config.vmap_chunk
         if mode == "auto":
-            mode = "loop" if device.type == "cpu" else "vmap"
-        return 0 if mode == "loop" else (self.config.vmap_chunk or tasks)
+            if self.chosen is not None:
+                mode, chunk = self.chosen["task_batching"], int(self.chosen["vmap_chunk"])
+            else:  # nothing measured (a learner used outside the runner): what measured best for Conv-4
+                mode = "loop" if device.type == "cpu" else "vmap"
+        return (mode, 1) if mode == "loop" else (mode, min(chunk or tasks, tasks))
 
     def execution(self, tasks: int, device: torch.device) -> dict[str, str]:
-        chunk = self._chunk(tasks, device)
-        return {"task_batching": "vmap" if chunk else "loop", "vmap_chunk": str(chunk)}
+        mode, chunk = self._batching(tasks, device)
+        return {"task_batching": mode, "vmap_chunk": "0" if mode == "loop" else str(chunk)}
+
+    def execution_candidates(self, tasks: int, device: torch.device) -> list[dict[str, str]]:
+        """With task_batching "auto": every exact way to run ``tasks`` tasks (the same meta-gradient, rounding
+        apart): the loop, vmap over the whole batch and over quarters of it (or over ``vmap_chunk`` where set), and
+        bmm where the model allows it."""
+        if self.config.task_batching != "auto":
+            return []
+        chunks = [self.config.vmap_chunk] if self.config.vmap_chunk else sorted({tasks, max(2, -(-tasks // 4))})
+        candidates = [{"task_batching": "loop", "vmap_chunk": "0"}]
+        candidates += [{"task_batching": "vmap", "vmap_chunk": str(c)} for c in chunks if c <= tasks and tasks > 1]
+        if self.batched_forward is not None:
+            candidates.append({"task_batching": "bmm", "vmap_chunk": str(min(chunks[-1], tasks))})
+        return candidates
+
+    def use_execution(self, choice: dict[str, str]) -> None:
+        if self.config.task_batching != "auto":
+            raise ValueError(f"task_batching is {self.config.task_batching!r}, set by the config: never overridden")
+        if choice["task_batching"] == "bmm" and self.batched_forward is None:
+            raise ValueError("task_batching 'bmm' cannot run this model")
+        self.chosen = dict(choice)
 
     def _inner_loop(self, params: Params, forward: Callable, losses_of: Callable, x: torch.Tensor, y: torch.Tensor,
                     steps: int, create_graph: bool, after_step: Callable[[int, Params], None] | None = None
                     ) -> tuple[Params, list[torch.Tensor]]:
         """``steps`` SGD steps on the support loss over the fast weights: a pure function of ``params``;
         ``after_step(step, params)`` sees the weights after each step (the multi-step loss)."""
-        history, fast = [], self.adapted_names()
+        history, fast = [], self.fast_names
         for step in range(steps):
             losses = losses_of(forward(params, x), y)  # one loss per task (a scalar in loop mode)
             names = [name for name in params if name in fast]
@@ -200,23 +246,38 @@ class FunctionalLearner(InnerLoopLearner):
 
     def adapted_parameters(self, episode: Episode, steps: int) -> dict[str, torch.Tensor]:
         start = {name: p.detach().requires_grad_() for name, p in self.model.named_parameters()}
-        losses_of = partial(self._loss, k_shot=self._k_shot(episode))
-        adapted, _ = self._inner_loop(start, self._model(batched=False), losses_of, episode.support_x,
-                                      episode.support_y, steps, create_graph=False)
+        adapted, _ = self._inner_loop(start, self._model("loop"), self._losses_of("loop", self._k_shot(episode)),
+                                      episode.support_x, episode.support_y, steps, create_graph=False)
         return {name: p.detach() for name, p in adapted.items()}
+
+    def predict_batch(self, batch: Episode) -> torch.Tensor:
+        """Every episode adapted at once (vmap or bmm, as meta-training runs), ``vmap_chunk`` episodes per pass."""
+        mode, chunk = self._batching(len(batch), batch.query_x.device)
+        if mode == "loop":
+            return super().predict_batch(batch)
+        forward, losses_of = self._model(mode), self._losses_of(mode, self._k_shot(batch))
+        outputs = []
+        for first in range(0, len(batch), chunk):
+            part = batch.tasks(first, min(first + chunk, len(batch)))
+            start = {name: p.detach().expand(len(part), *p.shape).requires_grad_()
+                     for name, p in self.model.named_parameters()}
+            adapted, _ = self._inner_loop(start, forward, losses_of, part.support_x, part.support_y,
+                                          self.config.eval_inner_steps, create_graph=False)
+            with torch.no_grad():
+                outputs.append(forward(adapted, part.query_x))
+        return torch.cat(outputs)
 
     def meta_gradient(self, batch: Episode) -> StepResult:
         tasks = len(batch)
-        chunk = self._chunk(tasks, batch.query_x.device)
+        mode, chunk = self._batching(tasks, batch.query_x.device)
         theta = dict(self.model.named_parameters())
-        task_loss_of = partial(self._loss, k_shot=self._k_shot(batch))
         second_order = self.second_order
-        forward, inner_forward = self._model(bool(chunk)), self._model(bool(chunk), differentiated_twice=second_order)
-        losses_of = vmap(task_loss_of) if chunk else task_loss_of
+        forward, inner_forward = self._model(mode), self._model(mode, differentiated_twice=second_order)
+        losses_of = self._losses_of(mode, self._k_shot(batch))
         weights = self.step_loss_weights()
         total, outputs, inner = 0.0, [], []
-        for start in range(0, tasks, chunk or 1):
-            if chunk:  # tasks [start, stop) at once: parameters gain a task dimension
+        for start in range(0, tasks, chunk):
+            if mode != "loop":  # tasks [start, stop) at once: parameters gain a task dimension
                 part = batch.tasks(start, min(start + chunk, tasks))
                 size = len(part)
                 params = {name: p.expand(size, *p.shape) for name, p in theta.items()}

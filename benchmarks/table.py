@@ -3,30 +3,39 @@ iteration's FLOPs at that rate), the plain reference implementations of ``benchm
 without this project), and every learner: wall-clock per meta-iteration, x floor, speed-up over the fastest plain
 reference of the same order, peak bytes saved for backward. Glyphs, Conv-4, 15 queries per class, at 5-way 1-shot
 (B=32, S=1), 20-way 1-shot (B=16, S=5) and 5-way 5-shot (B=32, S=5); the vmap rows (the memory comparison) at the
-first; then scaling with S.
+first; then scaling with S. Then the sinusoid MLP of Finn et al. (``sinusoid_section``): every learner with its
+default options (``task_batching: auto`` decided by ``bench/run/autotune.py`` as a cell would), the loop that was the
+default before, and the hand-written batched references; then 600 test episodes with 10 adaptation steps.
 
     .venv/bin/python -m benchmarks.table [--iterations 3] [--device cpu] [--learners a,b] [--steps 1,2,5,10]
+                                         [--sections glyphs,sinusoid]
 """
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from algorithms import LEARNERS
+from bench.run import autotune
+from bench.run.evaluation import evaluate
 from bench.run.problems import Problem, meta_iteration
 from bench.core.hardware import cpu_model
 from bench.run.measure import synchronize, time_steps
 from algorithms.base import algorithm_of
 from bench.consumers.verify import relative_difference
-from benchmarks.plain import plain_references
+from benchmarks.plain import batched_mlp_references, plain_references
 from datasets import Episode, load_dataset
 
 QUERY = 15
+AUTOTUNE_SCRATCH = Path(tempfile.mkdtemp()) / "autotune.json"  # every run measures afresh: a table is a measurement
 CONFIGS = ((5, 1, 32, 1), (20, 1, 16, 5), (5, 5, 32, 5))  # n_way, k_shot, tasks, inner steps
 VMAP_ROWS = ("fomaml/functional", "fomaml/fast", "maml", "maml/fast")
 SCALING = ("fomaml/functional", "fomaml/fast", "maml", "maml/fast")
@@ -120,17 +129,97 @@ def configuration(n_way: int, k_shot: int, tasks: int, steps: int, names: list[s
               flush=True)
 
 
+SINUSOID = Problem("sinusoid", 1, 10, query=10, tasks=25, inner_steps=1, name="Finn et al.: B=25, K=10, S=1")
+SINUSOID_LR = 0.01
+
+
+def best_over_threads(step: Callable[[], None], iterations: int, device: torch.device) -> tuple[float, int]:
+    """Median seconds of ``step`` at its fastest intra-op thread count (1..the process's), and that count: a
+    reference is held to the same thread choice the autotuner makes for the learners."""
+    budget, best = torch.get_num_threads(), (math.inf, 0)
+    try:
+        for threads in range(1, budget + 1) if device.type == "cpu" else [budget]:
+            torch.set_num_threads(threads)
+            best = min(best, (timed(step, iterations, device)[0], threads))
+    finally:
+        torch.set_num_threads(budget)
+    return best
+
+
+def sinusoid_section(names: list[str], iterations: int, device: torch.device) -> None:
+    """Every learner on the sinusoid MLP against the hand-written batched references of its order."""
+    problem, budget = SINUSOID, torch.get_num_threads()
+    batch = problem.batch(device=device)
+    print(f"\nsinusoid regression, {problem.name}, Q=10, inner lr {SINUSOID_LR}, fp32; thread counts 1..{budget} "
+          f"tried for every row")
+    rows, ran = {}, {}
+    for label, reference in batched_mlp_references(problem.model().to(device), SINUSOID_LR, 1).items():
+        rows[label] = (*best_over_threads(reference_step(reference, batch), iterations, device), reference.order)
+        ran[label] = "-"
+    for name in names:
+        options = {"inner_lr": SINUSOID_LR} if "inner_lr" in LEARNERS[name].Config.__dataclass_fields__ else {}
+        variants = [("", options)]
+        if "task_batching" in LEARNERS[name].Config.__dataclass_fields__:
+            variants.append((" (loop: the default before autotuning)", {**options, "task_batching": "loop"}))
+        for suffix, chosen in variants:
+            learner = problem.learner(name, device=device, **chosen)
+            decision = autotune.decide(learner, name, "benchmark", batch, device, budget, cache=AUTOTUNE_SCRATCH)
+            try:
+                seconds = timed(meta_iteration(learner, batch), iterations, device)[0]
+            finally:
+                torch.set_num_threads(budget)
+            execution = learner.execution(len(batch), device)
+            rows[name + suffix] = (seconds, decision.threads, ORDERS.get(algorithm_of(name)))
+            ran[name + suffix] = (" ".join(f"{k}={v}" for k, v in execution.items()) or "-") + f" ({decision.how})"
+    reference_of = {order: rows[f"hand-written batched {order}, baddbmm"][0] for order in ("FOMAML", "MAML")}
+    print("| implementation | ms / meta-iteration (median) | threads | x the batched reference of its order | "
+          "what ran |")
+    print("|---|---|---|---|---|")
+    for label, (seconds, threads, order) in rows.items():
+        ratio = f"{seconds / reference_of[order]:.2f}x" if order in reference_of else "-"
+        print(f"| {label} | {seconds * 1000:.2f} | {threads} | {ratio} | {ran[label]} |", flush=True)
+    test_episodes(iterations, device)
+
+
+def test_episodes(repeats: int, device: torch.device, episodes: int = 600, steps: int = 10) -> None:
+    """600 sinusoid test episodes, 10 adaptation steps each: in passes of the meta-batch (as cells evaluate now) and
+    one episode at a time (as before), for `maml` as the autotuner runs it."""
+    problem, budget = SINUSOID, torch.get_num_threads()
+    source = load_dataset("sinusoid").sampler("test", 1, 10, 10, seed=0)
+    learner = problem.learner("maml", device=device, inner_lr=SINUSOID_LR, eval_inner_steps=steps)
+    decision = autotune.decide(learner, "maml", "benchmark", problem.batch(device=device), device, budget,
+                               cache=AUTOTUNE_SCRATCH)
+    try:
+        for per_pass in (problem.tasks, 1):
+            seconds = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                evaluate(learner, source, episodes, device, torch.float32, per_pass=per_pass)
+                synchronize(device)
+                seconds.append(time.perf_counter() - start)
+            print(f"{episodes} test episodes x {steps} steps, {per_pass} per pass "
+                  f"({autotune.label(decision.choice, decision.threads) if decision.choice else '-'}): "
+                  f"{statistics.median(seconds):.2f} s (median of {repeats})", flush=True)
+    finally:
+        torch.set_num_threads(budget)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--learners", default=",".join(LEARNERS.names()))
     parser.add_argument("--steps", default="1,2,5,10")
+    parser.add_argument("--sections", default="glyphs,sinusoid")
     args = parser.parse_args()
     device = torch.device(args.device)
     names = args.learners.split(",")
     print(f"device: {device} ({cpu_model() if device.type == 'cpu' else torch.cuda.get_device_name(device)}), "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    if "sinusoid" in args.sections.split(","):
+        sinusoid_section(names, args.iterations, device)
+    if "glyphs" not in args.sections.split(","):
+        return
     rate = matmul_rate(device)
     print(f"measured fp32 matmul rate: {rate / 1e9:.1f} GFLOP/s (2048^3, 10 repeats)")
     sampler = load_dataset("glyphs").sampler("train", 5, 1, QUERY, seed=0)

@@ -1,8 +1,19 @@
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from datasets import load_dataset
+
+
+@pytest.fixture(scope="session", autouse=True)
+def autotune_cache(tmp_path_factory):
+    """The tests' measured execution choices stay out of the project's results/ (subprocesses and Ray workers
+    inherit the variable)."""
+    path = tmp_path_factory.mktemp("autotune") / "autotune.json"
+    os.environ["METABENCH_AUTOTUNE"] = str(path)
+    return path
 
 
 @pytest.fixture(scope="session")

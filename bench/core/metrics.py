@@ -45,9 +45,12 @@ SAVED_MB = Metric(phase("train", SAVED_BYTES_PEAK), "saved-for-backward MB", "MB
 CUDA_MB = Metric(phase("train", CUDA_PEAK_BYTES), "CUDA peak MB (meta-iterations)", "MB", "lower", scale=1e6)
 RSS_MB = Metric(phase("train", RSS_PEAK_BYTES), "RSS peak MB (meta-iterations)", "MB", "lower", scale=1e6, digits=0)
 EVAL_MS = Metric(phase("eval", MS_MEDIAN), "ms / test episode (median)", "ms", "lower")
+VAL_SECONDS = phase("val", SECONDS_TOTAL)  # validation passes during meta-training, in all
+CELL_SECONDS = phase("cell", SECONDS_TOTAL)  # the whole cell: data, autotuning, meta-training, validation, test
 COSTS = (TRAIN_MS, TRAIN_MS_P90, EVAL_MS, SAVED_MB, CUDA_MB, RSS_MB, TRAIN_SECONDS)
 
-# curves logged during training (step = meta-iteration)
+# curves logged during training (step = meta-iteration; a cell of over 1,000 meta-iterations logs the mean of each
+# window of iterations at the window's last: bench.run.training.CurveWindow)
 TRAIN_LOSS, TRAIN_QUERY_SCORE, VAL_SCORE = "train_loss", "train_query_score", "val_score"
 FINAL_TRAIN_LOSS, FINAL_VAL_SCORE = "final_train_loss", "final_val_score"
 OBJECTIVE_SCORE = "objective_score"  # a `bench tune` trial's value: its final validation score

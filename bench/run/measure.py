@@ -121,9 +121,11 @@ class PhaseMeter:
     steps: int = 0
 
     @contextlib.contextmanager
-    def step(self) -> Iterator[None]:
-        """One step. Warm-up steps are not timed; they are where saved-for-backward bytes are counted, so the
-        hooks' Python overhead never lands in a timed step (the count is the same for every step of a phase)."""
+    def step(self, units: int = 1) -> Iterator[None]:
+        """One step of ``units`` units of work (episodes evaluated at once): timed as ``units`` steps of equal
+        time, so the times stay per unit. Warm-up steps (those that begin within the first ``warmup`` units) are not
+        timed; they are where saved-for-backward bytes are counted, so the hooks' Python overhead never lands in a
+        timed step (the count is the same for every step of a phase)."""
         warming = self.steps < self.warmup
         synchronize(self.device)
         _reset_peak_rss()
@@ -139,11 +141,11 @@ class PhaseMeter:
             yield
         synchronize(self.device)
         if not warming:
-            self.times.append(time.perf_counter() - start)
+            self.times.extend([(time.perf_counter() - start) / units] * units)
         self.rss_peak_bytes = max(self.rss_peak_bytes, peak_rss_bytes())
         if self.device.type == "cuda":
             self.cuda_peak_bytes = max(self.cuda_peak_bytes, torch.cuda.max_memory_allocated(self.device))
-        self.steps += 1
+        self.steps += units
 
     def summary(self, prefix: str) -> dict[str, float]:
         times_ms = sorted(t * 1000 for t in self.times)
@@ -157,6 +159,19 @@ class PhaseMeter:
         if self.device.type == "cuda":
             out[phase(prefix, CUDA_PEAK_BYTES)] = float(self.cuda_peak_bytes)
         return out
+
+
+@contextlib.contextmanager
+def wall_clock(device: torch.device) -> Iterator[list[float]]:
+    """The seconds a block takes, the device synchronised at both ends: the list yielded holds them afterwards."""
+    seconds: list[float] = []
+    synchronize(device)
+    start = time.perf_counter()
+    try:
+        yield seconds
+    finally:
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
 
 
 def time_steps(step: Callable[[], None], iterations: int, device: torch.device) -> PhaseMeter:

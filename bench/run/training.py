@@ -11,17 +11,43 @@ from tqdm import tqdm
 
 from bench.core import interrupts
 from bench.core import metrics as m
+from bench.run import autotune
 from bench.run.evaluation import evaluate
 from bench.run.factory import build_learner, build_optimizer, dtype_of
-from bench.run.measure import PhaseMeter, confidence_interval95
+from bench.run.measure import PhaseMeter, confidence_interval95, wall_clock
 from bench.spec.suite import Cell
-from datasets import load_dataset
+from bench.store.provenance import code_identity
+from datasets import DATASETS, load_dataset
 
 Curve = Callable[[int, dict[str, float]], None]  # (meta-iteration, values by metric name)
 
 
+CURVE_POINTS = 1000  # at most this many points per training curve (window means beyond): logging stays bounded
+
+
 class NonFiniteLossError(FloatingPointError):
     pass
+
+
+class CurveWindow:
+    """Training curves at a bounded rate: each point is the mean of ``stride`` meta-iterations' values, logged at
+    the window's last iteration; a cell of at most ``CURVE_POINTS`` iterations logs every one as it is."""
+
+    def __init__(self, iterations: int):
+        self.stride = max(1, math.ceil(iterations / CURVE_POINTS))
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, iteration: int, names: list[str], values: list[float], last: bool) -> dict[str, float] | None:
+        """The window's means when ``iteration`` closes it, else None."""
+        for name, value in zip(names, values):
+            self.sums[name] = self.sums.get(name, 0.0) + value
+        self.count += 1
+        if (iteration + 1) % self.stride and not last:
+            return None
+        means = {name: total / self.count for name, total in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return means
 
 
 @dataclass
@@ -30,7 +56,7 @@ class CellResult:
     test_scores: list[float]  # per test episode, by episode index
     score_name: str  # "accuracy" or "mse"
     state_dict: dict[str, torch.Tensor]
-    execution: dict[str, str]  # how the learner actually ran (e.g. task_batching resolved from "auto")
+    execution: dict[str, str]  # how the cell actually ran (task_batching resolved from "auto", threads, autotuning)
 
 
 def _step_values(result) -> tuple[list[str], torch.Tensor]:
@@ -49,7 +75,20 @@ def run_cell(cell: Cell, on_train: Curve | None = None, on_validation: Curve | N
     """Meta-train ``cell`` and score it on its test episodes; ``test`` False stops after meta-training (a
     hyperparameter search never sees the test episodes). After every meta-iteration a Ctrl-C that Python swallowed
     is raised again (bench.core.interrupts), then ``between_iterations`` may stop the cell by raising (lost
-    ownership)."""
+    ownership). Where the learner leaves its execution open, it is chosen by measurement first
+    (``bench.run.autotune``); the process's intra-op thread count is restored at the end."""
+    threads = torch.get_num_threads()
+    try:
+        with wall_clock(torch.device(cell.device)) as seconds:
+            result = _run_cell(cell, on_train, on_validation, progress, test, between_iterations)
+    finally:
+        torch.set_num_threads(threads)
+    result.metrics[m.CELL_SECONDS] = seconds[0]
+    return result
+
+
+def _run_cell(cell: Cell, on_train: Curve | None, on_validation: Curve | None, progress: bool, test: bool,
+              between_iterations: Callable[[], None] | None) -> CellResult:
     device, dtype = torch.device(cell.device), dtype_of(cell.training)
     training, evaluation = cell.training, cell.evaluation
     data = load_dataset(cell.dataset.name, cell.dataset_options)
@@ -59,7 +98,10 @@ def run_cell(cell: Cell, on_train: Curve | None = None, on_validation: Curve | N
     val_source = data.sampler("val", cell.n_way, cell.k_shot, cell.test_query, evaluation.episode_seed)
     test_source = data.sampler("test", cell.n_way, cell.k_shot, cell.test_query, evaluation.episode_seed)
     batch_size = training.meta_batch_size
-    meter = PhaseMeter(device, warmup=training.warmup_iterations)
+    decision = autotune.decide(learner, cell.learner, code_identity(cell.learner, DATASETS[cell.dataset.name].version),
+                               train_source.batch(0, batch_size).to(device, dtype), device)
+    meter, val_meter = PhaseMeter(device, warmup=training.warmup_iterations), PhaseMeter(device)
+    window = CurveWindow(training.meta_iterations)
     loss, validation = math.nan, []
     bar = tqdm(range(training.meta_iterations), desc=cell.title, leave=False, disable=not progress, unit="it")
     for iteration in bar:
@@ -79,26 +121,32 @@ def run_cell(cell: Cell, on_train: Curve | None = None, on_validation: Curve | N
         interrupts.check()
         if between_iterations is not None:
             between_iterations()
-        if on_train is not None:
-            on_train(iteration, dict(zip(names, values)))
+        last = iteration + 1 == training.meta_iterations
+        means = window.add(iteration, names, values, last)
+        if on_train is not None and means is not None:
+            on_train(iteration, means)
         if iteration % 10 == 0:
-            bar.set_postfix(loss=f"{loss:.3f}")
-        if (iteration + 1) % training.validate_every == 0 or iteration + 1 == training.meta_iterations:
-            scores = evaluate(learner, val_source, training.validation_episodes, device, dtype)
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)  # the bar redraws at its own bounded rate
+        if (iteration + 1) % training.validate_every == 0 or last:
+            with val_meter.step():
+                scores = evaluate(learner, val_source, training.validation_episodes, device, dtype,
+                                  per_pass=batch_size)
             validation.append(sum(scores) / len(scores))
             if on_validation is not None:
                 on_validation(iteration + 1, {m.VAL_SCORE: validation[-1]})
     results = meter.summary("train")
+    results[m.VAL_SECONDS] = val_meter.summary("val")[m.VAL_SECONDS]
     results.update({m.FINAL_VAL_SCORE: validation[-1], m.FINAL_TRAIN_LOSS: loss})
     score_name = data.score_name
     state = {k: v.detach().cpu() for k, v in learner.state_dict().items()}
+    execution = {**learner.execution(batch_size, device), **decision.tags()}
     if not test:
-        return CellResult(results, [], score_name, state, learner.execution(batch_size, device))
+        return CellResult(results, [], score_name, state, execution)
     eval_meter = PhaseMeter(device, warmup=evaluation.warmup_episodes)
-    scores = evaluate(learner, test_source, evaluation.test_episodes, device, dtype, eval_meter)
+    scores = evaluate(learner, test_source, evaluation.test_episodes, device, dtype, eval_meter, batch_size)
     results.update(eval_meter.summary("eval"))
     mean, half_width = confidence_interval95(scores)
     results.update({m.SCORES[score_name].name: mean, m.ci95(score_name): half_width})
     if not math.isfinite(mean):
         raise NonFiniteLossError(f"test {score_name} is {mean}")
-    return CellResult(results, scores, score_name, state, learner.execution(batch_size, device))
+    return CellResult(results, scores, score_name, state, execution)

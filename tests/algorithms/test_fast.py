@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from algorithms.fast_plan import FastForward
-from benchmarks.plain import plain_references
+from benchmarks.plain import batched_mlp_references, plain_references
 from tests.algorithms.helpers import flat_grad, make_learner, make_problem, rel
 
 
@@ -72,6 +72,21 @@ def test_the_speed_tables_plain_references_compute_the_learners_meta_gradient(st
         expected[name] = flat_grad(learner.model)
     assert rel(expected["maml"], expected["fomaml/functional"]) > 1e-4  # the orders differ, so agreeing is not trivial
     for label, reference in plain_references(model(), 0.4, steps).items():
+        reference.meta_gradient(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+        match = {"FOMAML": "fomaml/functional", "MAML": "maml"}[reference.order]
+        assert rel(flat_grad(reference.model), expected[match]) <= 1e-12, label
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_the_hand_written_batched_mlp_reference_computes_the_learners_meta_gradient(steps):
+    batch, task, model = make_problem("sinusoid", n_way=1, k_shot=3, q_query=4, tasks=5)
+    expected = {}
+    for name in ("fomaml/functional", "maml"):
+        learner = make_learner(name, task, model(), inner_lr=0.1, inner_steps=steps, task_batching="loop")
+        learner.meta_gradient(batch)
+        expected[name] = flat_grad(learner.model)
+    assert rel(expected["maml"], expected["fomaml/functional"]) > 1e-4
+    for label, reference in batched_mlp_references(model(), 0.1, steps).items():
         reference.meta_gradient(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
         match = {"FOMAML": "fomaml/functional", "MAML": "maml"}[reference.order]
         assert rel(flat_grad(reference.model), expected[match]) <= 1e-12, label

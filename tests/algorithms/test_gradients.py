@@ -42,6 +42,29 @@ def test_vmap_batching_equals_the_task_loop(name, chunk):
     assert torch.allclose(grads[0][1], grads[1][1]) and torch.allclose(grads[0][2], grads[1][2])
 
 
+@pytest.mark.parametrize("name", ["fomaml/functional", "maml", "metasgd", "anil"])
+@pytest.mark.parametrize("chunk", [0, 2])
+def test_bmm_batching_of_the_mlp_equals_the_task_loop(name, chunk):
+    batch, task, model = make_problem("sinusoid", n_way=1, k_shot=3, q_query=4, tasks=5)
+    grads = []
+    for mode in ("loop", "bmm"):
+        learner = make_learner(name, task, model(), inner_lr=0.01, inner_steps=2, task_batching=mode,
+                               vmap_chunk=chunk, multi_step_loss=True)
+        result = learner.meta_gradient(batch)
+        grads.append((flat_grad(learner.model), result.loss, result.metrics["inner_losses"]))
+    assert float(grads[0][0].norm()) > 0
+    assert rel(grads[0][0], grads[1][0]) <= 1e-10
+    assert torch.allclose(grads[0][1], grads[1][1]) and torch.allclose(grads[0][2], grads[1][2])
+
+
+def test_bmm_batching_refuses_a_model_it_cannot_run():
+    _, task, model = make_problem(tasks=2)  # Conv-4
+    with pytest.raises(ValueError, match="Linear and ReLU layers only; this model has .*Conv2d"):
+        make_learner("maml", task, model(), task_batching="bmm")
+    with pytest.raises(ValueError, match="plan 'plain'"):
+        make_learner("maml/fast", task, model(), task_batching="bmm")
+
+
 def test_the_textbook_deepcopy_snippet_updates_nothing_and_ours_does():
     batch, task, model = make_problem(tasks=2, k_shot=1, q_query=2)
     # the textbook snippet: adapt a copy, backward on the copy's query loss, step the meta-optimiser

@@ -32,8 +32,11 @@ def test_a_suite_logs_every_cell_with_params_metrics_tags_and_artifacts(write_su
                     "code_identity", "eval_fingerprint", "owner.host", "owner.pid", "owner.started", "owner.heartbeat",
                     "mlflow.parentRunId"):
             assert tags[tag], tag
-        if tags["learner"] != "finetune":  # what "auto" resolved to on this device is logged as what ran
-            assert tags["ran.task_batching"] == "loop" and tags["ran.vmap_chunk"] == "0"
+        if tags["learner"] != "finetune":  # what "auto" resolved to by measurement is logged as what ran
+            assert tags["ran.autotune"] in ("measured", "cached") and tags["ran.threads"] in ("1", "2")
+            assert tags["ran.task_batching"] in ("loop", "vmap")  # bmm runs Linear/ReLU models only
+        else:  # nothing left open: not tuned
+            assert tags["ran.autotune"] == "explicit" and "ran.task_batching" not in tags
         assert {k: v for k, v in tags.items() if k.startswith("axis.")} == {
             "axis.n_way": "3", "axis.k_shot": "1", "axis.device": "cpu", "axis.seed": "0"}
         assert params["training.meta_iterations"] == "4" and params["n_way"] == "3"
@@ -118,9 +121,18 @@ def test_same_seed_same_start_and_same_episodes_for_every_learner(monkeypatch):
         record = seen.setdefault((cell.learner, cell.seed), {"start": [p.detach().clone()
                                                                         for p in learner.model.parameters()],
                                                               "train": [], "test": []})
-        inner_meta, inner_predict = learner.meta_gradient, learner.predict
-        learner.meta_gradient = lambda batch: record["train"].append(batch.query_x.clone()) or inner_meta(batch)
-        learner.predict = lambda episode: record["test"].append(episode.query_x.clone()) or inner_predict(episode)
+        inner_meta, inner_predict, inner_start = learner.meta_gradient, learner.predict_batch, learner.start_iteration
+        started = []  # meta-iterations begun: the autotuner's timing calls before the first are not training
+
+        def meta_gradient(batch):
+            if started:
+                record["train"].append(batch.query_x.clone())
+            return inner_meta(batch)
+
+        learner.meta_gradient = meta_gradient
+        learner.start_iteration = lambda i: started.append(i) or inner_start(i)
+        learner.predict_batch = lambda batch: record["test"].extend(batch.query_x.clone().unbind(0)) or \
+            inner_predict(batch)
         return learner
 
     monkeypatch.setattr(training, "build_learner", spy)

@@ -1,0 +1,54 @@
+"""Test-time adaptation of many episodes at once gives each episode the outputs it gets alone."""
+import dataclasses
+
+import pytest
+import torch
+
+from algorithms import LEARNERS
+from bench.run.evaluation import evaluate
+from bench.run.problems import Problem
+from datasets import load_dataset
+
+PROBLEMS = {"glyphs": Problem("glyphs", 3, 1, query=2, tasks=5, filters=4, inner_steps=2),
+            "sinusoid": Problem("sinusoid", 1, 3, query=4, tasks=5, inner_steps=2)}
+BATCHED = {"glyphs": ("loop", "vmap"), "sinusoid": ("loop", "vmap", "bmm")}
+
+
+def batching_options(name: str, dataset: str) -> list[dict]:
+    """Every task batching a learner has (one run for learners without the option)."""
+    if "task_batching" not in LEARNERS[name].Config.__dataclass_fields__:
+        return [{}]
+    return [{"task_batching": mode, **({"inner_lr": 0.01} if dataset == "sinusoid" else {})}
+            for mode in BATCHED[dataset]
+            if not (mode == "bmm" and "plan" not in LEARNERS[name].Config.__dataclass_fields__)]
+
+
+@pytest.mark.parametrize("dataset", ["glyphs", "sinusoid"])
+@pytest.mark.parametrize("name", LEARNERS.names())
+def test_predict_batch_gives_every_episode_its_own_adapted_outputs(name, dataset):
+    problem = PROBLEMS[dataset]
+    if problem.task().kind not in LEARNERS[name].kinds:
+        pytest.skip(f"{name} does not learn {problem.task().kind}")
+    batch = problem.batch(dtype=torch.float64)
+    for options in batching_options(name, dataset):
+        learner = problem.learner(name, dtype=torch.float64, **options)
+        together = learner.predict_batch(batch)
+        alone = torch.stack([learner.predict(batch.task(i)) for i in range(len(batch))])
+        assert together.shape == alone.shape
+        assert torch.allclose(together, alone, rtol=1e-9, atol=1e-10), (name, options)
+        if options.get("task_batching") in ("vmap", "bmm"):  # adapted apart: one episode's support moves only its own
+            support_x = batch.support_x.clone()
+            support_x[0] = 0
+            moved = learner.predict_batch(dataclasses.replace(batch, support_x=support_x))
+            assert torch.equal(moved[1:], together[1:]) and not torch.equal(moved[0], together[0])
+
+
+@pytest.mark.parametrize("options", [{"task_batching": "bmm"}, {"task_batching": "vmap", "vmap_chunk": 3}])
+def test_evaluation_in_passes_scores_every_episode_as_one_by_one(options):
+    problem = PROBLEMS["sinusoid"]
+    learner = problem.learner("maml", dtype=torch.float64, **options)
+    source = load_dataset("sinusoid").sampler("test", 1, 3, 4, seed=0)
+    one_by_one = evaluate(learner, source, 11, torch.device("cpu"), torch.float64, per_pass=1)
+    in_passes = evaluate(learner, source, 11, torch.device("cpu"), torch.float64, per_pass=4)
+    assert len(in_passes) == 11 and len(set(in_passes)) == 11
+    assert in_passes == pytest.approx(one_by_one, rel=1e-9)
