@@ -157,6 +157,8 @@ def sinusoid_section(names: list[str], iterations: int, device: torch.device) ->
         rows[label] = (*best_over_threads(reference_step(reference, batch), iterations, device), reference.order)
         ran[label] = "-"
     for name in names:
+        if "regression" not in LEARNERS[name].kinds:
+            continue
         options = {"inner_lr": SINUSOID_LR} if "inner_lr" in LEARNERS[name].Config.__dataclass_fields__ else {}
         variants = [("", options)]
         if "task_batching" in LEARNERS[name].Config.__dataclass_fields__:
