@@ -22,17 +22,24 @@ class BackboneConfig:
     spatially averaged features (Finn's Omniglot). ``bn_scale``: batch norm with a learned scale (gamma); Finn et
     al.'s reference (``tf.contrib.layers.batch_norm``, ``scale=False``) has the shift alone. ``batch_norm``:
     "batch_stats" normalises with the current batch's statistics everywhere (the MAML reference); "running_stats"
-    keeps running statistics, used in evaluation mode (Chen et al.'s Baseline backbone, ordinary batch norm)."""
+    keeps running statistics, used in evaluation mode (Chen et al.'s Baseline backbone, ordinary batch norm).
+    ``linear_init``: "default" is PyTorch's; "truncated_normal" draws every ``nn.Linear`` weight from a normal of
+    std ``linear_init_std`` truncated at two standard deviations, with zero biases (Finn et al.'s reference code:
+    ``tf.truncated_normal(stddev=0.01)`` and ``tf.zeros`` for the sinusoid MLP's layers)."""
 
     filters: int = 0
     pooling: Literal["max", "stride"] = "max"
     hidden: int = 40
     bn_scale: bool = True
     batch_norm: Literal["batch_stats", "running_stats"] = "batch_stats"
+    linear_init: Literal["default", "truncated_normal"] = "default"
+    linear_init_std: float = 0.01
 
     def __post_init__(self) -> None:
         if self.filters < 0 or self.hidden <= 0:
             raise ValueError(f"backbone.filters must be >= 0 and backbone.hidden > 0, got {self.filters}, {self.hidden}")
+        if self.linear_init_std <= 0:
+            raise ValueError(f"backbone.linear_init_std must be positive, got {self.linear_init_std}")
 
 
 class Classifier(nn.Module):
@@ -103,7 +110,15 @@ def build_model(kind: str, input_shape: tuple[int, ...], out_features: int, conf
     """The backbone ``kind`` with weights drawn from ``seed`` alone: every learner of a cell starts identical."""
     with seeded(seed):
         if kind == "conv4":
-            return conv4(input_shape, out_features, config.filters or default_filters, config)
-        if kind == "mlp":
-            return mlp(input_shape, out_features, config.hidden)
-    raise ValueError(f"unknown backbone {kind!r}; known: conv4, mlp")
+            model = conv4(input_shape, out_features, config.filters or default_filters, config)
+        elif kind == "mlp":
+            model = mlp(input_shape, out_features, config.hidden)
+        else:
+            raise ValueError(f"unknown backbone {kind!r}; known: conv4, mlp")
+        if config.linear_init == "truncated_normal":
+            for module in model.modules():
+                if isinstance(module, nn.Linear):
+                    std = config.linear_init_std
+                    nn.init.trunc_normal_(module.weight, std=std, a=-2 * std, b=2 * std)
+                    nn.init.zeros_(module.bias)
+    return model

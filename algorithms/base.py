@@ -73,6 +73,9 @@ class MetaLearner(ABC):
 
     Config: ClassVar[type]
     kinds: ClassVar[tuple[str, ...]] = ("classification", "regression")  # the task kinds it can learn
+    # the config option that counts test-time adaptation steps (None: the learner adapts in no steps, ProtoNet);
+    # a suite's evaluation.inner_steps list evaluates it after each count, from one adaptation (predict_curve)
+    test_steps_option: ClassVar[str | None] = None
 
     def __init__(self, model: Classifier, config, task: TaskSpec):
         if not isinstance(config, self.Config):
@@ -122,6 +125,12 @@ class MetaLearner(ABC):
         alone. Episode by episode here; a learner that can adapt many at once overrides it (the same outputs, float
         rounding apart: the tests hold it to that)."""
         return torch.stack([self.predict(batch.task(i)) for i in range(len(batch))])
+
+    def predict_curve(self, batch: Episode, steps: int) -> torch.Tensor:
+        """Query outputs of every episode of ``batch`` after 0, 1, ..., ``steps`` test-time adaptation steps, from
+        one adaptation per episode: [steps + 1, T, ...]; entry s equals ``predict`` with ``steps`` = s (tested).
+        Only learners with a ``test_steps_option`` have it."""
+        raise NotImplementedError(f"{type(self).__name__} does not adapt in steps: it has no adaptation curve")
 
 
 LEARNERS: Registry[type[MetaLearner]] = Registry("learner")

@@ -19,7 +19,7 @@ import contextlib
 import copy
 import math
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Callable, Iterator, Literal
 
 import torch
 from torch import nn
@@ -80,6 +80,7 @@ class Finetune(MetaLearner):
     """Baseline / Baseline++ (Chen et al. 2019): supervised pre-training on all classes; a fresh head fit per episode."""
 
     Config = FinetuneConfig
+    test_steps_option = "head_epochs"  # epochs of the evaluation fit: steps, with head_batch_size 0 (full batch)
 
     def __init__(self, model, config, task):
         super().__init__(model, config, task)
@@ -123,13 +124,15 @@ class Finetune(MetaLearner):
         return torch.optim.SGD(parameters, lr=c.head_lr, momentum=c.head_momentum, dampening=c.head_dampening,
                                weight_decay=c.head_weight_decay)
 
-    def _fit(self, network: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-        """``head_epochs`` passes over the support set in shuffled mini-batches of ``head_batch_size``."""
+    def _fit(self, network: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int | None = None,
+             after_epoch: Callable[[], None] | None = None) -> None:
+        """``epochs`` (default ``head_epochs``) passes over the support set in shuffled mini-batches of
+        ``head_batch_size``; ``after_epoch`` is called after each."""
         optimizer = self._optimizer([p for p in network.parameters() if p.requires_grad])
         size = len(y)
         batch = self.config.head_batch_size or size
         order = torch.Generator().manual_seed(self.task.seed)  # the same shuffles for every episode and learner
-        for _ in range(self.config.head_epochs):
+        for _ in range(self.config.head_epochs if epochs is None else epochs):
             permutation = torch.randperm(size, generator=order).to(y.device) if batch < size else \
                 torch.arange(size, device=y.device)
             for start in range(0, size, batch):
@@ -137,6 +140,8 @@ class Finetune(MetaLearner):
                 optimizer.zero_grad(set_to_none=True)
                 task_loss(self.task.kind, network(x[rows]), y[rows]).backward()
                 optimizer.step()
+            if after_epoch is not None:
+                after_epoch()
 
     def head_steps(self, support_examples: int) -> int:
         """Optimiser steps of one head fit: ceil(N*K / batch) per epoch."""
@@ -148,20 +153,45 @@ class Finetune(MetaLearner):
             return self.model.features(x)
 
     def predict(self, episode: Episode) -> torch.Tensor:
-        if self.config.finetune_backbone or not self.classification:
-            network = copy.deepcopy(self.model)
+        return self._adapt(episode, self.config.head_epochs)[-1]
+
+    def predict_curve(self, batch: Episode, steps: int) -> torch.Tensor:
+        """The query outputs before the fit and after each of ``steps`` epochs, one fit per episode."""
+        return torch.stack([torch.stack(self._adapt(batch.task(i), steps, every_epoch=True))
+                            for i in range(len(batch))], dim=1)
+
+    def _adapt(self, episode: Episode, epochs: int, every_epoch: bool = False) -> list[torch.Tensor]:
+        """Fit on the support set for ``epochs`` epochs; the query outputs at the end (with ``every_epoch``: before
+        the fit and after every epoch)."""
+        whole = self.config.finetune_backbone or not self.classification
+        if whole:
+            fitted = copy.deepcopy(self.model)
             if self.classification:
-                network.head = self._fresh_head(network)
+                fitted.head = self._fresh_head(fitted)
             elif not self.config.finetune_backbone:
-                network.features.requires_grad_(False)
-            self._fit(network, episode.support_x, episode.support_y)
-            with torch.no_grad(), evaluation_mode(network) if self.running_stats else contextlib.nullcontext():
-                return network(episode.query_x)
-        support, query = self._features(episode.support_x), self._features(episode.query_x)  # once per episode
-        head = self._fresh_head(self.model)
-        self._fit(head, support, episode.support_y)
-        with torch.no_grad():
-            return head(query)
+                fitted.features.requires_grad_(False)
+            x, query = episode.support_x, episode.query_x
+        else:
+            x, query = self._features(episode.support_x), self._features(episode.query_x)  # once per episode
+            fitted = self._fresh_head(self.model)
+        seen: list[torch.Tensor] = []
+
+        def record() -> None:
+            seen.append(self._query_outputs(fitted, query, whole))
+
+        if every_epoch:
+            record()
+        self._fit(fitted, x, episode.support_y, epochs, record if every_epoch else None)
+        if not every_epoch:
+            record()
+        return seen
+
+    def _query_outputs(self, fitted: nn.Module, query: torch.Tensor, whole_network: bool) -> torch.Tensor:
+        """The fitted network's (or head's, on precomputed features) query outputs; a running-statistics network in
+        evaluation mode."""
+        with torch.no_grad(), evaluation_mode(fitted) if whole_network and self.running_stats else \
+                contextlib.nullcontext():
+            return fitted(query)
 
     def _fresh_head(self, network: nn.Module) -> nn.Module:
         """A new N-way head: zeros, or PyTorch's default init (always for the cosine head, whose weight norm

@@ -267,6 +267,33 @@ class FunctionalLearner(InnerLoopLearner):
                 outputs.append(forward(adapted, part.query_x))
         return torch.cat(outputs)
 
+    def predict_curve(self, batch: Episode, steps: int) -> torch.Tensor:
+        """Every episode's query outputs before the first inner step and after each, from one adaptation, batched as
+        meta-training runs."""
+        mode, chunk = self._batching(len(batch), batch.query_x.device)
+        forward, losses_of = self._model(mode), self._losses_of(mode, self._k_shot(batch))
+        curves = []
+        for first in range(0, len(batch), chunk):
+            if mode == "loop":
+                part = batch.task(first)
+                start = {name: p.detach().requires_grad_() for name, p in self.model.named_parameters()}
+            else:
+                part = batch.tasks(first, min(first + chunk, len(batch)))
+                start = {name: p.detach().expand(len(part), *p.shape).requires_grad_()
+                         for name, p in self.model.named_parameters()}
+            with torch.no_grad():
+                outputs = [forward(start, part.query_x)]
+
+            def record(step: int, params: Params, part: Episode = part, outputs: list = outputs) -> None:
+                with torch.no_grad():
+                    outputs.append(forward(params, part.query_x))
+
+            self._inner_loop(start, forward, losses_of, part.support_x, part.support_y, steps, create_graph=False,
+                             after_step=record)
+            curve = torch.stack(outputs)
+            curves.append(curve.unsqueeze(1) if mode == "loop" else curve)
+        return torch.cat(curves, dim=1)
+
     def meta_gradient(self, batch: Episode) -> StepResult:
         tasks = len(batch)
         mode, chunk = self._batching(tasks, batch.query_x.device)

@@ -40,6 +40,7 @@ class InnerLoopLearner(MetaLearner):
     """A learner whose adaptation is plain SGD on the support loss; variants differ in how they compute it."""
 
     Config = InnerLoopConfig
+    test_steps_option = "eval_inner_steps"
 
     @abstractmethod
     def adapted_parameters(self, episode: Episode, steps: int) -> dict[str, torch.Tensor]:
@@ -49,6 +50,28 @@ class InnerLoopLearner(MetaLearner):
         params = self.adapted_parameters(episode, self.config.eval_inner_steps)
         with torch.no_grad():
             return self._forward(params, episode.query_x)
+
+    def predict_curve(self, batch: Episode, steps: int) -> torch.Tensor:
+        """Plain SGD on each episode's support loss over the fast weights at ``inner_lr``, as every variant adapts
+        (the functional learner overrides it for its learned rates and task batching); the query outputs before the
+        first step and after each."""
+        curves = []
+        for i in range(len(batch)):
+            episode = batch.task(i)
+            params = {name: p.detach().requires_grad_() for name, p in self.model.named_parameters()}
+            names, k_shot = [n for n in params if n in self.adapted_names()], self._k_shot(episode)
+            outputs = []
+            for step in range(steps + 1):
+                with torch.no_grad():
+                    outputs.append(self._forward(params, episode.query_x))
+                if step == steps:
+                    break
+                loss = self._loss(self._forward(params, episode.support_x), episode.support_y, k_shot)
+                grads = dict(zip(names, torch.autograd.grad(loss, [params[n] for n in names])))
+                params = {n: (p - self.config.inner_lr * grads[n]).detach().requires_grad_() if n in grads else p
+                          for n, p in params.items()}
+            curves.append(torch.stack(outputs))
+        return torch.stack(curves, dim=1)
 
     def _forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """The model's output at ``params``: how every inner-loop learner runs its model on a parameter dict."""

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from algorithms.backbones import BackboneConfig, build_model, conv4, mlp
@@ -43,3 +44,18 @@ def test_same_seed_same_initial_weights():
     c = build_model("conv4", (1, 28, 28), 5, BackboneConfig(), 64, seed=4)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     assert not all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+
+
+def test_finns_truncated_normal_init_draws_linear_weights_within_two_std_and_zero_biases():
+    default = build_model("mlp", (1,), 1, BackboneConfig(), 0, seed=3)
+    finn = build_model("mlp", (1,), 1, BackboneConfig(linear_init="truncated_normal"), 0, seed=3)
+    again = build_model("mlp", (1,), 1, BackboneConfig(linear_init="truncated_normal"), 0, seed=3)
+    linears = [m for m in finn.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 3
+    weights = torch.cat([m.weight.flatten() for m in linears])
+    assert float(weights.abs().max()) <= 0.02 and 0.006 < float(weights.std()) < 0.01  # truncation shrinks the std
+    assert all(float(m.bias.abs().max()) == 0 for m in linears)
+    assert all(torch.equal(a, b) for a, b in zip(finn.parameters(), again.parameters()))  # seeded
+    assert float(torch.cat([p.flatten() for p in default.parameters()]).abs().max()) > 0.1  # the default is untouched
+    with pytest.raises(ValueError, match="linear_init_std"):
+        BackboneConfig(linear_init_std=0)
