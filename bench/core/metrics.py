@@ -72,6 +72,15 @@ def learner_curves(key: str, size: int) -> list[str]:
     return [f"train_{key}"] if size == 1 else [f"train_{key}_{i}" for i in range(size)]
 
 
+def under(name: str, k_shot: int, steps: int | None) -> str:
+    """A test metric under one test condition: ``test_mse.k5.s10`` (K support shots, after S steps; no ``.s``
+    part for a learner that adapts in no steps)."""
+    return f"{name}.k{k_shot}" + ("" if steps is None else f".s{steps}")
+
+
+TEST_DIVERGED = "test_diverged"  # test episodes scored non-finite or absurd (evaluation.divergence_factor)
+
+
 def ci95(score: str) -> str:
     return f"{SCORES[score].name}_ci95"
 

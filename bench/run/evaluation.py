@@ -29,3 +29,21 @@ def evaluate(learner: MetaLearner, source: TaskSource, episodes: int, device: to
             outputs = learner.predict_batch(batch)
         scores.append(task_score(learner.task.kind, outputs.detach(), batch.query_y))
     return torch.cat(scores).tolist()  # one device read for the whole pass
+
+
+def evaluate_curve(learner: MetaLearner, source: TaskSource, episodes: int, steps: int, device: torch.device,
+                   dtype: torch.dtype, meter: PhaseMeter | None = None, per_pass: int = 1) -> list[list[float]]:
+    """Per-episode scores after 0, 1, ..., ``steps`` test-time adaptation steps ([steps + 1][episodes]), from one
+    adaptation per episode (``predict_curve``), in passes of ``per_pass`` episodes as ``evaluate``."""
+    scores = []
+    if meter is not None and meter.warmup and episodes:
+        with meter.step(units=meter.warmup):
+            learner.predict_curve(source.batch(0, min(per_pass, episodes)).to(device, dtype), steps)
+    for first in range(0, episodes, per_pass):
+        count = min(per_pass, episodes - first)
+        batch = source.batch(first, count).to(device, dtype)
+        with meter.step(units=count) if meter is not None else contextlib.nullcontext():
+            curve = learner.predict_curve(batch, steps)
+        scores.append(torch.stack([task_score(learner.task.kind, outputs.detach(), batch.query_y)
+                                   for outputs in curve]))
+    return torch.cat(scores, dim=1).tolist()  # one device read

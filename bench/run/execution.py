@@ -29,6 +29,7 @@ from bench.store import claims, ownership, tracking
 from bench.store.provenance import LOADED_AT, check_unchanged, code_identity, evaluation_identity, files_of
 from bench.spec.suite import Cell
 from bench.store.tracking import FAILED, FINISHED, KILLED
+from bench.run import test_time
 from bench.run.training import CellResult
 from datasets import DATASETS
 
@@ -144,6 +145,17 @@ def _write_scores(scores: list[float], score_name: str) -> Callable:
     return write
 
 
+def _write_rows(rows: list[tuple]) -> Callable:
+    def write(path):
+        path.write_text(",".join(test_time.COLUMNS) + "\n" + "".join(",".join(map(_field, row)) + "\n"
+                                                                  for row in rows))
+    return write
+
+
+def _field(value: object) -> str:
+    return repr(value) if isinstance(value, float) else str(value)
+
+
 def skip_run(client, run_id: str, cell: Cell, why: str) -> Outcome:
     tracking.end_run(client, run_id, t.OUTCOME_SKIPPED, KILLED, {t.SKIP_REASON: why})
     return Outcome(cell, t.OUTCOME_SKIPPED, detail=why, run_id=run_id)
@@ -160,6 +172,8 @@ def finish_run(client, run_id: str, cell: Cell, result: CellResult, tags: dict[s
     """Log a cell's results (metrics, per-episode test scores, meta-parameters) and end its run FINISHED."""
     tracking.log_metrics(client, run_id, [(k, v, 0) for k, v in result.metrics.items() if math.isfinite(v)])
     tracking.log_file(client, run_id, _write_scores(result.test_scores, result.score_name), "test_episodes.csv")
+    if result.condition_scores:  # the suite names test conditions: every one's per-episode scores, whole curves
+        tracking.log_file(client, run_id, _write_rows(result.condition_scores), test_time.SCORES_FILE)
     tracking.log_file(client, run_id, lambda path: torch.save(result.state_dict, path), "meta_parameters.pt")
     ran = {t.ran(k): v for k, v in result.execution.items()}
     tracking.end_run(client, run_id, t.OUTCOME_FINISHED, FINISHED, {t.SCORE: result.score_name, **ran, **tags})

@@ -3,7 +3,7 @@ the learner fills its slot (``meta_gradient``, ``predict``)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -14,7 +14,8 @@ from bench.core import metrics as m
 from bench.run import autotune
 from bench.run.evaluation import evaluate
 from bench.run.factory import build_learner, build_optimizer, dtype_of
-from bench.run.measure import PhaseMeter, confidence_interval95, wall_clock
+from bench.run.measure import PhaseMeter, wall_clock
+from bench.run.test_time import score_cell
 from bench.spec.suite import Cell
 from bench.store.provenance import code_identity
 from datasets import DATASETS, load_dataset
@@ -57,6 +58,7 @@ class CellResult:
     score_name: str  # "accuracy" or "mse"
     state_dict: dict[str, torch.Tensor]
     execution: dict[str, str]  # how the cell actually ran (task_batching resolved from "auto", threads, autotuning)
+    condition_scores: list[tuple] = field(default_factory=list)  # bench.run.test_time.COLUMNS rows (may be empty)
 
 
 def _step_values(result) -> tuple[list[str], torch.Tensor]:
@@ -96,7 +98,6 @@ def _run_cell(cell: Cell, on_train: Curve | None, on_validation: Curve | None, p
     optimizer = build_optimizer(cell, learner)
     train_source = data.sampler("train", cell.n_way, cell.k_shot, cell.train_query, cell.seed)
     val_source = data.sampler("val", cell.n_way, cell.k_shot, cell.test_query, evaluation.episode_seed)
-    test_source = data.sampler("test", cell.n_way, cell.k_shot, cell.test_query, evaluation.episode_seed)
     batch_size = training.meta_batch_size
     decision = autotune.decide(learner, cell.learner, code_identity(cell.learner, DATASETS[cell.dataset.name].version),
                                train_source.batch(0, batch_size).to(device, dtype), device)
@@ -143,10 +144,7 @@ def _run_cell(cell: Cell, on_train: Curve | None, on_validation: Curve | None, p
     if not test:
         return CellResult(results, [], score_name, state, execution)
     eval_meter = PhaseMeter(device, warmup=evaluation.warmup_episodes)
-    scores = evaluate(learner, test_source, evaluation.test_episodes, device, dtype, eval_meter, batch_size)
+    tested = score_cell(cell, learner, data, device, dtype, batch_size, eval_meter)
     results.update(eval_meter.summary("eval"))
-    mean, half_width = confidence_interval95(scores)
-    results.update({m.SCORES[score_name].name: mean, m.ci95(score_name): half_width})
-    if not math.isfinite(mean):
-        raise NonFiniteLossError(f"test {score_name} is {mean}")
-    return CellResult(results, scores, score_name, state, execution)
+    results.update(tested.metrics)
+    return CellResult(results, tested.primary, score_name, state, execution, tested.rows)

@@ -84,20 +84,51 @@ class TrainingSpec:
 
 @dataclass(frozen=True)
 class EvaluationSpec:
+    """Test episodes and the test-time conditions they are scored under. ``inner_steps``: one count sets every
+    MAML-family learner's ``eval_inner_steps`` (None: each learner's own); a list scores every learner that adapts
+    in steps (its ``test_steps_option``: ``eval_inner_steps``, finetune's ``head_epochs``) after each count, from
+    one adaptation per episode, and records its whole adaptation curve 0..max. ``k_shot``: the support shots of the
+    test episodes, one or several (empty: the cell's K); the trained model is scored under every (K, steps)
+    combination without retraining. A test episode scored non-finite or above ``divergence_factor`` times its
+    condition's median (errors only) is diverged: counted and listed, and left out of the mean only with
+    ``exclude_diverged``."""
+
     test_episodes: int = 600
     query: int | Literal["k_shot"] = 15  # query examples per class in validation and test episodes; see training
-    inner_steps: int | None = None  # test-time inner steps for every MAML-family learner; None: each learner's own
+    inner_steps: int | tuple[int, ...] | None = None
+    k_shot: tuple[int, ...] = ()
     episode_seed: Seed = 0  # validation and test episodes depend on this alone: identical across learners and seeds
     warmup_episodes: int = 1
+    divergence_factor: float = 1000.0
+    exclude_diverged: bool = False
 
     def __post_init__(self) -> None:
         if self.test_episodes <= 0 or (self.query != "k_shot" and self.query <= 0):
             raise ValueError(f"evaluation.test_episodes and evaluation.query must be positive, got "
                              f"{self.test_episodes}, {self.query}")
-        if self.inner_steps is not None and self.inner_steps < 0:
-            raise ValueError(f"evaluation.inner_steps must be >= 0, got {self.inner_steps}")
+        steps = self.steps_list or ()
+        if any(s < 0 for s in steps) or (isinstance(self.inner_steps, tuple) and not steps):
+            raise ValueError(f"evaluation.inner_steps must be a count >= 0 or a non-empty list of them, got "
+                             f"{self.inner_steps}")
+        if len(set(steps)) != len(steps) or len(set(self.k_shot)) != len(self.k_shot):
+            raise ValueError(f"evaluation.inner_steps and evaluation.k_shot list each value once, got "
+                             f"{self.inner_steps}, {list(self.k_shot)}")
+        if any(k <= 0 for k in self.k_shot):
+            raise ValueError(f"evaluation.k_shot values must be positive, got {list(self.k_shot)}")
+        if self.divergence_factor <= 1:
+            raise ValueError(f"evaluation.divergence_factor must be above 1, got {self.divergence_factor}")
         if not 0 <= self.warmup_episodes < self.test_episodes:
             raise ValueError(f"evaluation.warmup_episodes must be in [0, test_episodes), got {self.warmup_episodes}")
+
+    @property
+    def steps_list(self) -> tuple[int, ...] | None:
+        """The test-step counts as a list (one count: a list of one); None where the suite names none."""
+        return (self.inner_steps,) if isinstance(self.inner_steps, int) else self.inner_steps
+
+    @property
+    def curves(self) -> bool:
+        """Whether the suite asks for scores after several step counts (then adaptation curves are recorded)."""
+        return isinstance(self.inner_steps, tuple)
 
 
 @dataclass(frozen=True)
@@ -208,6 +239,20 @@ class Cell:
                         "version": DATASETS[self.dataset.name].version, "split": "test",
                         "episode_seed": self.evaluation.episode_seed, "n_way": self.n_way, "k_shot": self.k_shot,
                         "query": self.test_query, "episodes": self.evaluation.test_episodes})
+
+    @property
+    def test_k_shots(self) -> tuple[int, ...]:
+        """The support shots the trained model is tested at: the suite's evaluation.k_shot, else the cell's K."""
+        return self.evaluation.k_shot or (self.k_shot,)
+
+    @property
+    def test_steps(self) -> tuple[int | None, ...]:
+        """The test-time step counts this cell is scored after: the suite's list where it gives one and the learner
+        adapts in steps; else (None,): the learner's own."""
+        steps = self.evaluation.steps_list
+        if self.evaluation.curves and LEARNERS[self.learner].test_steps_option:
+            return tuple(steps)
+        return (None,)
 
     @property
     def title(self) -> str:
@@ -353,6 +398,8 @@ def validate(suite: Suite, source: str, notes: list[str] | None = None, max_cell
             data.check_request("train", n, k, train_query)
             data.check_request("val", n, k, test_query)
             data.check_request("test", n, k, test_query)
+            for test_k in suite.evaluation.k_shot:
+                data.check_request("test", n, test_k, test_query)
     except DataMissingError as error:
         if notes is None:
             raise ConfigError(f"{source}: dataset: {error}") from None
@@ -433,8 +480,11 @@ def expand(suite: Suite) -> list[Cell]:
             for values in itertools.product(*(swept[name] for name in names)):
                 overrides = {name: v for name, v in zip(names, values) if name in own}
                 config_map = {**spec.config, **overrides}
-                if suite.evaluation.inner_steps is not None and "eval_inner_steps" in own:
-                    config_map["eval_inner_steps"] = suite.evaluation.inner_steps
+                steps = suite.evaluation.steps_list
+                if steps is not None and "eval_inner_steps" in own:  # the test-time count: the largest listed
+                    config_map["eval_inner_steps"] = max(steps)
+                if suite.evaluation.curves and cls.test_steps_option:  # every step-adapting learner scored alike
+                    config_map[cls.test_steps_option] = max(steps)
                 config = from_mapping(cls.Config, config_map, f"learners ({spec.name}) with grid values {overrides}")
                 cell = Cell(suite.suite, spec.name, spec.display, config, n, k, device, seed,
                             suite.dataset, dataset_options, suite.backbone, suite.training, suite.evaluation,

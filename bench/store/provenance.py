@@ -115,7 +115,8 @@ def evaluation_files(dataset: str) -> list[Path]:
 
     module = Path(inspect.getsourcefile(DATASETS[dataset].load)).resolve().relative_to(PROJECT_ROOT).as_posix()
     shared = ("datasets/__init__.py", "datasets/base.py", "datasets/episode.py", "datasets/cache.py",
-              "datasets/registry.py", "bench/run/evaluation.py", "algorithms/base.py")
+              "datasets/registry.py", "bench/run/evaluation.py", "bench/run/test_time.py",
+              "algorithms/base.py")
     missing = [f for f in shared if f not in LOADED]
     if missing:  # a moved file must not drop out of the identity unnoticed
         raise FileNotFoundError(f"evaluation code not among the loaded sources: {', '.join(missing)}")

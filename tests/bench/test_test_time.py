@@ -1,0 +1,73 @@
+"""One trained model scored under every test condition: the same scores as separate evaluations; divergence seen."""
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from bench.core import metrics as m
+from bench.run import test_time
+from bench.run.evaluation import evaluate
+from bench.run.factory import build_learner
+from bench.run.training import run_cell
+from bench.spec.suite import expand, parse_suite
+from datasets import load_dataset
+from tests.suites import TINY
+
+SINUSOID = {**TINY, "dataset": {"name": "sinusoid"}, "grid": {**TINY["grid"], "n_way": [1], "k_shot": [4]},
+            "training": {**TINY["training"], "dtype": "float64", "meta_batch_size": 3},
+            "evaluation": {"test_episodes": 7, "query": 5, "k_shot": [2, 6], "inner_steps": [1, 2, 4]}}
+
+
+@pytest.mark.parametrize("learner", [{"name": "maml", "config": {"inner_lr": 0.01}},
+                                     {"name": "finetune", "config": {"finetune_backbone": True, "head_momentum": 0.0,
+                                                                     "head_dampening": 0.0}}])
+def test_two_test_k_and_three_step_counts_score_as_six_separate_evaluations(learner):
+    (cell,) = expand(parse_suite({**SINUSOID, "learners": [learner]}))
+    result = run_cell(cell)
+    option = type(build_learner(cell)).test_steps_option
+    data = load_dataset("sinusoid")
+    rows = {(k, s, e): score for k, s, e, score, _ in result.condition_scores}
+    assert {s for _, s, _ in rows} == {0, 1, 2, 3, 4}  # the whole curve, one adaptation
+    for k in (2, 6):
+        source = data.sampler("test", 1, k, 5, cell.evaluation.episode_seed)
+        for steps in (1, 2, 4):
+            alone = build_learner(dataclasses.replace(
+                cell, learner_config=dataclasses.replace(cell.learner_config, **{option: steps})))
+            alone.model.load_state_dict(result.state_dict)
+            separate = evaluate(alone, source, 7, torch.device("cpu"), torch.float64)
+            assert [rows[(k, steps, e)] for e in range(7)] == pytest.approx(separate, rel=1e-9, abs=1e-12)
+            assert result.metrics[m.under("test_mse", k, steps)] == pytest.approx(sum(separate) / 7, rel=1e-9)
+    assert result.metrics["test_mse"] == result.metrics[m.under("test_mse", 2, 4)]  # the primary: first K, most steps
+    assert result.test_scores == [rows[(2, 4, e)] for e in range(7)]
+
+
+def test_diverged_scores_are_the_non_finite_and_the_absurd():
+    assert test_time.diverged([1.0, 2.0, 1.5, 2500.0, math.inf, math.nan], True, 1000) == [
+        False, False, False, True, True, True]
+    assert test_time.diverged([0.2, 0.9, math.nan], False, 1000) == [False, False, True]  # accuracy: non-finite only
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_a_diverging_episode_is_counted_and_left_out_of_the_mean_only_when_the_suite_says(exclude, monkeypatch):
+    suite = parse_suite({**SINUSOID, "learners": [{"name": "maml", "config": {"inner_lr": 0.01}}],
+                         "evaluation": {**SINUSOID["evaluation"], "exclude_diverged": exclude}})
+    (cell,) = expand(suite)
+    real = test_time.evaluate_curve
+
+    def one_explodes(*args, **kwargs):
+        curve = real(*args, **kwargs)
+        curve[-1][3] = 1e12  # episode 3, after the last step
+        return curve
+
+    monkeypatch.setattr(test_time, "evaluate_curve", one_explodes)
+    result = run_cell(cell)
+    flagged = [(k, s, e) for k, s, e, _, flag in result.condition_scores if flag]
+    assert flagged == [(2, 4, 3), (6, 4, 3)]
+    assert result.metrics[m.TEST_DIVERGED] == 1 and result.metrics[m.under(m.TEST_DIVERGED, 6, 1)] == 0
+    mean = result.metrics["test_mse"]
+    others = [s for e, s in enumerate(result.test_scores) if e != 3]
+    if exclude:
+        assert mean == pytest.approx(sum(others) / 6)
+    else:
+        assert mean == pytest.approx((sum(others) + 1e12) / 7)
