@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.store import tracking
-from bench.consumers.report import figures, render, tables
+from bench.consumers.report import conditions, figures, render, tables
 from bench.consumers.report.loading import Runs, load_runs, logged_suites
 from bench.consumers.report.statistics import METHOD, comparisons, representatives
 from bench.spec.suite import ReportOptions, Suite
@@ -66,6 +66,28 @@ def _comparison_blocks(runs: Runs, frames: dict, options: ReportOptions) -> list
             render.Table(frames["variant_comparisons"])]
 
 
+def _condition_blocks(frames: dict, diverged: int, evaluation, published: bool) -> list[render.Block]:
+    excluded = "left out of the means" if evaluation.exclude_diverged else "kept in the means (exclude_diverged: false)"
+    blocks = [render.Heading("Test conditions"),
+              render.Text("One trained model per run, scored under every test support size K and test-time step "
+                          "count the suite names (no retraining); per condition, the mean over seeds of each "
+                          "seed's mean over the same test episodes, with its 95% t interval across seeds. An "
+                          f"episode is diverged when its score is non-finite or above {evaluation.divergence_factor:g} "
+                          f"times its condition's median error; diverged episodes are {excluded}."),
+              render.Table(frames["test_conditions"]),
+              render.Heading("Diverged test episodes", 3),
+              render.Text(f"{diverged} diverged episode(s) under the named conditions"
+                          + (f"; the first {len(frames['diverged_episodes'])} listed." if diverged > len(
+                              frames["diverged_episodes"]) else ".")),
+              render.Table(frames["diverged_episodes"])]
+    if published:
+        blocks += [render.Heading("Against published results, by test condition", 3),
+                   render.Text("Each published value beside the same test condition measured across seeds; the rule "
+                               "of each verdict is printed beside it."),
+                   render.Table(frames["published_test_conditions"])]
+    return blocks
+
+
 def build_reports(suites: list[Suite], uri_flag: str | None) -> list[Path]:
     """One report per suite name among ``suites`` (the documents of one file share a name and a report), each from
     the store its suite names (``uri_flag``: the command line's, which wins)."""
@@ -91,12 +113,23 @@ def build_report(suite: str, uri: str, suites: list[Suite] | None = None) -> Pat
               "variant_comparisons": tables.verdicts(runs, compared, "variants of one algorithm"),
               "failed_and_skipped": tables.problems(runs), "other_definitions": tables.other_definitions(runs),
               "published": tables.against_published(runs, options)}
+    evaluation = suites[0].evaluation
+    tested = not runs.condition_scores.empty
+    if tested:
+        frames["test_conditions"] = conditions.table(runs, evaluation)
+        frames["published_test_conditions"] = conditions.against_published(runs, options, evaluation)
+        frames["diverged_episodes"], diverged = conditions.diverged_episodes(runs, evaluation)
     for name, frame in frames.items():
         frame.to_csv(folder / f"{name}.csv", index=False)
     made = figures.all_figures(runs, folder)
+    points = conditions.curves(runs, evaluation) if tested else None
+    if points is not None and not points.empty:
+        made.append(figures.adaptation_curves(runs, points, folder))
     blocks: list[render.Block] = [render.Heading(f"meta-bench report: {suite}", 1), *_header(runs),
                                   render.Heading("Results"), render.Table(frames["results"]),
                                   *_comparison_blocks(runs, frames, options)]
+    if tested:
+        blocks += _condition_blocks(frames, diverged, evaluation, bool(options.published))
     if options.published:
         blocks += [render.Heading("Against published results"),
                    render.Text("Measured (mean ± 95% CI across seeds) against the published number; the difference's "

@@ -126,6 +126,27 @@ def validation_curves(runs: Runs, folder: Path) -> Figure:
     return "Validation curves (mean over seeds)", _save(fig, folder, "validation_curves")
 
 
+def adaptation_curves(runs: Runs, points: pd.DataFrame, folder: Path) -> Figure:
+    """Test score against test-time adaptation steps (Finn et al.'s figure of section 5.1): one panel per test K,
+    one line per series, the mean over seeds of each run's mean with ±1.96 SE across seeds."""
+    f, _ = _with_series(runs)
+    points = points.merge(f[["run_id", "series"]], on="run_id")
+    ks = sorted(points["test_k_shot"].unique())
+    fig, axes = plt.subplots(1, len(ks), figsize=(6 * len(ks), 4), squeeze=False)
+    for ax, k_shot in zip(axes[0], ks):
+        part = points[points["test_k_shot"] == k_shot]
+        sns.lineplot(data=part, x="step", y="score", hue="series", style="series", palette=_series_palette(part),
+                     markers=True, errorbar=ACROSS_SEEDS, ax=ax)
+        _legend_outside(ax)
+        ax.set_title(f"test K = {k_shot}", fontsize=9)
+        ax.set_xlabel("test-time adaptation steps")
+        ax.set_ylabel(m.SCORES[runs.score].label)
+        if runs.score == "mse":
+            ax.set_yscale("log")
+    return "Adaptation curves: test score after each test-time step (mean over seeds ± 1.96 SE)", _save(
+        fig, folder, "adaptation_curves")
+
+
 def numeric_axes(runs: Runs) -> list[str]:
     """Condition axes with more than one value, all numeric: each gets score, time and memory figures."""
     numeric = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +18,7 @@ from bench.core import tags as t
 from bench.store import tracking
 from bench.spec.conditions import cell_axes, settings_between_learners
 from bench.spec.suite import ABSENT, Suite, suites_from_text
+from bench.run.test_time import COLUMNS, SCORES_FILE
 
 
 @dataclass
@@ -35,6 +36,9 @@ class Runs:
     resolved: dict[str, dict]  # config hash -> the cell's resolved configuration (current definitions)
     header: dict
     score: str  # "accuracy" or "mse"
+    # every test condition's per-episode scores, whole adaptation curves (runs whose suite names test conditions):
+    # run_id, test_k_shot, test_steps, episode, score, diverged
+    condition_scores: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def conditions(self) -> list[str]:
@@ -135,12 +139,15 @@ def load_runs(client: MlflowClient, suites: list[Suite]) -> Runs:
     done = frame[current & (frame["status"] == tracking.FINISHED) & (frame["outcome"] == t.OUTCOME_FINISHED)]
     finished = done.groupby("config_hash").tail(1).reset_index(drop=True)
     problems = frame[current & ~frame["config_hash"].isin(finished["config_hash"])].groupby("config_hash").tail(1)
-    episodes, curves = [], []
+    episodes, curves, conditions = [], [], []
     with tempfile.TemporaryDirectory() as folder:
         for row in finished.itertuples():
             path = client.download_artifacts(row.run_id, "test_episodes.csv", str(Path(folder) / row.run_id))
             scores = pd.read_csv(path)
             episodes.append(scores.rename(columns={scores.columns[1]: "score"}).assign(run_id=row.run_id))
+            if SCORES_FILE in {a.path for a in client.list_artifacts(row.run_id)}:
+                path = client.download_artifacts(row.run_id, SCORES_FILE, str(Path(folder) / row.run_id))
+                conditions.append(pd.read_csv(path, dtype={"test_steps": str}).assign(run_id=row.run_id))
             for point in client.get_metric_history(row.run_id, m.VAL_SCORE):
                 curves.append({"run_id": row.run_id, "iteration": point.step, "val_score": point.value})
     episodes = pd.concat(episodes, ignore_index=True) if episodes else pd.DataFrame(columns=["episode", "score",
@@ -149,7 +156,9 @@ def load_runs(client: MlflowClient, suites: list[Suite]) -> Runs:
     return Runs(finished, problems.reset_index(drop=True), frame[~current].reset_index(drop=True), episodes,
                 pd.DataFrame(curves, columns=["run_id", "iteration", "val_score"]), axes, learners,
                 {c.config_hash: c.resolved() for c in cells},
-                _header(client, experiment, name, finished, settings_between_learners(cells)), score)
+                _header(client, experiment, name, finished, settings_between_learners(cells)), score,
+                pd.concat(conditions, ignore_index=True) if conditions else pd.DataFrame(columns=[
+                    "run_id", *COLUMNS]))
 
 
 def _commit(commit: str) -> str:

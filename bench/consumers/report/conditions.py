@@ -1,0 +1,108 @@
+"""The report's test conditions (suites whose evaluation names test K or step lists): every condition's score across
+seeds, the adaptation curves, the diverged episodes, and the published results that name a test condition."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from bench.consumers.report.loading import Runs
+from bench.consumers.report.statistics import seed_interval
+from bench.core import metrics as m
+from bench.spec import published as papers
+from bench.spec.suite import ABSENT, EvaluationSpec, ReportOptions
+
+LISTED_DIVERGED = 100  # the diverged-episode table lists this many, then says how many more
+
+
+def per_run(runs: Runs, evaluation: EvaluationSpec) -> pd.DataFrame:
+    """One row per finished run, test K and test step count (every step of the curves): the run's mean score
+    (diverged episodes left out only where the suite says so) and its count of diverged episodes."""
+    c = runs.condition_scores
+    if c.empty:
+        return pd.DataFrame()
+    kept = c if not evaluation.exclude_diverged else c[~c["diverged"].astype(bool)]
+    means = kept.groupby(["run_id", "test_k_shot", "test_steps"], sort=False)["score"].mean()
+    diverged = c.groupby(["run_id", "test_k_shot", "test_steps"], sort=False)["diverged"].sum()
+    frame = pd.DataFrame({"score": means, "diverged": diverged}).reset_index()
+    info = runs.finished[["run_id", "learner", "definition", "config_hash", *runs.axes]]
+    return frame.merge(info, on="run_id")
+
+
+def _listed(frame: pd.DataFrame, evaluation: EvaluationSpec) -> pd.DataFrame:
+    """The conditions the suite names: its step counts (and "-", learners that adapt in no steps)."""
+    listed = {ABSENT} | {str(s) for s in (evaluation.steps_list or ())}
+    return frame[frame["test_steps"].isin(listed)]
+
+
+def table(runs: Runs, evaluation: EvaluationSpec) -> pd.DataFrame:
+    """Each learner and cell definition under each named test condition: the mean over seeds of the per-seed means
+    with its 95% t interval across seeds, and the diverged episodes summed over seeds."""
+    frame = per_run(runs, evaluation)
+    if frame.empty:
+        return frame
+    rows = []
+    conditions = runs.conditions  # the cell's axes but the seed
+    for (_, k_shot, steps), part in _listed(frame, evaluation).groupby(["definition", "test_k_shot", "test_steps"],
+                                                                       sort=False):
+        mean, half = seed_interval(list(part["score"]))
+        first = part.iloc[0]
+        rows.append({"learner": first["learner"], **{a: first[a] for a in conditions}, "test K": k_shot,
+                     "test steps": steps, "seeds": len(part),
+                     f"{runs.score} (mean ± 95% CI across seeds)": m.format_score(runs.score, mean, half),
+                     "diverged episodes": int(part["diverged"].sum())})
+    return pd.DataFrame(rows)
+
+
+def curves(runs: Runs, evaluation: EvaluationSpec) -> pd.DataFrame:
+    """Per run, test K and step 0..max: the run's mean score (the adaptation curve figure's points)."""
+    frame = per_run(runs, evaluation)
+    if frame.empty:
+        return frame
+    frame = frame[frame["test_steps"] != ABSENT]
+    return frame.assign(step=frame["test_steps"].astype(int))
+
+
+def diverged_episodes(runs: Runs, evaluation: EvaluationSpec) -> tuple[pd.DataFrame, int]:
+    """The diverged episodes of the named conditions (at most ``LISTED_DIVERGED``), and how many there are."""
+    c = runs.condition_scores
+    if c.empty:
+        return pd.DataFrame(), 0
+    flagged = _listed(c[c["diverged"].astype(bool)], evaluation)
+    info = runs.finished[["run_id", "learner", "seed"]]
+    listed = flagged.merge(info, on="run_id")[["learner", "seed", "test_k_shot", "test_steps", "episode", "score"]]
+    return listed.head(LISTED_DIVERGED), len(listed)
+
+
+def against_published(runs: Runs, options: ReportOptions, evaluation: EvaluationSpec) -> pd.DataFrame:
+    """Published results that name a test condition, against the same condition measured (across seeds)."""
+    frame = per_run(runs, evaluation)
+    if frame.empty:
+        return frame
+    statistics = runs.header["dataset"]
+    rows = []
+    for label, name in options.published.items():
+        mine = frame[frame["learner"] == label]
+        for definition, part in mine.groupby("definition", sort=False):
+            first = part.iloc[0]
+            for paper in papers.under_conditions(name, int(first["n_way"]), int(first["k_shot"])):
+                here = part[(part["test_k_shot"] == paper.test_k_shot) & (part["test_steps"] == str(paper.test_steps))]
+                why = papers.differences(paper, runs.resolved[first["config_hash"]], statistics.get("dataset", ""),
+                                         statistics)
+                if here.empty:
+                    why = why + [f"test K {paper.test_k_shot} after {paper.test_steps} steps was not measured"]
+                per_seed = list(here["score"] * (100 if paper.score == "accuracy" else 1))
+                if paper.ci95 is None:
+                    verdict = papers.standing_without_interval(paper, per_seed, options.published_tolerance, why)
+                    rule = papers.TOLERANCE_RULE.format(tolerance=options.published_tolerance)
+                else:
+                    mean, half = seed_interval(per_seed) if per_seed else (math.nan, math.nan)
+                    verdict = papers.standing(paper, mean, half, why)
+                    rule = "the difference's 95% interval (both intervals in quadrature) holds 0"
+                mean, half = seed_interval(per_seed) if per_seed else (math.nan, math.nan)
+                rows.append({"learner": label, "train K": int(first["k_shot"]), "test K": paper.test_k_shot,
+                             "test steps": paper.test_steps, "seeds": len(per_seed),
+                             "measured": f"{mean:.3f} ± {half:.3f}", "published": f"{paper.value:g}",
+                             "difference": f"{verdict.difference:+.3f}", "allowed": f"±{verdict.half_width:.3f}",
+                             "verdict": verdict.verdict, "rule": rule, "source": paper.citation})
+    return pd.DataFrame(rows)
