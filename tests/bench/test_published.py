@@ -64,3 +64,21 @@ def test_the_finn_protocol_on_a_miniature_omniglot_is_not_comparable(omniglot_ro
     assert "training.meta_iterations=3 (published: 60000)" in row["verdict"]
     assert "learner_config.inner_lr" not in row["verdict"]  # the protocol values the suite keeps are not listed
     assert "## Against published results" in (folder / "report.md").read_text()
+
+
+def test_a_published_value_without_an_interval_is_judged_by_the_printed_rule_on_constructed_numbers():
+    paper = published.under_conditions("finn2017.sinusoid.maml", 1, 10)[0]
+    assert (paper.value, paper.ci95, paper.test_k_shot, paper.test_steps, paper.score) == (0.67, None, 5, 1, "mse")
+    # mean 0.68, sd 0.01: t(2) 4.303 * 0.01 / sqrt(3) = 0.0248; widened by 10% of 0.67 = 0.067 -> allowed 0.0918
+    close = published.standing_without_interval(paper, [0.67, 0.68, 0.69], 0.1, [])
+    assert close.verdict == "reproduced" and close.half_width == pytest.approx(0.0248 + 0.067, abs=1e-4)
+    assert close.difference == pytest.approx(0.01)
+    far = published.standing_without_interval(paper, [0.79, 0.80, 0.81], 0.1, [])  # 0.13 away, 0.0918 allowed
+    assert far.verdict == "not reproduced"
+    tight = [0.70, 0.71, 0.72]  # 0.04 away: outside the bare interval (0.0248), inside the widened one (0.0918)
+    assert published.standing_without_interval(paper, tight, 0.0, []).verdict == "not reproduced"
+    assert published.standing_without_interval(paper, tight, 0.1, []).verdict == "reproduced"
+    assert published.standing_without_interval(paper, [0.67], 0.1, []).verdict.startswith("no verdict")
+    assert published.standing_without_interval(paper, tight, 0.1, ["x"]).verdict == "not comparable (x)"
+    assert "10% of the published value" in published.TOLERANCE_RULE.format(tolerance=0.1)
+    assert published.find("finn2017.sinusoid.maml", 1, 10) is None  # a result with a test condition is found by it

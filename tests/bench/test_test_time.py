@@ -2,9 +2,12 @@
 import dataclasses
 import math
 
+import pandas as pd
 import pytest
 import torch
+import yaml
 
+from bench.__main__ import main
 from bench.core import metrics as m
 from bench.run import test_time
 from bench.run.evaluation import evaluate
@@ -71,3 +74,26 @@ def test_a_diverging_episode_is_counted_and_left_out_of_the_mean_only_when_the_s
         assert mean == pytest.approx(sum(others) / 6)
     else:
         assert mean == pytest.approx((sum(others) + 1e12) / 7)
+
+
+def test_the_report_shows_every_test_condition_the_curves_and_the_published_rows(tmp_path):
+    raw = {**SINUSOID, "suite": "finn_tiny", "learners": [{"name": "maml", "config": {"inner_lr": 0.01}},
+                                                          {"name": "finetune", "label": "pretrained",
+                                                           "config": {"finetune_backbone": True}}],
+           "grid": {**SINUSOID["grid"], "k_shot": [10], "seeds": [0, 1]},  # the series' training K
+           "report": {"output_dir": str(tmp_path / "reports"), "min_seeds": 2,
+                      "published": {"maml": "finn2017.sinusoid.maml"}}}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["run", str(path), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--no-progress"]) == 0
+    folder = tmp_path / "reports" / "finn_tiny"
+    table = pd.read_csv(folder / "test_conditions.csv")
+    assert len(table) == 2 * 2 * 3 and set(table["seeds"]) == {2}  # learners x test K x steps, seeds pooled
+    assert set(zip(table["test K"], table["test steps"])) == {(k, s) for k in (2, 6) for s in (1, 2, 4)}
+    assert (folder / "adaptation_curves.png").exists()
+    rows = pd.read_csv(folder / "published_test_conditions.csv")
+    assert list(rows["test steps"]) == [1, 5, 10] and set(rows["learner"]) == {"maml"}
+    assert rows["verdict"].str.contains("test K 5 after 1 steps was not measured").iloc[0]
+    assert rows["rule"].str.contains("widened on each side by 10%").all()
+    text = (folder / "report.md").read_text()
+    assert "## Test conditions" in text and "0 diverged episode(s)" in text
