@@ -93,6 +93,11 @@ class MetaLearner(ABC):
         learner adds (learned inner learning rates)."""
         return self.model.state_dict()
 
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Take back what ``state_dict`` gave (a finished run's meta-parameters, tested again under a new test
+        condition)."""
+        self.model.load_state_dict(state)
+
     def start_iteration(self, iteration: int) -> None:
         """Called by the runner before meta-iteration ``iteration`` (from 0): learners whose objective follows a
         training schedule (MAML++'s annealing) read the clock here; the others ignore it."""

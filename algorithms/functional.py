@@ -189,6 +189,12 @@ class FunctionalLearner(InnerLoopLearner):
         rates = {} if self.rates is None else {f"inner_rates.{k}": v for k, v in self.rates.state_dict().items()}
         return {**super().state_dict(), **rates}
 
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        prefix = "inner_rates."
+        super().load_state_dict({k: v for k, v in state.items() if not k.startswith(prefix)})
+        if self.rates is not None:
+            self.rates.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
     def start_iteration(self, iteration: int) -> None:
         self.iteration = iteration
 

@@ -23,6 +23,7 @@ LEARNER = "learner"  # the registered name (``fomaml/functional``)
 ALGORITHM = "algorithm"  # the algorithm the registry records for that name (``fomaml``)
 LABEL = "label"  # how reports name the learner (also a trial's)
 DATASET = "dataset"
+TRAINING_HASH = "training_hash"  # the configuration less what only testing reads: runs that train the same model
 AXIS_PREFIX = "axis."  # one tag per axis of the grid: ``axis.n_way``, ``axis.seed``, ``axis.inner_lr``, ...
 
 
@@ -41,6 +42,7 @@ OUTCOME_HELD = "held"  # another invocation still ran it when this one gave up w
 ERROR, TRACEBACK = "error", "traceback"  # a failed or interrupted run: why
 SKIP_REASON = "skip_reason"  # a skipped cell (its device is not there): why
 SCORE = "score"  # a finished cell: what its test score is ("accuracy" or "mse")
+TRAINED_BY = "trained_by"  # a cell tested on the meta-parameters another run trained (a test condition added)
 RAN_PREFIX = "ran."  # a finished cell: how the learner actually ran (``ran.task_batching``: "auto" resolved)
 CELLS, FAILURES = "cells", "failures"  # a suite run: how many cells, how many failed
 

@@ -30,7 +30,7 @@ from bench.store.provenance import LOADED_AT, check_unchanged, code_identity, ev
 from bench.spec.suite import Cell
 from bench.store.tracking import FAILED, FINISHED, KILLED
 from bench.run import test_time
-from bench.run.training import CellResult
+from bench.run.training import CellResult, Trained
 from datasets import DATASETS
 
 CLAIM_POLL_S = 1.0  # how often a cell held by another invocation is looked at again
@@ -69,6 +69,7 @@ class Attempt:
     run_id: str
     number: int  # 0 for the first attempt, 1 after a lost worker, ...
     generation: int  # of its claim (bench.store.claims)
+    trained: Trained | None = None  # only test these (a finished run's training; a test condition was added)
 
 
 @dataclass
@@ -132,7 +133,8 @@ def evaluation_fingerprint(cell: Cell) -> str:
 def cell_tags(cell: Cell, parent: str, environment: str) -> dict[str, str]:
     """The tags a cell's run is created with: what resuming and pairing match on. Where it ran is added when it ends
     (``Done.environment``), from the process that ran it."""
-    return {t.ROLE: t.ROLE_CELL, t.CONFIG_HASH: cell.config_hash, t.CODE_IDENTITY: cell_code(cell),
+    return {t.ROLE: t.ROLE_CELL, t.CONFIG_HASH: cell.config_hash, t.TRAINING_HASH: cell.training_hash,
+            t.CODE_IDENTITY: cell_code(cell),
             t.EVAL_FINGERPRINT: evaluation_fingerprint(cell), t.ENVIRONMENT: environment, t.LEARNER: cell.learner,
             t.ALGORITHM: algorithm_of(cell.learner), t.LABEL: cell.label, t.DATASET: cell.dataset.name,
             t.GIT_COMMIT: tracking.git_commit(), t.PARENT: parent,
@@ -174,7 +176,7 @@ def finish_run(client, run_id: str, cell: Cell, result: CellResult, tags: dict[s
     tracking.log_file(client, run_id, _write_scores(result.test_scores, result.score_name), "test_episodes.csv")
     if result.condition_scores:  # the suite names test conditions: every one's per-episode scores, whole curves
         tracking.log_file(client, run_id, _write_rows(result.condition_scores), test_time.SCORES_FILE)
-    tracking.log_file(client, run_id, lambda path: torch.save(result.state_dict, path), "meta_parameters.pt")
+    tracking.log_file(client, run_id, lambda path: torch.save(result.state_dict, path), tracking.META_PARAMETERS)
     ran = {t.ran(k): v for k, v in result.execution.items()}
     tracking.end_run(client, run_id, t.OUTCOME_FINISHED, FINISHED, {t.SCORE: result.score_name, **ran, **tags})
     return Outcome(cell, t.OUTCOME_FINISHED, result.metrics, run_id=run_id)
@@ -252,18 +254,28 @@ class CellLoop:
             floor -= 1
         return floor
 
-    def _reusable(self, cell: Cell, environment: str):
-        """A finished run this invocation may stand on instead of running the cell (None under --force)."""
+    def _reusable(self, cell: Cell, environment: str, key: str = t.CONFIG_HASH):
+        """A finished run this invocation may stand on instead of running the cell (None under --force); with
+        ``key`` ``t.TRAINING_HASH``, one whose meta-training the cell may stand on (it differs in testing alone)."""
         run = self.run
         if run.force:
             return None
         code = cell_code(cell)
-        for found in tracking.runs_of_cell(run.client, run.experiment, cell.config_hash):
+        value = cell.config_hash if key == t.CONFIG_HASH else cell.training_hash
+        for found in tracking.runs_of_cell(run.client, run.experiment, value, key):
             tags = found.data.tags
             if tracking.is_finished(found) and (run.reuse_other_code or (
                     tags.get(t.CODE_IDENTITY) == code and tags.get(t.ENVIRONMENT) == environment)):
                 return found
         return None
+
+    def _trained(self, cell: Cell, environment: str) -> Trained | None:
+        """The meta-training of a finished run that differs from ``cell`` only in how it is tested, if any."""
+        donor = self._reusable(cell, environment, t.TRAINING_HASH)
+        if donor is None:
+            return None
+        return Trained(donor.info.run_id, tracking.meta_parameters(self.run.client, donor.info.run_id),
+                       dict(donor.data.metrics))
 
     def _claim(self, cell: Cell, number: int, waiting: _Waiting | None = None) -> None:
         """Reuse, wait for, or claim and submit ``cell`` (``waiting``: how long we have waited for it so far)."""
@@ -284,9 +296,13 @@ class CellLoop:
                 return  # a concurrent --force finished it after this invocation started
             generation = max(holder.latest.generation, self.floor.get(cell.config_hash, -1)) + 1
             check_unchanged(files_of(cell.learner))  # never start a run under an identity the disk no longer has
-            run_id = tracking.start_run(client, run.experiment, cell.title, cell_tags(cell, run.parent, environment))
+            trained = self._trained(cell, environment)
+            tags = cell_tags(cell, run.parent, environment)
+            if trained is not None:
+                tags[t.TRAINED_BY] = trained.run_id
+            run_id = tracking.start_run(client, run.experiment, cell.title, tags)
             if claims.reserve(client, run.suite, cell.config_hash, generation, run_id):
-                self._start(Attempt(cell, run_id, number, generation))
+                self._start(Attempt(cell, run_id, number, generation, trained))
                 return
             tracking.delete_run(client, run_id)  # another claimant reserved this generation first: step back
         raise RuntimeError(f"{cell.title}: lost 100 claim races in a row; is another invocation looping?")

@@ -58,7 +58,7 @@ def run_cell_remotely(attempt: Attempt, threads: int) -> Done:
              t.EXECUTOR_STARTED: f"{started:.3f}"}
     environment = tracking.environment_tags(cell.device)
     try:
-        result = run_cell(cell, keep, keep)
+        result = run_cell(cell, keep, keep, trained=attempt.trained)
     except Exception as error:  # the cell's own failure (not the worker's): FAILED, no retry
         return Done(attempt, error=f"{type(error).__name__}: {error}", trace=traceback.format_exc(),
                     code=cell_code(cell), environment=environment, tags=where)

@@ -63,7 +63,8 @@ class InProcess:
         cell = attempt.cell
         environment = tracking.environment_tags(cell.device)
         try:
-            result = run_cell(cell, sink.on_train, sink.on_validation, self.progress, between_iterations=sink.check)
+            result = run_cell(cell, sink.on_train, sink.on_validation, self.progress, between_iterations=sink.check,
+                              trained=attempt.trained)
         except Exception as error:  # the cell's own failure: a FAILED run with the reason, the suite goes on
             if isinstance(error, torch.cuda.OutOfMemoryError):
                 torch.cuda.empty_cache()

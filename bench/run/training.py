@@ -18,7 +18,8 @@ from bench.run.measure import PhaseMeter, wall_clock
 from bench.run.test_time import score_cell
 from bench.spec.suite import Cell
 from bench.store.provenance import code_identity
-from datasets import DATASETS, load_dataset
+from algorithms import MetaLearner
+from datasets import DATASETS, TaskSource, load_dataset
 
 Curve = Callable[[int, dict[str, float]], None]  # (meta-iteration, values by metric name)
 
@@ -51,6 +52,21 @@ class CurveWindow:
         return means
 
 
+@dataclass(frozen=True)
+class Trained:
+    """A finished run's meta-training, for a cell that differs from it only in how it is tested: the trained
+    meta-parameters and the training metrics, carried over (validation is not: it follows the test-time settings)."""
+
+    run_id: str
+    state: dict[str, torch.Tensor]
+    metrics: dict[str, float]
+
+
+def training_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The metrics of meta-training alone (what a cell tested on another run's training carries over)."""
+    return {k: v for k, v in metrics.items() if k.startswith("train_") or k == m.FINAL_TRAIN_LOSS}
+
+
 @dataclass
 class CellResult:
     metrics: dict[str, float]
@@ -72,17 +88,18 @@ def _step_values(result) -> tuple[list[str], torch.Tensor]:
 
 
 def run_cell(cell: Cell, on_train: Curve | None = None, on_validation: Curve | None = None,
-             progress: bool = False, test: bool = True, between_iterations: Callable[[], None] | None = None
-             ) -> CellResult:
+             progress: bool = False, test: bool = True, between_iterations: Callable[[], None] | None = None,
+             trained: Trained | None = None) -> CellResult:
     """Meta-train ``cell`` and score it on its test episodes; ``test`` False stops after meta-training (a
     hyperparameter search never sees the test episodes). After every meta-iteration a Ctrl-C that Python swallowed
     is raised again (bench.core.interrupts), then ``between_iterations`` may stop the cell by raising (lost
     ownership). Where the learner leaves its execution open, it is chosen by measurement first
-    (``bench.run.autotune``); the process's intra-op thread count is restored at the end."""
+    (``bench.run.autotune``); the process's intra-op thread count is restored at the end. With ``trained``, the cell
+    is only tested, on those meta-parameters: no meta-training, no validation."""
     threads = torch.get_num_threads()
     try:
         with wall_clock(torch.device(cell.device)) as seconds:
-            result = _run_cell(cell, on_train, on_validation, progress, test, between_iterations)
+            result = _run_cell(cell, on_train, on_validation, progress, test, between_iterations, trained)
     finally:
         torch.set_num_threads(threads)
     result.metrics[m.CELL_SECONDS] = seconds[0]
@@ -90,17 +107,42 @@ def run_cell(cell: Cell, on_train: Curve | None = None, on_validation: Curve | N
 
 
 def _run_cell(cell: Cell, on_train: Curve | None, on_validation: Curve | None, progress: bool, test: bool,
-              between_iterations: Callable[[], None] | None) -> CellResult:
+              between_iterations: Callable[[], None] | None, trained: Trained | None) -> CellResult:
     device, dtype = torch.device(cell.device), dtype_of(cell.training)
     training, evaluation = cell.training, cell.evaluation
     data = load_dataset(cell.dataset.name, cell.dataset_options)
     learner = build_learner(cell)
-    optimizer = build_optimizer(cell, learner)
     train_source = data.sampler("train", cell.n_way, cell.k_shot, cell.train_query, cell.seed)
     val_source = data.sampler("val", cell.n_way, cell.k_shot, cell.test_query, evaluation.episode_seed)
     batch_size = training.meta_batch_size
     decision = autotune.decide(learner, cell.learner, code_identity(cell.learner, DATASETS[cell.dataset.name].version),
                                train_source.batch(0, batch_size).to(device, dtype), device)
+    if trained is not None:
+        learner.load_state_dict(trained.state)
+        results = training_metrics(trained.metrics)
+    else:
+        results = _meta_train(cell, learner, train_source, val_source, on_train, on_validation, progress,
+                              between_iterations)
+    score_name = data.score_name
+    state = {k: v.detach().cpu() for k, v in learner.state_dict().items()}
+    execution = {**learner.execution(batch_size, device), **decision.tags()}
+    if not test:
+        return CellResult(results, [], score_name, state, execution)
+    eval_meter = PhaseMeter(device, warmup=evaluation.warmup_episodes)
+    tested = score_cell(cell, learner, data, device, dtype, batch_size, eval_meter)
+    results.update(eval_meter.summary("eval"))
+    results.update(tested.metrics)
+    return CellResult(results, tested.primary, score_name, state, execution, tested.rows)
+
+
+def _meta_train(cell: Cell, learner: MetaLearner, train_source: TaskSource, val_source: TaskSource,
+                on_train: Curve | None,
+                on_validation: Curve | None, progress: bool, between_iterations: Callable[[], None] | None
+                ) -> dict[str, float]:
+    """The meta-training loop with its validation passes: the phase's metrics."""
+    device, dtype = torch.device(cell.device), dtype_of(cell.training)
+    training, batch_size = cell.training, cell.training.meta_batch_size
+    optimizer = build_optimizer(cell, learner)
     meter, val_meter = PhaseMeter(device, warmup=training.warmup_iterations), PhaseMeter(device)
     window = CurveWindow(training.meta_iterations)
     loss, validation = math.nan, []
@@ -138,13 +180,4 @@ def _run_cell(cell: Cell, on_train: Curve | None, on_validation: Curve | None, p
     results = meter.summary("train")
     results[m.VAL_SECONDS] = val_meter.summary("val")[m.VAL_SECONDS]
     results.update({m.FINAL_VAL_SCORE: validation[-1], m.FINAL_TRAIN_LOSS: loss})
-    score_name = data.score_name
-    state = {k: v.detach().cpu() for k, v in learner.state_dict().items()}
-    execution = {**learner.execution(batch_size, device), **decision.tags()}
-    if not test:
-        return CellResult(results, [], score_name, state, execution)
-    eval_meter = PhaseMeter(device, warmup=evaluation.warmup_episodes)
-    tested = score_cell(cell, learner, data, device, dtype, batch_size, eval_meter)
-    results.update(eval_meter.summary("eval"))
-    results.update(tested.metrics)
-    return CellResult(results, tested.primary, score_name, state, execution, tested.rows)
+    return results

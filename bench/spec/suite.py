@@ -220,6 +220,18 @@ class Cell:
         return _digest(self.resolved())
 
     @property
+    def training_hash(self) -> str:
+        """The configuration less what only testing reads (the evaluation section, and the learner's count of
+        test-time steps): equal for cells that train the same model, so a test condition added to a suite tests
+        the trained meta-parameters of its finished runs instead of training them again. Validation reads the
+        evaluation section too, but its scores are curves beside training: it never changes the weights."""
+        resolved = self.resolved()
+        del resolved["evaluation"]
+        option = LEARNERS[self.learner].test_steps_option
+        resolved["learner_config"] = {k: v for k, v in resolved["learner_config"].items() if k != option}
+        return _digest(resolved)
+
+    @property
     def axes(self) -> dict[str, str]:
         """The grid's coordinates of this cell as strings, every axis the same way: n_way, k_shot, device, seed and
         each swept option (``-`` where this learner has no such option)."""
@@ -242,7 +254,8 @@ class Cell:
         """Equal for two cells exactly when their test episodes are identical: only such runs are paired."""
         return _digest({"dataset": self.dataset.name, "options": to_mapping(self.dataset_options),
                         "version": DATASETS[self.dataset.name].version, "split": "test",
-                        "episode_seed": self.evaluation.episode_seed, "n_way": self.n_way, "k_shot": self.k_shot,
+                        "episode_seed": self.evaluation.episode_seed, "n_way": self.n_way,
+                        "k_shot": self.test_k_shots[0],  # the primary test condition's K
                         "query": self.test_query, "episodes": self.evaluation.test_episodes})
 
     @property

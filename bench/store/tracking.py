@@ -161,11 +161,22 @@ def is_finished(run) -> bool:
     return run.info.status == FINISHED and run.data.tags.get(t.OUTCOME) == t.OUTCOME_FINISHED
 
 
-def runs_of_cell(client: MlflowClient, experiment: str, config_hash: str) -> list:
-    """Every active run of one cell configuration, oldest first (ties broken by run id: one order for everyone)."""
-    runs = client.search_runs([experiment], filter_string=t.matching({t.ROLE: t.ROLE_CELL, t.CONFIG_HASH: config_hash}),
+META_PARAMETERS = "meta_parameters.pt"  # a finished cell's artifact: its learner's state_dict
+
+
+def runs_of_cell(client: MlflowClient, experiment: str, config_hash: str, key: str = t.CONFIG_HASH) -> list:
+    """Every active run of one cell configuration (``key``: or of one training, ``t.TRAINING_HASH``), oldest first
+    (ties broken by run id: one order for everyone)."""
+    runs = client.search_runs([experiment], filter_string=t.matching({t.ROLE: t.ROLE_CELL, key: config_hash}),
                               max_results=10000)
     return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+
+def meta_parameters(client: MlflowClient, run_id: str) -> dict:
+    """The meta-parameters a finished cell run saved (``meta_parameters.pt``), on the CPU."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = client.download_artifacts(run_id, META_PARAMETERS, folder)
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @_uninterruptible

@@ -52,3 +52,20 @@ def test_evaluation_in_passes_scores_every_episode_as_one_by_one(options):
     in_passes = evaluate(learner, source, 11, torch.device("cpu"), torch.float64, per_pass=4)
     assert len(in_passes) == 11 and len(set(in_passes)) == 11
     assert in_passes == pytest.approx(one_by_one, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ["metasgd", "maml"])
+def test_a_learners_saved_state_comes_back_whole_learned_rates_included(name):
+    """What a later test condition evaluates: the meta-parameters a finished run saved, loaded into a fresh learner."""
+    problem = PROBLEMS["sinusoid"]
+    trained = problem.learner(name, inner_lr=0.01, inner_rates="per_layer_step") if name == "maml" else \
+        problem.learner(name, inner_lr=0.01)
+    with torch.no_grad():
+        for parameter in trained.meta_parameters():
+            parameter.mul_(3.0).add_(0.5)
+    fresh = problem.learner(name, inner_lr=0.01, inner_rates="per_layer_step") if name == "maml" else \
+        problem.learner(name, inner_lr=0.01)
+    fresh.load_state_dict(trained.state_dict())
+    assert trained.state_dict().keys() == fresh.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), fresh.state_dict().values()))
+    assert any(key.startswith("inner_rates.") for key in fresh.state_dict())

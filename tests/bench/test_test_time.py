@@ -6,16 +6,18 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from mlflow.tracking import MlflowClient
 
 from bench.__main__ import main
 from bench.core import metrics as m
 from bench.run import test_time
 from bench.run.evaluation import evaluate
 from bench.run.factory import build_learner
+from bench.run import training
 from bench.run.training import run_cell
 from bench.spec.suite import expand, parse_suite
 from datasets import load_dataset
-from tests.suites import TINY
+from tests.suites import TINY, cell_runs
 
 SINUSOID = {**TINY, "dataset": {"name": "sinusoid"}, "grid": {**TINY["grid"], "n_way": [1], "k_shot": [4]},
             "training": {**TINY["training"], "dtype": "float64", "meta_batch_size": 3},
@@ -97,3 +99,36 @@ def test_the_report_shows_every_test_condition_the_curves_and_the_published_rows
     assert rows["rule"].str.contains("widened on each side by 10%").all()
     text = (folder / "report.md").read_text()
     assert "## Test conditions" in text and "0 diverged episode(s)" in text
+
+
+def test_a_test_condition_added_later_tests_the_finished_runs_without_training_them(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    base = {**SINUSOID, "learners": [{"name": "maml", "config": {"inner_lr": 0.01}}]}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump({**base, "evaluation": {**base["evaluation"], "k_shot": [2],
+                                                           "inner_steps": [1, 2]}}))
+    assert main(["run", str(path), "--tracking-uri", uri, "--no-progress", "--no-report"]) == 0
+    (first,) = cell_runs(uri)
+    iterations = []
+    real = training.CurveWindow.add
+    monkeypatch.setattr(training.CurveWindow, "add", lambda self, *a: iterations.append(a[0]) or real(self, *a))
+    path.write_text(yaml.safe_dump(base))  # test K 6 and 4 steps added
+    assert main(["run", str(path), "--tracking-uri", uri, "--no-progress", "--no-report"]) == 0
+    assert iterations == []  # not one meta-iteration
+    (second,) = [r for r in cell_runs(uri) if r.info.run_id != first.info.run_id]
+    assert second.data.tags["trained_by"] == first.info.run_id
+    assert second.data.tags["training_hash"] == first.data.tags["training_hash"]
+    assert second.data.tags["config_hash"] != first.data.tags["config_hash"]
+    assert second.data.metrics["train_seconds_total"] == first.data.metrics["train_seconds_total"]
+    before, after = scores_of(uri, first), scores_of(uri, second)
+    assert set(after) - set(before) and all(after[key] == pytest.approx(before[key], rel=1e-12) for key in before)
+    assert main(["run", str(path), "--tracking-uri", uri, "--no-progress", "--no-report"]) == 0
+    assert len(cell_runs(uri)) == 2  # the tested run is reused as any finished run
+    assert main(["run", str(path), "--tracking-uri", uri, "--no-progress", "--no-report", "--force"]) == 0
+    assert iterations  # --force trains again
+
+
+def scores_of(uri, run):
+    folder = MlflowClient(uri).download_artifacts(run.info.run_id, test_time.SCORES_FILE)
+    rows = pd.read_csv(folder, dtype={"test_steps": str})
+    return {(r.test_k_shot, r.test_steps, r.episode): r.score for r in rows.itertuples()}
