@@ -107,6 +107,8 @@ def standing_without_interval(published: Published, per_seed: list[float], toler
     difference = mean - published.value
     if why:
         return Standing(difference, half, "not comparable (" + "; ".join(why) + ")")
+    if not math.isfinite(mean):
+        return Standing(difference, half, "no verdict: the measured mean is not finite")
     if not math.isfinite(half):
         return Standing(difference, half, "no verdict: one seed gives no interval across seeds")
     allowed = half + tolerance * abs(published.value)

@@ -17,14 +17,17 @@ LISTED_DIVERGED = 100  # the diverged-episode table lists this many, then says h
 
 def per_run(runs: Runs, evaluation: EvaluationSpec) -> pd.DataFrame:
     """One row per finished run, test K and test step count (every step of the curves): the run's mean score
-    (diverged episodes left out only where the suite says so) and its count of diverged episodes."""
+    (diverged episodes left out only where the suite says so), its mean without the diverged episodes whatever the
+    suite says (shown beside, never instead), and its count of diverged episodes."""
     c = runs.condition_scores
     if c.empty:
         return pd.DataFrame()
-    kept = c if not evaluation.exclude_diverged else c[~c["diverged"].astype(bool)]
-    means = kept.groupby(["run_id", "test_k_shot", "test_steps"], sort=False)["score"].mean()
-    diverged = c.groupby(["run_id", "test_k_shot", "test_steps"], sort=False)["diverged"].sum()
-    frame = pd.DataFrame({"score": means, "diverged": diverged}).reset_index()
+    key = ["run_id", "test_k_shot", "test_steps"]
+    flags = c["diverged"].astype(bool)
+    without = c[~flags].groupby(key, sort=False)["score"].mean()
+    means = without if evaluation.exclude_diverged else c.groupby(key, sort=False)["score"].mean()
+    diverged = c.groupby(key, sort=False)["diverged"].sum()
+    frame = pd.DataFrame({"score": means, "without_diverged": without, "diverged": diverged}).reset_index()
     info = runs.finished[["run_id", "learner", "definition", "config_hash", *runs.axes]]
     return frame.merge(info, on="run_id")
 
@@ -46,11 +49,13 @@ def table(runs: Runs, evaluation: EvaluationSpec) -> pd.DataFrame:
     for (_, k_shot, steps), part in _listed(frame, evaluation).groupby(["definition", "test_k_shot", "test_steps"],
                                                                        sort=False):
         mean, half = seed_interval(list(part["score"]))
+        clean, clean_half = seed_interval(list(part["without_diverged"]))
         first = part.iloc[0]
         rows.append({"learner": first["learner"], **{a: first[a] for a in conditions}, "test K": k_shot,
                      "test steps": steps, "seeds": len(part),
                      f"{runs.score} (mean ± 95% CI across seeds)": m.format_score(runs.score, mean, half),
-                     "diverged episodes": int(part["diverged"].sum())})
+                     "diverged episodes": int(part["diverged"].sum()),
+                     "without the diverged": m.format_score(runs.score, clean, clean_half)})
     return pd.DataFrame(rows)
 
 
@@ -74,6 +79,16 @@ def diverged_episodes(runs: Runs, evaluation: EvaluationSpec) -> tuple[pd.DataFr
     return listed.head(LISTED_DIVERGED), len(listed)
 
 
+def _standing(paper: papers.Published, per_seed: list[float], options: ReportOptions,
+              why: list[str]) -> tuple[papers.Standing, str]:
+    """The verdict on measured per-seed means against ``paper``, and the rule it follows, as text."""
+    if paper.ci95 is None:
+        return (papers.standing_without_interval(paper, per_seed, options.published_tolerance, why),
+                papers.TOLERANCE_RULE.format(tolerance=options.published_tolerance))
+    mean, half = seed_interval(per_seed) if per_seed else (math.nan, math.nan)
+    return papers.standing(paper, mean, half, why), "the difference's 95% interval (both in quadrature) holds 0"
+
+
 def against_published(runs: Runs, options: ReportOptions, evaluation: EvaluationSpec) -> pd.DataFrame:
     """Published results that name a test condition, against the same condition measured (across seeds)."""
     frame = per_run(runs, evaluation)
@@ -91,18 +106,21 @@ def against_published(runs: Runs, options: ReportOptions, evaluation: Evaluation
                                          statistics)
                 if here.empty:
                     why = why + [f"test K {paper.test_k_shot} after {paper.test_steps} steps was not measured"]
-                per_seed = list(here["score"] * (100 if paper.score == "accuracy" else 1))
-                if paper.ci95 is None:
-                    verdict = papers.standing_without_interval(paper, per_seed, options.published_tolerance, why)
-                    rule = papers.TOLERANCE_RULE.format(tolerance=options.published_tolerance)
-                else:
-                    mean, half = seed_interval(per_seed) if per_seed else (math.nan, math.nan)
-                    verdict = papers.standing(paper, mean, half, why)
-                    rule = "the difference's 95% interval (both intervals in quadrature) holds 0"
+                scale = 100 if paper.score == "accuracy" else 1
+                per_seed, clean = list(here["score"] * scale), list(here["without_diverged"] * scale)
+                verdict, rule = _standing(paper, per_seed, options, why)
+                diverged = int(here["diverged"].sum())
+                if diverged and not evaluation.exclude_diverged and not why:  # a mean that diverged episodes
+                    # dominate tests nothing: no verdict on it; the verdict without them is given beside
+                    cleaned, _ = _standing(paper, clean, options, why)
+                    verdict = papers.Standing(verdict.difference, verdict.half_width, (
+                        f"no verdict: {diverged} diverged episode(s) in the mean; without them "
+                        f"{seed_interval(clean)[0]:.3f}: {cleaned.verdict}"))
                 mean, half = seed_interval(per_seed) if per_seed else (math.nan, math.nan)
                 rows.append({"learner": label, "train K": int(first["k_shot"]), "test K": paper.test_k_shot,
                              "test steps": paper.test_steps, "seeds": len(per_seed),
                              "measured": f"{mean:.3f} ± {half:.3f}", "published": f"{paper.value:g}",
                              "difference": f"{verdict.difference:+.3f}", "allowed": f"±{verdict.half_width:.3f}",
-                             "verdict": verdict.verdict, "rule": rule, "source": paper.citation})
+                             "diverged episodes": diverged, "verdict": verdict.verdict, "rule": rule,
+                             "source": paper.citation})
     return pd.DataFrame(rows)

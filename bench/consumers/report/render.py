@@ -42,7 +42,8 @@ Block = Heading | Text | Items | Table | Image
 def _markdown_table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "(none)"
-    rows = frame.astype(str).to_numpy().tolist()
+    # each cell as text, a missing value as "-" (pandas 3's astype(str) keeps NaN a float)
+    rows = [["-" if isinstance(v, float) and v != v else str(v) for v in row] for row in frame.to_numpy().tolist()]
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     return "\n".join(lines + ["| " + " | ".join(row).replace("\n", " ") + " |" for row in rows])
 
