@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from bench.run import autotune
 from bench.store import tracking
 from bench.run.factory import build_learner, dtype_of, make_optimizer
 from bench.run.evaluation import evaluate
@@ -21,7 +22,8 @@ from datasets import load_dataset
 
 
 def bare(cell) -> None:
-    """What the cell computes, with no clock, hook, progress bar, .item() or logging."""
+    """What the cell computes, with no clock, hook, progress bar, .item() or logging: the same execution choice as
+    the runner's (the autotuner's decision, cached after the first call) and the same evaluation passes."""
     device, dtype = torch.device(cell.device), dtype_of(cell.training)
     data = load_dataset(cell.dataset.name, cell.dataset_options)
     learner = build_learner(cell)
@@ -30,14 +32,17 @@ def bare(cell) -> None:
     train = data.sampler("train", cell.n_way, cell.k_shot, t.query, cell.seed)
     val = data.sampler("val", cell.n_way, cell.k_shot, e.query, e.episode_seed)
     test = data.sampler("test", cell.n_way, cell.k_shot, e.query, e.episode_seed)
+    threads = torch.get_num_threads()
+    autotune.decide(learner, cell.learner, "overhead", train.batch(0, t.meta_batch_size).to(device, dtype), device)
     for iteration in range(t.meta_iterations):
         batch = train.batch(iteration * t.meta_batch_size, t.meta_batch_size).to(device, dtype)
         optimizer.zero_grad(set_to_none=True)
         learner.meta_gradient(batch)
         optimizer.step()
         if (iteration + 1) % t.validate_every == 0 or iteration + 1 == t.meta_iterations:
-            evaluate(learner, val, t.validation_episodes, device, dtype)
-    evaluate(learner, test, e.test_episodes, device, dtype)
+            evaluate(learner, val, t.validation_episodes, device, dtype, per_pass=t.meta_batch_size)
+    evaluate(learner, test, e.test_episodes, device, dtype, per_pass=t.meta_batch_size)
+    torch.set_num_threads(threads)
 
 
 def main() -> None:
