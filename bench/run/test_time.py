@@ -30,7 +30,7 @@ COLUMNS = ("test_k_shot", "test_steps", "episode", "score", "diverged")
 
 
 @dataclass
-class TestScores:
+class ConditionScores:
     metrics: dict[str, float]
     primary: list[float]  # per-episode scores under the primary condition
     rows: list[tuple] = field(default_factory=list)  # COLUMNS, every condition and every step of the curve
@@ -44,7 +44,7 @@ def diverged(scores: list[float], lower_is_better: bool, factor: float) -> list[
 
 
 def score_cell(cell: Cell, learner: MetaLearner, data: Dataset, device: torch.device, dtype: torch.dtype,
-               per_pass: int, meter: PhaseMeter) -> TestScores:
+               per_pass: int, meter: PhaseMeter) -> ConditionScores:
     """``meter`` times the first K's pass (the primary condition's)."""
     evaluation, score_name = cell.evaluation, data.score_name
     metric = m.SCORES[score_name]
@@ -78,4 +78,4 @@ def score_cell(cell: Cell, learner: MetaLearner, data: Dataset, device: torch.de
             results.update({m.under(name, k_shot, step): value for name, value in names})
         if (k_shot, step) == primary:
             results.update(dict(names))
-    return TestScores(results, by_condition[primary], rows if several or steps != (None,) else [])
+    return ConditionScores(results, by_condition[primary], rows if several or steps != (None,) else [])

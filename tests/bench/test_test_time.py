@@ -93,6 +93,10 @@ def test_the_report_shows_every_test_condition_the_curves_and_the_published_rows
     assert len(table) == 2 * 2 * 3 and set(table["seeds"]) == {2}  # learners x test K x steps, seeds pooled
     assert set(zip(table["test K"], table["test steps"])) == {(k, s) for k in (2, 6) for s in (1, 2, 4)}
     assert (folder / "adaptation_curves.png").exists()
+    compared = pd.read_csv(folder / "comparisons_by_test_condition.csv")  # pairs only under one test condition
+    assert sorted(zip(compared["test_k_shot"], compared["test_steps"])) == sorted((k, s) for k in (2, 6)
+                                                                                  for s in (1, 2, 4))
+    assert set(compared["seeds"]) == {2} and set(compared["episodes"]) == {7}
     rows = pd.read_csv(folder / "published_test_conditions.csv")
     assert list(rows["test steps"]) == [1, 5, 10] and set(rows["learner"]) == {"maml"}
     assert rows["verdict"].str.contains("test K 5 after 1 steps was not measured").iloc[0]

@@ -75,6 +75,11 @@ def _condition_blocks(frames: dict, diverged: int, evaluation, published: bool) 
                           f"episode is diverged when its score is non-finite or above {evaluation.divergence_factor:g} "
                           f"times its condition's median error; diverged episodes are {excluded}."),
               render.Table(frames["test_conditions"]),
+              render.Heading("Comparisons by test condition", 3),
+              render.Text("The comparisons above, under every named test condition (learners pair only under the "
+                          "same test K and step count, on the same episodes; Holm's correction covers every "
+                          "condition)."),
+              render.Table(frames["comparisons_by_test_condition"]),
               render.Heading("Diverged test episodes", 3),
               render.Text(f"{diverged} diverged episode(s) under the named conditions"
                           + (f"; the first {len(frames['diverged_episodes'])} listed." if diverged > len(
@@ -117,6 +122,9 @@ def build_report(suite: str, uri: str, suites: list[Suite] | None = None) -> Pat
     tested = not runs.condition_scores.empty
     if tested:
         frames["test_conditions"] = conditions.table(runs, evaluation)
+        under = conditions.as_axes(runs, evaluation)
+        compared_under = comparisons(under, options)
+        frames["comparisons_by_test_condition"] = tables.verdicts(under, compared_under, "algorithms")
         frames["published_test_conditions"] = conditions.against_published(runs, options, evaluation)
         frames["diverged_episodes"], diverged = conditions.diverged_episodes(runs, evaluation)
     for name, frame in frames.items():

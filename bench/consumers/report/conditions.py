@@ -2,6 +2,7 @@
 seeds, the adaptation curves, the diverged episodes, and the published results that name a test condition."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -57,6 +58,28 @@ def table(runs: Runs, evaluation: EvaluationSpec) -> pd.DataFrame:
                      "diverged episodes": int(part["diverged"].sum()),
                      "without the diverged": m.format_score(runs.score, clean, clean_half)})
     return pd.DataFrame(rows)
+
+
+def as_axes(runs: Runs, evaluation: EvaluationSpec) -> Runs:
+    """The runs with the named test conditions as two more axes (``test_k_shot``, ``test_steps``): one row per
+    finished run and condition, under the id ``<run id>|k<K>|s<S>``, with that condition's per-episode scores
+    (diverged episodes left out where the suite says so) and its primary metrics replaced by the condition's mean.
+    The pairwise comparisons then run on it unchanged: learners pair only under the same test condition (a learner
+    that adapts in no steps, "-", pairs under every step count), and Holm's correction covers every condition."""
+    c = _listed(runs.condition_scores, evaluation)
+    if evaluation.exclude_diverged:
+        c = c[~c["diverged"].astype(bool)]
+    c = c.assign(id=c["run_id"] + "|k" + c["test_k_shot"].astype(str) + "|s" + c["test_steps"])
+    keys = c[["run_id", "id", "test_k_shot", "test_steps"]].drop_duplicates("id")
+    finished = runs.finished.merge(keys, on="run_id").assign(
+        run_id=lambda f: f["id"], test_k_shot=lambda f: f["test_k_shot"].astype(str)).drop(columns="id")
+    means = c.groupby("id")["score"].mean()
+    finished[m.SCORES[runs.score].name] = finished["run_id"].map(means)
+    # test episodes of another K are other episodes: the fingerprint says which K
+    finished["eval_fingerprint"] = finished["eval_fingerprint"] + "|k" + finished["test_k_shot"]
+    episodes = c[["id", "episode", "score"]].rename(columns={"id": "run_id"})
+    return dataclasses.replace(runs, finished=finished, episodes=episodes,
+                               axes=[*runs.axes, "test_k_shot", "test_steps"])
 
 
 def curves(runs: Runs, evaluation: EvaluationSpec) -> pd.DataFrame:
