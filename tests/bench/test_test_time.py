@@ -136,3 +136,27 @@ def scores_of(uri, run):
     folder = MlflowClient(uri).download_artifacts(run.info.run_id, test_time.SCORES_FILE)
     rows = pd.read_csv(folder, dtype={"test_steps": str})
     return {(r.test_k_shot, r.test_steps, r.episode): r.score for r in rows.itertuples()}
+
+
+def test_a_comparison_over_diverged_scores_gets_no_verdict(tmp_path, monkeypatch):
+    real = test_time.evaluate_curve
+
+    def one_explodes(*args, **kwargs):
+        curve = real(*args, **kwargs)
+        curve[-1][3] = math.inf  # episode 3, after the last step, for every learner and seed
+        return curve
+
+    monkeypatch.setattr(test_time, "evaluate_curve", one_explodes)
+    raw = {**SINUSOID, "suite": "diverging", "learners": [{"name": "maml", "config": {"inner_lr": 0.01}},
+                                                          {"name": "anil", "config": {"inner_lr": 0.01}}],
+           "grid": {**SINUSOID["grid"], "seeds": [0, 1]},
+           "evaluation": {**SINUSOID["evaluation"], "k_shot": [2]},
+           "report": {"output_dir": str(tmp_path / "reports"), "min_seeds": 2}}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["run", str(path), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--no-progress"]) == 0
+    compared = pd.read_csv(tmp_path / "reports" / "diverging" / "comparisons_by_test_condition.csv")
+    verdicts = dict(zip(compared["test_steps"], compared["verdict"]))
+    assert verdicts[4].startswith("no verdict: non-finite") and not verdicts[1].startswith("no verdict")
+    conditions = pd.read_csv(tmp_path / "reports" / "diverging" / "test_conditions.csv")
+    assert set(conditions[conditions["test steps"] == 4]["diverged episodes"]) == {2}  # one per seed

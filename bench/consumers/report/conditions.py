@@ -75,8 +75,10 @@ def as_axes(runs: Runs, evaluation: EvaluationSpec) -> Runs:
         run_id=lambda f: f["id"], test_k_shot=lambda f: f["test_k_shot"].astype(str)).drop(columns="id")
     means = c.groupby("id")["score"].mean()
     finished[m.SCORES[runs.score].name] = finished["run_id"].map(means)
-    # test episodes of another K are other episodes: the fingerprint says which K
+    # test episodes of another K are other episodes: the fingerprint says which K; and a run under another condition
+    # is another definition (runs group by definition, seeds aside)
     finished["eval_fingerprint"] = finished["eval_fingerprint"] + "|k" + finished["test_k_shot"]
+    finished["definition"] = finished["definition"] + "|k" + finished["test_k_shot"] + "|s" + finished["test_steps"]
     episodes = c[["id", "episode", "score"]].rename(columns={"id": "run_id"})
     return dataclasses.replace(runs, finished=finished, episodes=episodes,
                                axes=[*runs.axes, "test_k_shot", "test_steps"])

@@ -169,6 +169,8 @@ def _verdict(test: Test, adjusted: float, score: str, options: ReportOptions, a:
     if test.seeds < options.min_seeds:
         runs = "one training run" if test.seeds == 1 else f"{test.seeds} training runs"
         return f"no verdict: {runs} per learner ({options.min_seeds} seeds needed)"
+    if not math.isfinite(test.mean) or math.isnan(adjusted):  # a diverged episode (inf, NaN) tests nothing
+        return "no verdict: non-finite episode scores (diverged episodes, listed in the report)"
     if adjusted < options.alpha:
         a_better = (test.mean > 0) == (score == "accuracy")
         return f"{a if a_better else b} better"
