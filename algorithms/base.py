@@ -140,6 +140,10 @@ class MetaLearner(ABC):
 
 LEARNERS: Registry[type[MetaLearner]] = Registry("learner")
 
+# options that change how a learner computes, never what (the same meta-gradient, tested): two learners of one
+# algorithm that differ only in these, or in their registered implementation, are implementation variants
+IMPLEMENTATION_OPTIONS = frozenset({"plan", "task_batching", "vmap_chunk"})
+
 
 def register_learner(name: str, algorithm: str | None = None):
     """Register a learner class under ``name``. ``algorithm`` (default: ``name``) groups the implementation variants

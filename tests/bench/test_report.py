@@ -1,3 +1,4 @@
+import itertools
 import re
 
 import numpy as np
@@ -155,6 +156,21 @@ def test_variants_are_grouped_by_the_algorithm_the_runs_record(write_suite, trac
         client.delete_tag(run.info.run_id, "algorithm")
     assert main(["report", "tiny", "--tracking-uri", tracking_uri]) == 0
     assert grouping() == ([("maml", "fomaml/functional")], [("maml", "maml/fast")])
+
+
+def test_labelled_arms_of_one_algorithm_are_arms_not_variants(write_suite, tracking_uri, tmp_path):
+    """maml and fomaml each listed twice at inner_steps 1 and 3 (a new user's ablation): four arms, every pair
+    compared between configurations, none as "variants" (whose differences are read as rounding), none folded."""
+    arms = [{"name": name, "label": f"{short}-S{steps}", "config": {"inner_steps": steps}}
+            for name, short in (("maml", "maml"), ("fomaml/functional", "fomaml")) for steps in (1, 3)]
+    arms.append({"name": "fomaml/deepcopy", "label": "deepcopy-S3", "config": {"inner_steps": 3}})
+    folder = run_and_report(write_suite, tracking_uri, tmp_path, {"learners": arms})
+    between = pd.read_csv(folder / "comparisons.csv")
+    variants = pd.read_csv(folder / "variant_comparisons.csv")
+    assert {frozenset(pair) for pair in zip(between["A"], between["B"])} == {
+        frozenset(pair) for pair in itertools.combinations(["maml-S1", "maml-S3", "fomaml-S1", "fomaml-S3"], 2)}
+    # the one true variant: the same algorithm and configuration, another implementation
+    assert list(zip(variants["A"], variants["B"])) == [("fomaml-S3", "deepcopy-S3")]
 
 
 def test_holm_adjustment_matches_its_definition():

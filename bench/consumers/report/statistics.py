@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from algorithms.base import IMPLEMENTATION_OPTIONS
 from bench.consumers.report.loading import Runs
 from bench.spec.suite import ABSENT, ReportOptions
 
@@ -78,18 +79,39 @@ def _compatible(a: tuple, b: tuple) -> bool:
     return all(x == y or ABSENT in (x, y) for x, y in zip(a, b))
 
 
+def _settings(runs: Runs, label: str) -> dict[str, object]:
+    """What a label's runs set, less the grid's swept options and the implementation options: the options its
+    configuration fixes (one value each where its runs agree)."""
+    f = runs.finished
+    values: dict[str, set] = {}
+    for config_hash in f.loc[f["learner"] == label, "config_hash"]:
+        for key, value in runs.resolved[config_hash]["learner_config"].items():
+            if key not in runs.axes and key not in IMPLEMENTATION_OPTIONS:
+                values.setdefault(key, set()).add(repr(value))
+    return {key: next(iter(seen)) for key, seen in values.items() if len(seen) == 1}
+
+
+def _same_configuration(a: dict[str, object], b: dict[str, object]) -> bool:
+    return all(a[key] == b[key] for key in a.keys() & b.keys())
+
+
 def representatives(runs: Runs) -> dict[str, str]:
-    """Label -> the label that stands for its algorithm between algorithms. Labels whose runs record the same
-    algorithm (the registry's, not parsed from the name) are implementation variants of it where there are more than
-    one: the first in the suite's order stands for all of them (their own differences are compared among
-    themselves); every other learner stands for itself."""
+    """Label -> the label that stands for its group between algorithms and configurations. Labels are implementation
+    variants of one another only when their runs record the same algorithm (the registry's, not parsed from the
+    name) *and* their configurations agree on every option they share (implementation options and swept axes
+    aside): the first in the suite's order stands for its group (the group's own differences are compared among
+    themselves, as rounding). Labelled arms of one algorithm with different options are groups of their own,
+    compared as such; every other learner stands for itself."""
     f = runs.finished
     algorithm = dict(zip(f["learner"], f["algorithm"]))
-    first: dict[str, str] = {}
     present = [label for label in runs.learners if label in algorithm]
+    settings = {label: _settings(runs, label) for label in present}
+    stand_in: dict[str, str] = {}
     for label in present:
-        first.setdefault(algorithm[label], label)
-    return {label: first[algorithm[label]] for label in present}
+        stand_in[label] = next((first for first in dict.fromkeys(stand_in.values())
+                                if algorithm[first] == algorithm[label]
+                                and _same_configuration(settings[first], settings[label])), label)
+    return stand_in
 
 
 def _pairs(runs: Runs, options: ReportOptions) -> list[tuple[str, str, str]]:
