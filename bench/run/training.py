@@ -11,6 +11,8 @@ from tqdm import tqdm
 
 from bench.core import interrupts
 from bench.core import metrics as m
+from bench.core.metrics import (CUDA_PEAK_BYTES, MS_MEDIAN, MS_P90, RSS_PEAK_BYTES, SAVED_BYTES_PEAK, SECONDS_TOTAL,
+                                TIMED_STEPS, phase)
 from bench.run import autotune
 from bench.run.evaluation import evaluate
 from bench.run.factory import build_learner, build_optimizer, dtype_of
@@ -63,8 +65,12 @@ class Trained:
 
 
 def training_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """The metrics of meta-training alone (what a cell tested on another run's training carries over)."""
-    return {k: v for k, v in metrics.items() if k.startswith("train_") or k == m.FINAL_TRAIN_LOSS}
+    """The summary metrics of meta-training (the phase's clock and memory, the final loss): what a cell tested on
+    another run's training carries over. Not the curves (``train_loss`` and the learner's own): their last values
+    are points of another run's curve."""
+    summary = {phase("train", suffix) for suffix in (MS_MEDIAN, MS_P90, SECONDS_TOTAL, TIMED_STEPS, SAVED_BYTES_PEAK,
+                                                      RSS_PEAK_BYTES, CUDA_PEAK_BYTES)}
+    return {k: v for k, v in metrics.items() if k in summary or k == m.FINAL_TRAIN_LOSS}
 
 
 @dataclass

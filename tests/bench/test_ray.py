@@ -172,6 +172,25 @@ def start_driver(ray_cluster: str, tmp_path: Path) -> tuple[subprocess.Popen, st
     return driver, uri
 
 
+def test_a_test_condition_added_later_is_tested_on_a_worker_from_the_saved_meta_parameters(ray_cluster, tmp_path):
+    """The trained meta-parameters travel with the attempt to the worker, which tests them without training."""
+    base = {**TINY, "dataset": {"name": "sinusoid"}, "learners": [{"name": "maml", "config": {"inner_lr": 0.01}}],
+            "grid": {**TINY["grid"], "n_way": [1], "k_shot": [4]},
+            "training": {**TINY["training"], "dtype": "float64"},
+            "evaluation": {"test_episodes": 5, "query": 5, "inner_steps": [1]}}
+    store = f"sqlite:///{tmp_path / 'm.db'}"
+    for evaluation in ({"inner_steps": [1]}, {"inner_steps": [1, 3], "k_shot": [4, 6]}):
+        raw = {**base, "evaluation": {**base["evaluation"], **evaluation}}
+        with RayExecutor(RayOptions(address=ray_cluster, max_parallel=1)) as executor:
+            (outcome,) = run_suite(parse_suite(raw), yaml.safe_dump(raw), store, progress=False, executor=executor)
+        assert outcome.outcome == "finished", outcome.detail
+    first, second = sorted(cell_runs(store), key=lambda r: r.info.start_time)
+    assert second.data.tags["trained_by"] == first.info.run_id and second.data.tags["executor"] == "ray"
+    assert second.data.metrics["train_seconds_total"] == first.data.metrics["train_seconds_total"]
+    assert MlflowClient(store).get_metric_history(second.info.run_id, "train_loss") == []  # not one meta-iteration
+    assert second.data.metrics["test_mse.k4.s1"] == first.data.metrics["test_mse"]  # the same model, the same test
+
+
 def test_ctrl_c_cancels_the_cells_in_flight_and_ends_their_runs_killed(ray_cluster, tmp_path):
     """The driver in this process, on a Ray connection it did not open (so it will not shut Ray down, which would
     end the job's workers anyway): a remembered Ctrl-C must cancel the tasks themselves. Cells of 20-30 s, so a
