@@ -270,9 +270,10 @@ class CellLoop:
         return None
 
     def _trained(self, cell: Cell, environment: str) -> Trained | None:
-        """The meta-training of a finished run that differs from ``cell`` only in how it is tested, if any."""
+        """The meta-training of a finished run that differs from ``cell`` only in how it is tested, if any (never a
+        run of the cell itself: that one is reused, not tested again)."""
         donor = self._reusable(cell, environment, t.TRAINING_HASH)
-        if donor is None:
+        if donor is None or donor.data.tags.get(t.CONFIG_HASH) == cell.config_hash:
             return None
         return Trained(donor.info.run_id, tracking.meta_parameters(self.run.client, donor.info.run_id),
                        dict(donor.data.metrics))
@@ -286,17 +287,20 @@ class CellLoop:
             if finished is not None:
                 self._done(Outcome(cell, t.OUTCOME_REUSED, dict(finished.data.metrics), run_id=finished.info.run_id))
                 return
+            trained = self._trained(cell, environment)  # before the claim is read: the window to reserve stays short
             holder = claims.holder(client, run.suite, cell.config_hash, self.floor.get(cell.config_hash, -1))
             if holder.alive:
                 self._wait(cell, number, holder, waiting)
                 return
-            if holder.run is not None and tracking.is_finished(holder.run) and run.force:
-                self._done(Outcome(cell, t.OUTCOME_REUSED, dict(holder.run.data.metrics),
-                                   run_id=holder.run.info.run_id))
-                return  # a concurrent --force finished it after this invocation started
+            if holder.run is not None and tracking.is_finished(holder.run):
+                if run.force:
+                    self._done(Outcome(cell, t.OUTCOME_REUSED, dict(holder.run.data.metrics),
+                                       run_id=holder.run.info.run_id))
+                    return  # a concurrent --force finished it after this invocation started
+                if self._reusable(cell, environment) is not None:
+                    continue  # another invocation finished it since we looked: the next pass reuses it
             generation = max(holder.latest.generation, self.floor.get(cell.config_hash, -1)) + 1
             check_unchanged(files_of(cell.learner))  # never start a run under an identity the disk no longer has
-            trained = self._trained(cell, environment)
             tags = cell_tags(cell, run.parent, environment)
             if trained is not None:
                 tags[t.TRAINED_BY] = trained.run_id

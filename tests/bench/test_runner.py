@@ -369,3 +369,22 @@ def test_of_many_claimants_of_one_cell_exactly_one_wins_and_the_others_step_back
     assert [r.info.run_id for r in cell_runs(tracking_uri)] == claimed  # the losers' runs are deleted
     latest = claims.latest(client, "tiny", cell.config_hash)
     assert (latest.generation, latest.run_id) == (0, claimed[0])
+
+
+def test_a_cell_finished_by_another_invocation_after_we_looked_is_reused_not_run_again(write_suite, tracking_uri,
+                                                                                        monkeypatch):
+    """The race behind a twice-run cell: another invocation finishes the cell between this one's look for a
+    finished run and its read of the claim. The claim then shows a finished holder: look again, reuse it."""
+    from bench.run.execution import CellLoop
+
+    path = write_suite({"learners": ["maml"]})
+    assert main(["run", str(path), "--tracking-uri", tracking_uri, "--no-progress", "--no-report"]) == 0
+    real, looks = CellLoop._reusable, []
+
+    def first_look_misses(self, cell, environment, *args):
+        looks.append(args)
+        return None if len(looks) == 1 else real(self, cell, environment, *args)
+
+    monkeypatch.setattr(CellLoop, "_reusable", first_look_misses)
+    assert main(["run", str(path), "--tracking-uri", tracking_uri, "--no-progress", "--no-report"]) == 0
+    assert len(cell_runs(tracking_uri)) == 1 and len(looks) >= 3  # missed, looked again, reused
