@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Literal
+from typing import Callable, Iterator, Literal
 
 import torch
 from torch import nn
@@ -256,49 +256,49 @@ class FunctionalLearner(InnerLoopLearner):
                                       episode.support_x, episode.support_y, steps, create_graph=False)
         return {name: p.detach() for name, p in adapted.items()}
 
-    def predict_batch(self, batch: Episode) -> torch.Tensor:
-        """Every episode adapted at once (vmap or bmm, as meta-training runs), ``vmap_chunk`` episodes per pass."""
-        mode, chunk = self._batching(len(batch), batch.query_x.device)
-        if mode == "loop":
-            return super().predict_batch(batch)
-        forward, losses_of = self._model(mode), self._losses_of(mode, self._k_shot(batch))
-        outputs = []
-        for first in range(0, len(batch), chunk):
-            part = batch.tasks(first, min(first + chunk, len(batch)))
-            start = {name: p.detach().expand(len(part), *p.shape).requires_grad_()
-                     for name, p in self.model.named_parameters()}
-            adapted, _ = self._inner_loop(start, forward, losses_of, part.support_x, part.support_y,
-                                          self.config.eval_inner_steps, create_graph=False)
-            with torch.no_grad():
-                outputs.append(forward(adapted, part.query_x))
-        return torch.cat(outputs)
-
-    def predict_curve(self, batch: Episode, steps: int) -> torch.Tensor:
-        """Every episode's query outputs before the first inner step and after each, from one adaptation, batched as
-        meta-training runs."""
-        mode, chunk = self._batching(len(batch), batch.query_x.device)
-        forward, losses_of = self._model(mode), self._losses_of(mode, self._k_shot(batch))
-        curves = []
+    def _task_parts(self, batch: Episode, mode: str, chunk: int, theta: Params) -> Iterator[tuple[Episode, Params]]:
+        """The batch in the passes ``mode`` runs it in, each with the parameters it starts from: ``theta`` itself for
+        one task of a loop, ``theta`` with a task dimension (expanded) for a chunk of tasks."""
         for first in range(0, len(batch), chunk):
             if mode == "loop":
-                part = batch.task(first)
-                start = {name: p.detach().requires_grad_() for name, p in self.model.named_parameters()}
+                yield batch.task(first), theta
             else:
                 part = batch.tasks(first, min(first + chunk, len(batch)))
-                start = {name: p.detach().expand(len(part), *p.shape).requires_grad_()
-                         for name, p in self.model.named_parameters()}
-            with torch.no_grad():
-                outputs = [forward(start, part.query_x)]
+                yield part, {name: p.expand(len(part), *p.shape) for name, p in theta.items()}
+
+    def _adapt(self, batch: Episode, steps: int, every_step: bool) -> torch.Tensor:
+        """Test-time adaptation of every episode, batched as meta-training runs: the query outputs after ``steps``
+        inner steps [T, ...], or with ``every_step`` before the first step and after each [steps + 1, T, ...]."""
+        mode, chunk = self._batching(len(batch), batch.query_x.device)
+        forward, losses_of = self._model(mode), self._losses_of(mode, self._k_shot(batch))
+        theta = {name: p.detach() for name, p in self.model.named_parameters()}
+        passes = []
+        for part, start in self._task_parts(batch, mode, chunk, theta):
+            start = {name: p.requires_grad_() for name, p in start.items()}
+            outputs: list[torch.Tensor] = []
 
             def record(step: int, params: Params, part: Episode = part, outputs: list = outputs) -> None:
                 with torch.no_grad():
                     outputs.append(forward(params, part.query_x))
 
-            self._inner_loop(start, forward, losses_of, part.support_x, part.support_y, steps, create_graph=False,
-                             after_step=record)
+            if every_step:
+                record(-1, start)
+            adapted, _ = self._inner_loop(start, forward, losses_of, part.support_x, part.support_y, steps,
+                                          create_graph=False, after_step=record if every_step else None)
+            if not every_step:
+                record(steps, adapted)
             curve = torch.stack(outputs)
-            curves.append(curve.unsqueeze(1) if mode == "loop" else curve)
-        return torch.cat(curves, dim=1)
+            passes.append(curve.unsqueeze(1) if mode == "loop" else curve)
+        curves = torch.cat(passes, dim=1)
+        return curves if every_step else curves[-1]
+
+    def predict_batch(self, batch: Episode) -> torch.Tensor:
+        """Every episode adapted at once (vmap or bmm, as meta-training runs), ``vmap_chunk`` episodes per pass."""
+        return self._adapt(batch, self.config.eval_inner_steps, every_step=False)
+
+    def predict_curve(self, batch: Episode, steps: int) -> torch.Tensor:
+        """Every episode's query outputs before the first inner step and after each, from one adaptation."""
+        return self._adapt(batch, steps, every_step=True)
 
     def meta_gradient(self, batch: Episode) -> StepResult:
         tasks = len(batch)
@@ -309,13 +309,8 @@ class FunctionalLearner(InnerLoopLearner):
         losses_of = self._losses_of(mode, self._k_shot(batch))
         weights = self.step_loss_weights()
         total, outputs, inner = 0.0, [], []
-        for start in range(0, tasks, chunk):
-            if mode != "loop":  # tasks [start, stop) at once: parameters gain a task dimension
-                part = batch.tasks(start, min(start + chunk, tasks))
-                size = len(part)
-                params = {name: p.expand(size, *p.shape) for name, p in theta.items()}
-            else:
-                part, size, params = batch.task(start), 1, theta
+        for part, params in self._task_parts(batch, mode, chunk, theta):
+            size = 1 if mode == "loop" else len(part)
             weighted, step_outputs = [], []
 
             def weigh_query_loss(step: int, fast: Params, part: Episode = part) -> None:

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from numpy.random import PCG64, Generator, SeedSequence
 
-from datasets.base import SPLITS, DataRequestError, Dataset, TaskSource, check_episode_shape, check_split
+from datasets.base import SPLITS, DataRequestError, Dataset, TaskSource, check_episode_shape, check_split, episode_rng
 from datasets.episode import Episode
 from datasets.registry import register_dataset
 
@@ -43,14 +42,12 @@ class SinusoidTasks(TaskSource):
 
     def batch(self, first: int, count: int) -> Episode:
         points = self.k_shot + self.q_query
-        # an episode's stream, as episode_rng draws it: amplitude, phase, then the points' x; numpy's uniform(low,
-        # high) is low + (high - low) * the stream's next double, so one draw of every double and one affine map
-        # per column give the very numbers of three uniform calls per episode, at a third of their cost (the
-        # generators are built from their SeedSequence directly: what default_rng does, without its coercions)
-        split = SPLITS.index(self.split)
+        # an episode's stream: amplitude, phase, then the points' x; numpy's uniform(low, high) is low + (high - low)
+        # * the stream's next double, so one draw of every double and one affine map per column give the very
+        # numbers of three uniform calls per episode, at a third of their cost
         unit = np.empty((count, points + 2))
         for i in range(count):
-            unit[i] = Generator(PCG64(SeedSequence([self.seed, split, first + i]))).random(points + 2)
+            unit[i] = episode_rng(self.seed, self.split, first + i).random(points + 2)
         o = self.o
         amplitude = o.amplitude[0] + (o.amplitude[1] - o.amplitude[0]) * unit[:, 0]
         phase = o.phase[0] + (o.phase[1] - o.phase[0]) * unit[:, 1]

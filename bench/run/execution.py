@@ -12,6 +12,7 @@ The guarantees it keeps, whatever the executor:
 """
 from __future__ import annotations
 
+import csv
 import math
 import time
 import traceback
@@ -149,13 +150,9 @@ def _write_scores(scores: list[float], score_name: str) -> Callable:
 
 def _write_rows(rows: list[tuple]) -> Callable:
     def write(path):
-        path.write_text(",".join(test_time.COLUMNS) + "\n" + "".join(",".join(map(_field, row)) + "\n"
-                                                                  for row in rows))
+        with path.open("w", newline="") as out:  # csv writes floats as repr: they read back exactly
+            csv.writer(out).writerows([test_time.COLUMNS, *rows])
     return write
-
-
-def _field(value: object) -> str:
-    return repr(value) if isinstance(value, float) else str(value)
 
 
 def skip_run(client, run_id: str, cell: Cell, why: str) -> Outcome:

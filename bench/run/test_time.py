@@ -50,7 +50,7 @@ def score_cell(cell: Cell, learner: MetaLearner, data: Dataset, device: torch.de
     metric = m.SCORES[score_name]
     lower = metric.direction == "lower"
     steps = cell.test_steps
-    by_condition: dict[tuple[int, int | None], list[float]] = {}
+    by_condition: dict[tuple[int, int | None], tuple[list[float], list[bool]]] = {}  # scores, diverged
     rows = []
     for i, k_shot in enumerate(cell.test_k_shots):
         source = data.sampler("test", cell.n_way, k_shot, cell.test_query, evaluation.episode_seed)
@@ -66,11 +66,10 @@ def score_cell(cell: Cell, learner: MetaLearner, data: Dataset, device: torch.de
             rows.extend((k_shot, ABSENT if step is None else step, episode, score, flag)
                         for episode, (score, flag) in enumerate(zip(scores, flags)))
             if step in steps:
-                by_condition[(k_shot, step)] = scores
+                by_condition[(k_shot, step)] = scores, flags
     results, primary = {}, (cell.test_k_shots[0], max(steps) if steps != (None,) else None)
     several = len(by_condition) > 1 or bool(evaluation.k_shot)
-    for (k_shot, step), scores in by_condition.items():
-        flags = diverged(scores, lower, evaluation.divergence_factor)
+    for (k_shot, step), (scores, flags) in by_condition.items():
         kept = [s for s, f in zip(scores, flags) if not (f and evaluation.exclude_diverged)]
         mean, half_width = confidence_interval95(kept)
         names = [(metric.name, mean), (m.ci95(score_name), half_width), (m.TEST_DIVERGED, float(sum(flags)))]
@@ -78,4 +77,4 @@ def score_cell(cell: Cell, learner: MetaLearner, data: Dataset, device: torch.de
             results.update({m.under(name, k_shot, step): value for name, value in names})
         if (k_shot, step) == primary:
             results.update(dict(names))
-    return ConditionScores(results, by_condition[primary], rows if several or steps != (None,) else [])
+    return ConditionScores(results, by_condition[primary][0], rows if several or steps != (None,) else [])

@@ -23,12 +23,11 @@ def batching_options(name: str, dataset: str) -> list[dict]:
             if not (mode == "bmm" and "plan" not in LEARNERS[name].Config.__dataclass_fields__)]
 
 
-@pytest.mark.parametrize("dataset", ["glyphs", "sinusoid"])
-@pytest.mark.parametrize("name", LEARNERS.names())
+@pytest.mark.parametrize("name, dataset", [(name, dataset) for dataset, problem in PROBLEMS.items()
+                                           for name in LEARNERS.names()
+                                           if problem.task().kind in LEARNERS[name].kinds])  # what each can learn
 def test_predict_batch_gives_every_episode_its_own_adapted_outputs(name, dataset):
     problem = PROBLEMS[dataset]
-    if problem.task().kind not in LEARNERS[name].kinds:
-        pytest.skip(f"{name} does not learn {problem.task().kind}")
     batch = problem.batch(dtype=torch.float64)
     for options in batching_options(name, dataset):
         learner = problem.learner(name, dtype=torch.float64, **options)
