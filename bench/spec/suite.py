@@ -144,7 +144,8 @@ class ReportOptions:
     reports/<suite>/ is written; published: learner label -> the published series its cells should reproduce
     (the report shows measured against published for each N and K the series has); published_tolerance: for a
     published value the paper gives no interval for, the relative widening of the across-seed interval that counts
-    as reproducing it (bench.spec.published.standing_without_interval)."""
+    as reproducing it (bench.spec.published.standing_without_interval); baselines: axis -> the value its ablation
+    effects are measured from (default: the first value the suite lists)."""
 
     reference: str = ""
     alpha: float = 0.05
@@ -152,6 +153,7 @@ class ReportOptions:
     output_dir: str = "reports"
     published: dict = field(default_factory=dict)  # learner label -> published series (bench/data/published.yaml)
     published_tolerance: float = 0.1  # a published value without an interval: relative widening (published.py)
+    baselines: dict = field(default_factory=dict)  # axis (n_way, k_shot, a grid option, test_k_shot, test_steps) -> value
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
@@ -402,6 +404,7 @@ def validate(suite: Suite, source: str, notes: list[str] | None = None, max_cell
                               f"{did_you_mean(option, all_options)}; their options: {', '.join(all_options)}")
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{source}: grid.options.{option}: expected a non-empty list of values")
+    _check_baselines(suite, source)
     check_grid_size(grid_size(suite), source, max_cells)  # before the data is loaded and the grid expanded
     from datasets import load_dataset  # noqa: PLC0415  (loading is the expensive part: only for a valid suite)
     try:
@@ -427,6 +430,20 @@ def validate(suite: Suite, source: str, notes: list[str] | None = None, max_cell
     if suite.search is not None:
         validate_search(suite, source)
     suite.cells  # every learner config of the grid builds (and the cells are kept)
+
+
+def _check_baselines(suite: Suite, source: str) -> None:
+    """report.baselines names swept axes and one of the values each lists (compared as the report shows them)."""
+    swept = {"n_way": suite.grid.n_way, "k_shot": suite.grid.k_shot, **suite.grid.options,
+             "test_k_shot": suite.evaluation.k_shot, "test_steps": suite.evaluation.steps_list or ()}
+    swept = {axis: [str(v) for v in values] for axis, values in swept.items() if len(values) > 1}
+    for axis, value in suite.report.baselines.items():
+        if axis not in swept:
+            raise ConfigError(f"{source}: report.baselines: {axis!r} is not an axis the suite sweeps (one with more "
+                              f"than one value); swept: {', '.join(swept) or 'none'}")
+        if str(value) not in swept[axis]:
+            raise ConfigError(f"{source}: report.baselines.{axis}: {value!r} is not one of its values "
+                              f"({', '.join(swept[axis])})")
 
 
 def validate_search(suite: Suite, source: str) -> None:

@@ -51,22 +51,33 @@ def test_a_swept_option_keeps_its_rows_pairs_and_figures_apart(write_suite, trac
             lr = "-" if label == "finetune" else row["inner_lr"]
             return np.mean([scores[(label, lr, seed)] for seed in (0, 1, 2)])
         assert abs(float(row["A - B"].removesuffix("pp")) - 100 * (mean(row["A"]) - mean(row["B"]))) < 0.006
+    # within each learner that has it, the effect of inner_lr: 0.4 against the first value listed, on the same seeds
+    ablations = pd.read_csv(folder / "ablations.csv", dtype=str)
+    assert list(ablations["learner"]) == ["fomaml/functional", "fomaml/deepcopy", "maml"]
+    assert set(zip(ablations["component"], ablations["levels"], ablations["seeds"])) == {("inner_lr", "0.1 → 0.4", "3")}
+    for row in ablations.to_dict("records"):
+        change = np.mean([scores[(row["learner"], "0.4", s)] - scores[(row["learner"], "0.1", s)] for s in (0, 1, 2)])
+        assert abs(float(row["difference"].removesuffix("pp")) - 100 * change) < 0.006
     for name in ("score_by_learner", "test_accuracy_vs_inner_lr", "train_ms_median_vs_inner_lr",
                  "train_saved_bytes_peak_vs_inner_lr", "score_vs_time", "validation_curves"):
         png = folder / f"{name}.png"
         assert png.stat().st_size > 5000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (folder / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 6
+    assert page.count("data:image/png;base64,") == 6 + 3  # and one ablation figure per learner with inner_lr
     assert not re.search(r"""(src|href)=['"]?(https?:)?//""", page)  # opens without external requests
     markdown = (folder / "report.md").read_text()
     assert "Holm-adjusted over every comparison" in markdown and "## Failed and skipped cells" in markdown
+    # one Holm family: between algorithms, between variants and the ablation effects, every printed p (Holm) counted
+    printed = sum((pd.read_csv(folder / f"{name}.csv", dtype=str)["p (Holm)"] != "-").sum()
+                  for name in ("comparisons", "variant_comparisons", "ablations"))
+    assert int(re.search(r"Holm family: (\d+) tests", markdown).group(1)) == printed == 6 + 2 + 3
     assert "| device | inner_lr |" in markdown  # the swept option is a column like the others
 
 
 def test_one_seed_gives_the_difference_and_no_verdict(write_suite, tracking_uri, tmp_path):
     folder = run_and_report(write_suite, tracking_uri, tmp_path, {"learners": ["maml", "finetune"]})
     (row,) = pd.read_csv(folder / "comparisons.csv", dtype=str, keep_default_na=False).to_dict("records")
-    assert row["verdict"] == "no verdict: one training run per learner (3 seeds needed)"
+    assert row["verdict"] == "no verdict: one training run per arm (3 seeds needed)"
     assert row["A - B"] != "-" and row["p (Holm)"] == "-"  # the difference is shown; no p-value enters the family
     results = pd.read_csv(folder / "results.csv")
     assert results["test accuracy (mean ± 95% CI across seeds)"].str.endswith("(1 seed: CI over episodes)").all()

@@ -41,6 +41,16 @@ def test_unknown_names_list_the_known_ones():
     bad({"grid": {**TINY["grid"], "options": {"head_step": [1]}}}, r"no learner of this suite has the option 'head_step'")
 
 
+def test_an_ablation_baseline_names_a_swept_axis_and_one_of_its_values():
+    grid = {**TINY["grid"], "k_shot": [1, 2], "options": {"inner_steps": [1, 3]}}
+    bad({"grid": grid, "report": {"baselines": {"inner_stepz": 3}}},
+        r"report.baselines: 'inner_stepz' is not an axis the suite sweeps .*swept: k_shot, inner_steps")
+    bad({"grid": grid, "report": {"baselines": {"n_way": 3}}}, r"report.baselines: 'n_way' is not an axis")
+    bad({"grid": grid, "report": {"baselines": {"inner_steps": 2}}},
+        r"report.baselines.inner_steps: 2 is not one of its values \(1, 3\)")
+    parse_suite({**TINY, "grid": grid, "report": {"baselines": {"inner_steps": 3, "k_shot": 2}}}, "s.yaml")
+
+
 def test_impossible_episodes_for_the_data_are_refused():
     bad({"grid": {**TINY["grid"], "n_way": [5000]}}, r"n_way=5000 is larger than the \d+ classes of split 'train'")
     bad({"evaluation": {"query": 30}}, r"k_shot \+ q_query = 1 \+ 30 = 31 is larger than the 20 examples")

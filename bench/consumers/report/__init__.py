@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from bench.store import tracking
-from bench.consumers.report import conditions, figures, render, tables
+from bench.consumers.report import ablations, conditions, figures, render, tables
 from bench.consumers.report.loading import Runs, load_runs, logged_suites
-from bench.consumers.report.statistics import METHOD, comparisons, representatives
+from bench.consumers.report.statistics import METHOD, comparisons, decide, representatives
 from bench.spec.suite import ReportOptions, Suite
 
 __all__ = ["build_report", "build_reports", "logged_suites"]
@@ -49,7 +51,18 @@ def _header(runs: Runs) -> list[render.Block]:
     return [render.Items(tuple(items)), render.Heading("Dataset"), render.Items(_dataset_lines(h["dataset"]))]
 
 
-def _comparison_blocks(runs: Runs, frames: dict, options: ReportOptions) -> list[render.Block]:
+def _with_p(tested: pd.DataFrame) -> int:
+    """How many of ``tested`` entered the Holm family (those with an adjusted p-value)."""
+    return int(tested["p_holm"].notna().sum()) if not tested.empty else 0
+
+
+def _family(counts: dict[str, int]) -> str:
+    parts = ", ".join(f"{n} {what}" for what, n in counts.items() if n)
+    return (f"Holm family: {sum(counts.values())} tests, every p-value of this report that can give a verdict"
+            + (f" ({parts})." if parts else "."))
+
+
+def _comparison_blocks(runs: Runs, frames: dict, options: ReportOptions, family: str) -> list[render.Block]:
     grouped = {}
     for label, stand_in in representatives(runs).items():
         grouped.setdefault(stand_in, []).append(label)
@@ -57,6 +70,7 @@ def _comparison_blocks(runs: Runs, frames: dict, options: ReportOptions) -> list
     note = ("Implementation variants of one algorithm are grouped: " + "; ".join(groups) + "." if groups and
             not options.reference else "")
     return [render.Heading("Comparisons"), render.Text(METHOD.format(min_seeds=options.min_seeds, alpha=options.alpha)),
+            render.Text(family),
             render.Heading("Between algorithms", 3), *([render.Text(note)] if note else []),
             render.Table(frames["comparisons"]),
             render.Heading("Between implementation variants of one algorithm", 3),
@@ -93,6 +107,28 @@ def _condition_blocks(frames: dict, diverged: int, evaluation, published: bool) 
     return blocks
 
 
+def _ablation_blocks(runs: Runs, effects: pd.DataFrame, table: pd.DataFrame, notes: list[str],
+                     folder: Path) -> list[render.Block]:
+    """Per learner with effects: its ablation table and forest figure."""
+    blocks = [render.Heading("Ablations"),
+              render.Text("Within each learner, every value of every swept axis against the axis's baseline (the "
+                          "first value the suite lists, or report.baselines), at every setting of the other axes; "
+                          "where options are crossed, each option's main effect and each two-way interaction. "
+                          + ablations.MODEL + " Costs beside each effect: the baseline's and the level's median time "
+                          "per meta-iteration and saved-for-backward bytes (means over their runs), and their "
+                          "ratio; interactions and test-time axes (one trained model) have none. Saved-for-backward bytes "
+                          "are counted in the warm-up meta-iterations, at the start of training: an option that "
+                          "changes with the epoch (first_order_epochs, the multi-step loss's annealing) shows its "
+                          "first epoch's.")]
+    if notes:
+        blocks.append(render.Items(tuple(notes)))
+    for label in dict.fromkeys(table["learner"]):
+        title, path = figures.ablation_forest(runs, label, effects, folder)
+        blocks += [render.Heading(label, 3), render.Table(table[table["learner"] == label].drop(columns="learner")),
+                   render.Image(title, path)]
+    return blocks
+
+
 def build_reports(suites: list[Suite], uri_flag: str | None) -> list[Path]:
     """One report per suite name among ``suites`` (the documents of one file share a name and a report), each from
     the store its suite names (``uri_flag``: the command line's, which wins)."""
@@ -112,18 +148,25 @@ def build_report(suite: str, uri: str, suites: list[Suite] | None = None) -> Pat
     folder = Path(options.output_dir)
     folder = (folder if folder.is_absolute() else tracking.PROJECT_ROOT / folder) / suite
     folder.mkdir(parents=True, exist_ok=True)
+    evaluation = suites[0].evaluation
+    tested = not runs.condition_scores.empty
+    under = conditions.as_axes(runs, evaluation) if tested else None
     compared = comparisons(runs, options)
+    compared_under = comparisons(under, options) if tested else pd.DataFrame()
+    factorial, notes = ablations.factorial_effects(runs, options)
+    effects = pd.concat([ablations.simple_effects(runs, options), factorial] + (
+        [ablations.simple_effects(under, options, test_view=True)] if tested else []), ignore_index=True)
+    decide([compared, compared_under, effects], options, runs.score)
+    family = _family({"between learners": _with_p(compared), "by test condition": _with_p(compared_under),
+                      "ablation effects": _with_p(effects)})
     frames = {"results": tables.results(runs), "runs": tables.per_run(runs),
               "comparisons": tables.verdicts(runs, compared, "algorithms"),
               "variant_comparisons": tables.verdicts(runs, compared, "variants of one algorithm"),
+              "ablations": tables.ablations(under if tested else runs, effects),
               "failed_and_skipped": tables.problems(runs), "other_definitions": tables.other_definitions(runs),
               "published": tables.against_published(runs, options)}
-    evaluation = suites[0].evaluation
-    tested = not runs.condition_scores.empty
     if tested:
         frames["test_conditions"] = conditions.table(runs, evaluation)
-        under = conditions.as_axes(runs, evaluation)
-        compared_under = comparisons(under, options)
         frames["comparisons_by_test_condition"] = tables.verdicts(under, compared_under, "algorithms")
         frames["published_test_conditions"] = conditions.against_published(runs, options, evaluation)
         frames["diverged_episodes"], diverged = conditions.diverged_episodes(runs, evaluation)
@@ -135,9 +178,11 @@ def build_report(suite: str, uri: str, suites: list[Suite] | None = None) -> Pat
         made.append(figures.adaptation_curves(runs, points, folder))
     blocks: list[render.Block] = [render.Heading(f"meta-bench report: {suite}", 1), *_header(runs),
                                   render.Heading("Results"), render.Table(frames["results"]),
-                                  *_comparison_blocks(runs, frames, options)]
+                                  *_comparison_blocks(runs, frames, options, family)]
     if tested:
         blocks += _condition_blocks(frames, diverged, evaluation, bool(options.published))
+    if not frames["ablations"].empty or notes:
+        blocks += _ablation_blocks(runs, effects, frames["ablations"], notes, folder)
     if options.published:
         blocks += [render.Heading("Against published results"),
                    render.Text("Measured (mean ± 95% CI across seeds) against the published number; the difference's "

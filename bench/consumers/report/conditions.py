@@ -80,8 +80,10 @@ def as_axes(runs: Runs, evaluation: EvaluationSpec) -> Runs:
     finished["eval_fingerprint"] = finished["eval_fingerprint"] + "|k" + finished["test_k_shot"]
     finished["definition"] = finished["definition"] + "|k" + finished["test_k_shot"] + "|s" + finished["test_steps"]
     episodes = c[["id", "episode", "score"]].rename(columns={"id": "run_id"})
+    levels = {**runs.levels, "test_k_shot": [str(k) for k in evaluation.k_shot] or list(dict.fromkeys(
+        finished["test_k_shot"])), "test_steps": [str(s) for s in evaluation.steps_list or ()]}
     return dataclasses.replace(runs, finished=finished, episodes=episodes,
-                               axes=[*runs.axes, "test_k_shot", "test_steps"])
+                               axes=[*runs.axes, "test_k_shot", "test_steps"], levels=levels)
 
 
 def curves(runs: Runs, evaluation: EvaluationSpec) -> pd.DataFrame:

@@ -169,3 +169,33 @@ def all_figures(runs: Runs, folder: Path) -> list[Figure]:
     if not runs.curves.empty:
         made.append(validation_curves(runs, folder))
     return made
+
+
+VERDICT_COLOURS = {"helps": "tab:green", "stronger together": "tab:green", "hurts": "tab:red",
+                   "weaker together": "tab:red"}  # every other verdict (no evidence, no verdict): grey
+
+
+def ablation_forest(runs: Runs, label: str, effects: pd.DataFrame, folder: Path) -> Figure:
+    """One row per effect of ``label`` (simple effects, main effects, interactions): the effect in the score's unit
+    with its 95% interval across seeds and episodes, coloured by its Holm-adjusted verdict; zero marked."""
+    score = m.SCORES[runs.score]
+    scale, unit = (100.0, "pp") if runs.score == "accuracy" else (1.0, score.unit or "MSE")
+    rows = effects[effects["learner"] == label].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(8.5, 1.2 + 0.32 * len(rows)))
+    for i, row in rows.iterrows():
+        test = row["test"]
+        colour = VERDICT_COLOURS.get(row["verdict"], "grey")
+        error = None if pd.isna(test.half_width) else test.half_width * scale
+        ax.errorbar(test.mean * scale, i, xerr=error, fmt="o" if row["kind"] != "interaction" else "s",
+                    color=colour, capsize=3)
+    names = [f"{r['component']}: {r['levels']}" + (f" ({r['kind']})" if r["kind"] != "simple effect" else "")
+             + ("" if r["at"] == "-" else f" at {r['at']}") for _, r in rows.iterrows()]
+    ax.set_yticks(range(len(rows)), names, fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(0.0, color="black", linewidth=1)
+    better = "right" if score.direction == "higher" else "left"
+    ax.set_xlabel(f"effect on {score.label} ({unit}; {better} is better), 95% CI; green helps, red hurts, "
+                  f"grey: no evidence", fontsize=8)
+    ax.set_title(label, fontsize=9)
+    name = "ablation_" + "".join(c if c.isalnum() else "_" for c in label)
+    return f"Ablation effects of {label} (95% intervals; verdicts Holm-adjusted)", _save(fig, folder, name)

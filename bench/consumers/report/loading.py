@@ -39,6 +39,9 @@ class Runs:
     # every test condition's per-episode scores, whole adaptation curves (runs whose suite names test conditions):
     # run_id, test_k_shot, test_steps, episode, score, diverged
     condition_scores: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # axis -> its values in the suite's order (the first listed is an ablation's baseline unless report.baselines
+    # names another)
+    levels: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def conditions(self) -> list[str]:
@@ -153,12 +156,13 @@ def load_runs(client: MlflowClient, suites: list[Suite]) -> Runs:
     episodes = pd.concat(episodes, ignore_index=True) if episodes else pd.DataFrame(columns=["episode", "score",
                                                                                             "run_id"])
     learners = list(dict.fromkeys(spec.display for s in suites for spec in s.learners))
+    levels = {axis: list(dict.fromkeys(v[axis] for v in by_cell.values() if v[axis] != ABSENT)) for axis in axes}
     return Runs(finished, problems.reset_index(drop=True), frame[~current].reset_index(drop=True), episodes,
                 pd.DataFrame(curves, columns=["run_id", "iteration", "val_score"]), axes, learners,
                 {c.config_hash: c.resolved() for c in cells},
                 _header(client, experiment, name, finished, settings_between_learners(cells)), score,
                 pd.concat(conditions, ignore_index=True) if conditions else pd.DataFrame(columns=[
-                    "run_id", *COLUMNS]))
+                    "run_id", *COLUMNS]), levels)
 
 
 def _commit(commit: str) -> str:

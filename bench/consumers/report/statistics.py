@@ -129,7 +129,7 @@ def _pairs(runs: Runs, options: ReportOptions) -> list[tuple[str, str, str]]:
     return pairs
 
 
-def _differences(runs: Runs, a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
+def differences(runs: Runs, a: pd.DataFrame, b: pd.DataFrame) -> np.ndarray:
     """Seeds x episodes table of A - B over the seeds both ran, matched by episode id."""
     rows = []
     for seed in sorted(set(a["seed"]) & set(b["seed"]), key=int):
@@ -158,9 +158,10 @@ def _unpaired(label_a: str, part_a: pd.DataFrame, label_b: str, part_b: pd.DataF
 
 
 def comparisons(runs: Runs, options: ReportOptions) -> pd.DataFrame:
-    """Every pair of learners under every pair of compatible conditions. Runs pair only with runs of their own
-    evaluation fingerprint (identical test episodes, scored by the same code); where the fingerprints differ the
-    comparison is listed as not made rather than left out."""
+    """Every pair of learners under every pair of compatible conditions, tested (``decide`` adjusts and judges them
+    with the report's other tests). Runs pair only with runs of their own evaluation fingerprint (identical test
+    episodes, scored by the same code); where the fingerprints differ the comparison is listed as not made rather
+    than left out."""
     rows = []
     for label_a, label_b, kind in _pairs(runs, options):
         for part_a in _groups(runs, label_a):
@@ -169,31 +170,40 @@ def comparisons(runs: Runs, options: ReportOptions) -> pd.DataFrame:
                 if not _compatible(key_a, key_b):
                     continue
                 condition = {axis: x if x != ABSENT else y for axis, x, y in zip(runs.conditions, key_a, key_b)}
-                row = {"A": label_a, "B": label_b, **condition, "kind": kind}
+                row = {"A": label_a, "B": label_b, **condition, "kind": kind, "better": f"{label_a} better",
+                       "worse": f"{label_b} better"}
                 if part_a["eval_fingerprint"].iloc[0] != part_b["eval_fingerprint"].iloc[0]:
                     rows.append({**row, "test": NOT_PAIRED, "unpaired": _unpaired(label_a, part_a, label_b, part_b)})
                     continue
-                table = _differences(runs, part_a, part_b)
+                table = differences(runs, part_a, part_b)
                 if table.size == 0:
                     continue
                 rows.append({**row, "test": crossed_test(table), "unpaired": ""})
-    out = pd.DataFrame(rows)
-    if out.empty:
-        return out
-    eligible = [t.p if t.seeds >= options.min_seeds else math.nan for t in out["test"]]
-    out["p_holm"] = holm(eligible)
-    out["verdict"] = [why or _verdict(t, p, runs.score, options, a, b) for t, p, a, b, why in
-                      zip(out["test"], out["p_holm"], out["A"], out["B"], out["unpaired"])]
-    return out
+    return pd.DataFrame(rows)
 
 
-def _verdict(test: Test, adjusted: float, score: str, options: ReportOptions, a: str, b: str) -> str:
+def decide(tested: list[pd.DataFrame], options: ReportOptions, score: str) -> int:
+    """Holm-adjust every test of the report as one family and give each its verdict, in place: each frame has the
+    columns ``test`` (a Test), ``unpaired`` (why it was not made, or ""), ``better`` and ``worse`` (the verdict's
+    words when the difference is positive or negative in the score's good direction). Returns the family's size:
+    the tests with a p-value that enter it (enough seeds, a made comparison)."""
+    frames = [frame for frame in tested if not frame.empty]
+    eligible = [t.p if t.seeds >= options.min_seeds else math.nan for frame in frames for t in frame["test"]]
+    adjusted = iter(holm(eligible))
+    for frame in frames:
+        frame["p_holm"] = [next(adjusted) for _ in range(len(frame))]
+        frame["verdict"] = [why or _verdict(t, p, score, options, better, worse) for t, p, better, worse, why in
+                            zip(frame["test"], frame["p_holm"], frame["better"], frame["worse"], frame["unpaired"])]
+    return sum(not math.isnan(p) for p in eligible)
+
+
+def _verdict(test: Test, adjusted: float, score: str, options: ReportOptions, better: str, worse: str) -> str:
+    """``better``: the words for a significant positive difference where higher scores are better (accuracy)."""
     if test.seeds < options.min_seeds:
         runs = "one training run" if test.seeds == 1 else f"{test.seeds} training runs"
-        return f"no verdict: {runs} per learner ({options.min_seeds} seeds needed)"
+        return f"no verdict: {runs} per arm ({options.min_seeds} seeds needed)"
     if not math.isfinite(test.mean) or math.isnan(adjusted):  # a diverged episode (inf, NaN) tests nothing
         return "no verdict: non-finite episode scores (diverged episodes, listed in the report)"
     if adjusted < options.alpha:
-        a_better = (test.mean > 0) == (score == "accuracy")
-        return f"{a if a_better else b} better"
+        return better if (test.mean > 0) == (score == "accuracy") else worse
     return "no evidence of a difference"

@@ -54,27 +54,48 @@ def per_run(runs: Runs) -> pd.DataFrame:
     return _ordered(runs, table, runs.axes)
 
 
+def _signed(score: str, value: float) -> str:
+    """A difference of scores in the score's unit (percentage points for accuracy)."""
+    if math.isnan(value):
+        return "-"
+    return f"{value * 100:+.2f}pp" if score == "accuracy" else f"{value:+.4f}"
+
+
+def _p(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.4f}" if value >= 1e-3 else f"{value:.2e}"
+
+
+def _tested(score: str, values: dict) -> dict:
+    """The columns every tested difference shows: seeds, episodes, the difference with its interval, p, verdict."""
+    test = values["test"]
+    return {"seeds": test.seeds, "episodes": test.episodes, "difference": _signed(score, test.mean),
+            "95% CI": "-" if math.isnan(test.half_width) else
+            f"[{_signed(score, test.mean - test.half_width)}, {_signed(score, test.mean + test.half_width)}]",
+            "p": _p(test.p), "p (Holm)": _p(values["p_holm"]),
+            "verdict": values["verdict"]}
+
+
 def verdicts(runs: Runs, compared: pd.DataFrame, kind: str) -> pd.DataFrame:
     if compared.empty:
         return pd.DataFrame()
-    part = compared[compared["kind"] == kind]
-    unit = "pp" if runs.score == "accuracy" else ""
-    scale = 100.0 if runs.score == "accuracy" else 1.0
-
-    def number(value: float) -> str:
-        return "-" if math.isnan(value) else f"{value * scale:+.2f}{unit}"
-
     rows = []
-    for values in part.to_dict("records"):
-        test = values["test"]
-        rows.append({"A": values["A"], "B": values["B"], **{a: values[a] for a in runs.conditions},
-                     "seeds": test.seeds, "episodes": test.episodes, "A - B": number(test.mean),
-                     "95% CI": "-" if math.isnan(test.half_width) else
-                     f"[{number(test.mean - test.half_width)}, {number(test.mean + test.half_width)}]",
-                     "p": "-" if math.isnan(test.p) else f"{test.p:.4f}",
-                     "p (Holm)": "-" if math.isnan(values["p_holm"]) else f"{values['p_holm']:.4f}",
-                     "verdict": values["verdict"]})
-    return pd.DataFrame(rows)
+    for values in compared[compared["kind"] == kind].to_dict("records"):
+        tested = _tested(runs.score, values)
+        tested["A - B"] = tested.pop("difference")
+        rows.append({"A": values["A"], "B": values["B"], **{a: values[a] for a in runs.conditions}, **tested})
+    return pd.DataFrame(rows)[["A", "B", *runs.conditions, "seeds", "episodes", "A - B", "95% CI", "p", "p (Holm)",
+                               "verdict"]] if rows else pd.DataFrame()
+
+
+def ablations(runs: Runs, effects: pd.DataFrame) -> pd.DataFrame:
+    """One row per effect: learner, kind, component, levels (baseline → level), where it was measured, the effect
+    in the score's unit with its 95% interval, p raw and Holm-adjusted, the verdict, and the costs beside it."""
+    if effects.empty:
+        return pd.DataFrame()
+    rows = [{"learner": v["learner"], "effect": v["kind"], "component": v["component"], "levels": v["levels"],
+             "at": v["at"], **_tested(runs.score, v), "time / meta-iteration": v["time / meta-iteration"],
+             "saved for backward": v["saved for backward"]} for v in effects.to_dict("records")]
+    return _ordered(runs, pd.DataFrame(rows), [])
 
 
 def problems(runs: Runs) -> pd.DataFrame:
