@@ -11,6 +11,7 @@ measurement module's job.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
@@ -19,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from algorithms.backbones import Classifier
+from bench.core.plugins import PluginError
 from bench.core.registry import Registry
 from datasets.episode import Episode
 
@@ -138,7 +140,19 @@ class MetaLearner(ABC):
         raise NotImplementedError(f"{type(self).__name__} does not adapt in steps: it has no adaptation curve")
 
 
-LEARNERS: Registry[type[MetaLearner]] = Registry("learner")
+def _adopt(name: str, loaded: object) -> tuple[type[MetaLearner], dict[str, str]]:
+    """A plugin learner: a MetaLearner subclass with a Config dataclass. Its algorithm: the one it was registered
+    under where its own module registered it too, else its ``algorithm`` attribute, else its name."""
+    if not (isinstance(loaded, type) and issubclass(loaded, MetaLearner)):
+        raise PluginError(f"learner {name!r} names {loaded!r}, which is not a subclass of algorithms.base.MetaLearner")
+    if not dataclasses.is_dataclass(getattr(loaded, "Config", None)):
+        raise PluginError(f"learner {name!r}: {loaded.__name__}.Config must be a dataclass of its options")
+    registered = LEARNERS.registered_as(loaded)
+    algorithm = LEARNERS.fact(registered[0], "algorithm") if registered else getattr(loaded, "algorithm", name)
+    return loaded, {"algorithm": str(algorithm)}
+
+
+LEARNERS: Registry[type[MetaLearner]] = Registry("learner", group="meta_bench.learners", adopt=_adopt)
 
 # options that change how a learner computes, never what (the same meta-gradient, tested): two learners of one
 # algorithm that differ only in these, or in their registered implementation, are implementation variants

@@ -159,12 +159,20 @@ def cmd_list(args) -> int:
     import dataclasses
 
     from algorithms import LEARNERS
+    from bench.core.registry import UnknownNameError
 
-    for name, cls in LEARNERS.items():
+    names = args.names or LEARNERS.names()
+    try:
+        learners = [(name, LEARNERS[name]) for name in names]
+    except UnknownNameError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for name, cls in learners:
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         defaults = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Config) if f.init)
         fixed = ", ".join(f"{key}={value!r}" for key, value in getattr(cls.Config, "FIXED", {}).items())
-        print(f"{name}\n    {doc}\n    defaults: {defaults}" + (f"\n    fixed: {fixed}" if fixed else ""))
+        print(f"{name}\n    {doc}\n    defaults: {defaults}" + (f"\n    fixed: {fixed}" if fixed else "")
+              + f"\n    origin: {LEARNERS.origin(name)}")
     return 0
 
 
@@ -287,7 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     tune.add_argument("--no-progress", action="store_true")
     tune.add_argument("--worker-shares", help=argparse.SUPPRESS)  # a worker: JSON label -> its trials at most
     tune.set_defaults(func=cmd_tune)
-    commands.add_parser("list", help="every registered learner with its doc and defaults").set_defaults(func=cmd_list)
+    listing = commands.add_parser("list", help="every learner (built in and installed plugins) with its doc, defaults "
+                                               "and origin")
+    listing.add_argument("names", nargs="*", help="only these (also plugins by import path, package.module:Class)")
+    listing.set_defaults(func=cmd_list)
     verify = commands.add_parser("verify", help="gradient agreement of variants; finite differences for 2nd order")
     verify.add_argument("--tolerance", type=float, default=1e-6)
     verify.set_defaults(func=cmd_verify)

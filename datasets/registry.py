@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from bench.core.config import from_mapping
+from bench.core.plugins import PluginError
 from bench.core.registry import Registry
 from datasets.base import Dataset
 
@@ -18,7 +19,14 @@ class DatasetEntry:
     version: int = 1  # of the code that makes its episodes: part of every evaluation fingerprint and resume key
 
 
-DATASETS: Registry[DatasetEntry] = Registry("dataset")
+def _adopt(name: str, loaded: object) -> tuple[DatasetEntry, dict[str, str]]:
+    """A plugin dataset: a ``DatasetEntry`` (its options dataclass, loader, backbone and version)."""
+    if not isinstance(loaded, DatasetEntry):
+        raise PluginError(f"dataset {name!r} names {loaded!r}, which is not a datasets.registry.DatasetEntry")
+    return loaded, {}
+
+
+DATASETS: Registry[DatasetEntry] = Registry("dataset", group="meta_bench.datasets", adopt=_adopt)
 
 
 def register_dataset(name: str, options: type, backbone: str, conv_filters: int = 64, version: int = 1):

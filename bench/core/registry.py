@@ -1,8 +1,14 @@
-"""A registry is a dict and a decorator: one source of truth, duplicates refused, near names suggested."""
+"""A registry is a dict and a decorator: one source of truth, duplicates refused, near names suggested.
+
+A registry may also take entries from outside this repository (``bench.core.plugins``): names of the entry points
+of its group in installed distributions, and ``module:attribute`` import paths, each loaded when first named.
+"""
 from __future__ import annotations
 
 import difflib
 from typing import Callable, Generic, Iterator, TypeVar
+
+from bench.core import plugins
 
 T = TypeVar("T")
 
@@ -18,8 +24,13 @@ def did_you_mean(name: str, known: list[str]) -> str:
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, group: str | None = None,
+                 adopt: Callable[[str, object], tuple[T, dict[str, str]]] | None = None):
+        """``group``: the entry-point group plugins of this kind are found in; ``adopt(name, loaded)``: the entry a
+        loaded plugin object becomes and its facts (a wrong kind of object raises ``plugins.PluginError``)."""
         self.kind = kind
+        self.group = group
+        self.adopt = adopt
         self._entries: dict[str, T] = {}
         self._facts: dict[str, dict[str, str]] = {}
 
@@ -39,20 +50,57 @@ class Registry(Generic[T]):
         self[name]  # an unknown name is refused with suggestions
         return self._facts[name].get(key, default)
 
+    def registered_as(self, entry: T) -> list[str]:
+        """The names ``entry`` is registered under already (a plugin module may register its own classes)."""
+        return [name for name, known in self._entries.items() if known is entry]
+
+    def origin(self, name: str) -> str:
+        """Where an entry comes from: "built in", the plugin's entry point or import path, or the outside module
+        that registered it, with its source file."""
+        recorded = self.fact(name, "origin")
+        module = getattr(self._entries[name], "__module__", "")
+        if recorded is None and plugins.is_plugin_module(module):
+            return f"registered by module {module} ({plugins.where(module)})"
+        return recorded or "built in"
+
+    def _plugin(self, name: str) -> bool:
+        """Load ``name`` from outside the repository where it names a plugin; False where it names none."""
+        if self.adopt is None:
+            return False
+        try:
+            found = plugins.find(self.kind, self.group, name)
+            if found is None:
+                return False
+            entry, facts = self.adopt(name, found[0])
+        except plugins.PluginError as error:  # refused like any unknown name, with the cause
+            raise UnknownNameError(f"{error}{plugins.HOW.format(kind=self.kind)}") from None
+        self.register(name, origin=found[1], **facts)(entry)
+        return True
+
     def __getitem__(self, name: str) -> T:
-        if name not in self._entries:
+        if name not in self._entries and not self._plugin(name):
             raise UnknownNameError(f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; "
-                                   f"known: {', '.join(self.names())}")
+                                   f"known: {', '.join(self.names())}"
+                                   + (plugins.HOW.format(kind=self.kind) if self.adopt else ""))
         return self._entries[name]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        try:
+            self[name]
+        except UnknownNameError:
+            return False
+        return True
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        """Every registered name and every installed plugin's (loaded when first named)."""
+        return sorted(set(self._entries) | set(plugins.entry_point_names(self.group)))
+
+    def loaded(self) -> list[tuple[str, T]]:
+        """The entries registered so far (plugins not yet named are not loaded for this)."""
+        return sorted(self._entries.items())
 
     def items(self) -> list[tuple[str, T]]:
-        return [(name, self._entries[name]) for name in self.names()]
+        return [(name, self[name]) for name in self.names()]

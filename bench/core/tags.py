@@ -21,6 +21,7 @@ EVAL_FINGERPRINT = "eval_fingerprint"  # equal exactly when two runs were scored
 ENVIRONMENT = "environment"  # the executor's environment key: what timings depend on, known before running
 LEARNER = "learner"  # the registered name (``fomaml/functional``)
 ALGORITHM = "algorithm"  # the algorithm the registry records for that name (``fomaml``)
+ORIGIN = "learner_origin"  # where the learner comes from: "built in", or a plugin's entry point or import path
 LABEL = "label"  # how reports name the learner (also a trial's)
 DATASET = "dataset"
 TRAINING_HASH = "training_hash"  # the configuration less what only testing reads: runs that train the same model

@@ -23,7 +23,7 @@ from typing import Callable, Protocol
 import torch
 from tqdm import tqdm
 
-from algorithms.base import algorithm_of
+from algorithms.base import LEARNERS, algorithm_of
 from bench.core import interrupts
 from bench.core import tags as t
 from bench.store import claims, ownership, tracking
@@ -32,7 +32,6 @@ from bench.spec.suite import Cell
 from bench.store.tracking import FAILED, FINISHED, KILLED
 from bench.run import test_time
 from bench.run.training import CellResult, Trained
-from datasets import DATASETS
 
 CLAIM_POLL_S = 1.0  # how often a cell held by another invocation is looked at again
 DEFAULT_MAX_WAIT_S = 12 * 3600.0  # a cell held by a live invocation longer than this is left to a later run
@@ -123,7 +122,7 @@ class Executor(Protocol):
 
 
 def cell_code(cell: Cell) -> str:
-    return code_identity(cell.learner, DATASETS[cell.dataset.name].version)
+    return code_identity(cell.learner, cell.dataset.name)
 
 
 def evaluation_fingerprint(cell: Cell) -> str:
@@ -137,8 +136,8 @@ def cell_tags(cell: Cell, parent: str, environment: str) -> dict[str, str]:
     return {t.ROLE: t.ROLE_CELL, t.CONFIG_HASH: cell.config_hash, t.TRAINING_HASH: cell.training_hash,
             t.CODE_IDENTITY: cell_code(cell),
             t.EVAL_FINGERPRINT: evaluation_fingerprint(cell), t.ENVIRONMENT: environment, t.LEARNER: cell.learner,
-            t.ALGORITHM: algorithm_of(cell.learner), t.LABEL: cell.label, t.DATASET: cell.dataset.name,
-            t.GIT_COMMIT: tracking.git_commit(), t.PARENT: parent,
+            t.ALGORITHM: algorithm_of(cell.learner), t.ORIGIN: LEARNERS.origin(cell.learner), t.LABEL: cell.label,
+            t.DATASET: cell.dataset.name, t.GIT_COMMIT: tracking.git_commit(), t.PARENT: parent,
             **{t.axis(name): value for name, value in cell.axes.items()}}
 
 
@@ -297,7 +296,7 @@ class CellLoop:
                 if self._reusable(cell, environment) is not None:
                     continue  # another invocation finished it since we looked: the next pass reuses it
             generation = max(holder.latest.generation, self.floor.get(cell.config_hash, -1)) + 1
-            check_unchanged(files_of(cell.learner))  # never start a run under an identity the disk no longer has
+            check_unchanged(files_of(cell.learner, cell.dataset.name))  # never start a run under an identity the disk no longer has
             tags = cell_tags(cell, run.parent, environment)
             if trained is not None:
                 tags[t.TRAINED_BY] = trained.run_id
@@ -372,7 +371,7 @@ class CellLoop:
                                                   f"code ({done.code}, this driver {expected}): deploy one commit")
         if done.result is None:
             return fail_run(client, run_id, cell, done.error, done.trace, done.environment)
-        check_unchanged(files_of(cell.learner))
+        check_unchanged(files_of(cell.learner, cell.dataset.name))
         if not claims.still_holds(client, self.run.suite, cell.config_hash, attempt.generation, run_id):
             return Outcome(cell, t.OUTCOME_FAILED, run_id=run_id,
                            detail="another invocation took this cell over (this one was judged gone): its result is "

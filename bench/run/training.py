@@ -21,7 +21,7 @@ from bench.run.test_time import score_cell
 from bench.spec.suite import Cell
 from bench.store.provenance import code_identity
 from algorithms import MetaLearner
-from datasets import DATASETS, TaskSource, load_dataset
+from datasets import TaskSource, load_dataset
 
 Curve = Callable[[int, dict[str, float]], None]  # (meta-iteration, values by metric name)
 
@@ -121,7 +121,7 @@ def _run_cell(cell: Cell, on_train: Curve | None, on_validation: Curve | None, p
     train_source = data.sampler("train", cell.n_way, cell.k_shot, cell.train_query, cell.seed)
     val_source = data.sampler("val", cell.n_way, cell.k_shot, cell.test_query, evaluation.episode_seed)
     batch_size = training.meta_batch_size
-    decision = autotune.decide(learner, cell.learner, code_identity(cell.learner, DATASETS[cell.dataset.name].version),
+    decision = autotune.decide(learner, cell.learner, code_identity(cell.learner, cell.dataset.name),
                                train_source.batch(0, batch_size).to(device, dtype), device)
     if trained is not None:
         learner.load_state_dict(trained.state)

@@ -23,6 +23,7 @@ from typing import Iterable
 
 import torch
 
+from bench.core import plugins
 from bench.core.paths import PROJECT_ROOT
 
 RESULT_PACKAGES = ("algorithms", "datasets", "bench")
@@ -44,18 +45,27 @@ def source_files(root: Path = PROJECT_ROOT) -> list[Path]:
 
 
 def learner_modules() -> dict[str, set[str]]:
-    """Registered learner -> the source files (relative) of the classes it is built from."""
+    """Registered learner (those loaded so far) -> the source files of the classes it is built from: relative
+    paths in ``algorithms``, and the files of a plugin's package (``plugins.SOURCES`` keys)."""
     from algorithms import LEARNERS  # noqa: PLC0415  (the registry imports this package's siblings)
 
     out = {}
-    for name, cls in LEARNERS.items():
+    for name, cls in LEARNERS.loaded():
         modules = {klass.__module__ for klass in cls.__mro__}
         # and the algorithms modules those import from (the functional learner's execution plan)
         modules |= {getattr(value, "__module__", None) or "" for module in list(modules)
                     for value in vars(sys.modules[module]).values() if not inspect.ismodule(value)}
         out[name] = {Path(sys.modules[module].__file__).resolve().relative_to(PROJECT_ROOT).as_posix()
                      for module in modules if module.startswith("algorithms.")}
+        out[name] |= {key for module in modules if plugins.is_plugin_module(module)
+                      for key in plugins.PACKAGES[module.split(".")[0]]}
     return out
+
+
+def loaded_sources() -> dict[str, bytes]:
+    """Every result-affecting source this process runs: the repository's, read at start-up, and each plugin's,
+    read when it was imported."""
+    return {**LOADED, **plugins.SOURCES}
 
 
 def source_hash(files: Iterable[Path], root: Path = PROJECT_ROOT, contents: dict[str, bytes] | None = None) -> str:
@@ -82,30 +92,46 @@ LOADED_AT = time.time()  # when: in effect, when this process started
 def check_unchanged(files: Iterable[Path]) -> None:
     """Raise ``CodeChangedError`` naming every file of ``files`` whose content on disk is no longer what this
     process loaded: results computed now could be of either version, so none may be logged."""
-    changed = []
+    changed, loaded = [], loaded_sources()
     for relative in files:
-        path = PROJECT_ROOT / relative
-        if not path.exists() or path.read_bytes() != LOADED[relative.as_posix()]:
-            changed.append(relative.as_posix())
+        path = plugins.PATHS.get(relative.as_posix(), PROJECT_ROOT / relative)
+        if not path.exists() or path.read_bytes() != loaded[relative.as_posix()]:
+            changed.append(path.as_posix() if relative.as_posix() in plugins.PATHS else relative.as_posix())
     if changed:
         raise CodeChangedError(f"{', '.join(changed)} changed on disk after this process loaded it: results now "
                                f"could be of either version, so none are logged. Rerun the command to run the "
                                f"code as it is now")
 
 
+def _dataset_files(dataset: str | None) -> set[str]:
+    """A plugin dataset's package files (a built-in dataset's module is among the repository's sources)."""
+    if dataset is None:
+        return set()
+    from datasets import DATASETS  # noqa: PLC0415  (the datasets package imports bench's core)
+
+    module = DATASETS[dataset].load.__module__
+    return set(plugins.PACKAGES[module.split(".")[0]]) if plugins.is_plugin_module(module) else set()
+
+
 @functools.lru_cache(maxsize=None)
-def files_of(learner: str) -> tuple[Path, ...]:
-    """The source files that can change ``learner``'s results: all but the other learners' own modules (as loaded
-    by this process)."""
+def files_of(learner: str, dataset: str | None = None) -> tuple[Path, ...]:
+    """The source files that can change ``learner``'s results on ``dataset``: the repository's, less the other
+    learners' own modules (as loaded by this process), and the plugin packages the learner and the dataset come
+    from (no other plugin: what else a process happens to have loaded changes no identity)."""
     modules = learner_modules()
-    others = set().union(*modules.values()) - modules[learner]
-    return tuple(Path(f) for f in LOADED if f not in others)
+    own = modules[learner] | _dataset_files(dataset)
+    others = set().union(*modules.values()) - own
+    return tuple(Path(f) for f in loaded_sources() if f not in others and (f in LOADED or f in own))
 
 
 @functools.lru_cache(maxsize=None)
-def code_identity(learner: str, dataset_version: int) -> str:
-    """The identity of the code that runs ``learner``'s cells: what resuming matches on, besides the config."""
-    return f"{source_hash(files_of(learner), contents=LOADED)}-torch{torch.__version__}-data{dataset_version}"
+def code_identity(learner: str, dataset: str) -> str:
+    """The identity of the code that runs ``learner``'s cells on ``dataset``: what resuming matches on, besides the
+    config."""
+    from datasets import DATASETS  # noqa: PLC0415
+
+    return (f"{source_hash(files_of(learner, dataset), contents=loaded_sources())}-torch{torch.__version__}"
+            f"-data{DATASETS[dataset].version}")
 
 
 def evaluation_files(dataset: str) -> list[Path]:
@@ -113,20 +139,22 @@ def evaluation_files(dataset: str) -> list[Path]:
     evaluation path and the score functions."""
     from datasets import DATASETS  # noqa: PLC0415  (the datasets package imports bench's core)
 
-    module = Path(inspect.getsourcefile(DATASETS[dataset].load)).resolve().relative_to(PROJECT_ROOT).as_posix()
+    plugin = sorted(_dataset_files(dataset))
+    module = plugin or [Path(inspect.getsourcefile(DATASETS[dataset].load)).resolve().relative_to(PROJECT_ROOT)
+                        .as_posix()]
     shared = ("datasets/__init__.py", "datasets/base.py", "datasets/episode.py", "datasets/cache.py",
               "datasets/registry.py", "bench/run/evaluation.py", "bench/run/test_time.py",
               "algorithms/base.py")
     missing = [f for f in shared if f not in LOADED]
     if missing:  # a moved file must not drop out of the identity unnoticed
         raise FileNotFoundError(f"evaluation code not among the loaded sources: {', '.join(missing)}")
-    return [Path(f) for f in dict.fromkeys((module, *shared))]
+    return [Path(f) for f in dict.fromkeys((*module, *shared))]
 
 
 @functools.lru_cache(maxsize=None)
 def evaluation_identity(dataset: str) -> str:
     """Part of the evaluation fingerprint: runs whose episodes or scores came from other code are never paired."""
-    return source_hash(evaluation_files(dataset), contents=LOADED)
+    return source_hash(evaluation_files(dataset), contents=loaded_sources())
 
 
 @functools.lru_cache(maxsize=None)

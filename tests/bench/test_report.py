@@ -106,7 +106,7 @@ def test_results_of_mixed_code_are_flagged(write_suite, tracking_uri, tmp_path, 
                             {"learners": ["maml"], "grid": {**TINY["grid"], "seeds": [0, 1]}}, "--reuse-other-code")
     assert "WARNING: runs made by more than one code version (--reuse-other-code) for: maml" in \
         (folder / "report.md").read_text()
-    assert set(pd.read_csv(folder / "runs.csv")["code identity"]) == {"edited", real("maml", 3)}
+    assert set(pd.read_csv(folder / "runs.csv")["code identity"]) == {"edited", real("maml", "glyphs")}
 
 
 def test_report_lists_failed_and_skipped_cells_and_leaves_out_ablations_not_run(write_suite, tracking_uri,

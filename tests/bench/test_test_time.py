@@ -103,6 +103,14 @@ def test_the_report_shows_every_test_condition_the_curves_and_the_published_rows
     assert rows["rule"].str.contains("widened on each side by 10%").all()
     text = (folder / "report.md").read_text()
     assert "## Test conditions" in text and "0 diverged episode(s)" in text
+    # the test-time axes are ablations too: more steps against the first listed at each test K (the same episodes),
+    # a larger test K against the first at each step count (other episodes: per-seed means)
+    effects = pd.read_csv(folder / "ablations.csv", dtype=str)
+    for learner in ("maml", "pretrained"):
+        mine = effects[effects["learner"] == learner]
+        assert sorted(zip(mine["component"], mine["levels"], mine["at"], mine["episodes"])) == sorted(
+            [("test_steps", f"1 → {s}", f"test_k_shot={k}", "7") for s in (2, 4) for k in (2, 6)]
+            + [("test_k_shot", "2 → 6", f"test_steps={s}", "1") for s in (1, 2, 4)])
 
 
 def test_a_test_condition_added_later_tests_the_finished_runs_without_training_them(tmp_path, monkeypatch):

@@ -45,6 +45,8 @@ def _header(runs: Runs) -> list[render.Block]:
         items.append("WARNING: the runs were timed in more than one execution environment; times and memory are "
                      "comparable only within one (scores are not affected). Environment by learner: "
                      + "; ".join(h["environments"]))
+    if h["plugins"]:
+        items.append("learners from outside this repository: " + "; ".join(h["plugins"]))
     if h["settings between learners"]:
         items.append("settings that differ between learners (each learner's own, as in a tuned suite: compared with "
                      "it): " + "; ".join(h["settings between learners"]))
@@ -119,7 +121,8 @@ def _ablation_blocks(runs: Runs, effects: pd.DataFrame, table: pd.DataFrame, not
                           "ratio; interactions and test-time axes (one trained model) have none. Saved-for-backward bytes "
                           "are counted in the warm-up meta-iterations, at the start of training: an option that "
                           "changes with the epoch (first_order_epochs, the multi-step loss's annealing) shows its "
-                          "first epoch's.")]
+                          "first epoch's. Intervals are each test's own; verdicts follow the Holm-adjusted p-values, so an "
+                          "interval that excludes 0 may still be \"no evidence\" once the family is accounted for.")]
     if notes:
         blocks.append(render.Items(tuple(notes)))
     for label in dict.fromkeys(table["learner"]):

@@ -24,13 +24,13 @@ EPISODE_AXES = ("n_way", "k_shot", "test_k_shot")  # their levels are scored on 
 TEST_AXES = ("test_k_shot", "test_steps")  # what as_axes adds: one trained model scored under other conditions
 NOT_ABLATED = ("device", "seed")  # where a cell ran and its replicate: no component of a learner
 
-MODEL = ("Each effect is a contrast of cell means computed separately for every training seed and test episode: a "
-         "simple effect is a value's score minus the baseline's at one setting of every other axis; a main effect is "
-         "that difference averaged with equal weight over every combination of the other crossed options, and a "
-         "two-way interaction is the change in one option's effect when the other option moves from its baseline "
-         "(averaged over the rest). The seeds x episodes table of each contrast is tested like a comparison between "
-         "learners, so seeds are the unit of replication; effects along N and K (and test K), whose levels are "
-         "scored on other episodes, are tested on per-seed mean differences.")
+MODEL = ("Every effect is a contrast of cell means computed separately for each training seed and test episode: a "
+         "simple effect is a value's score minus the baseline's with every other axis fixed, a main effect is that "
+         "difference averaged with equal weight over every combination of the other crossed options, and a two-way "
+         "interaction is how much one option's effect changes when the other moves from its baseline (averaged over "
+         "the rest). Each contrast's seeds x episodes table is then tested like a comparison between learners, so "
+         "seeds are the unit of replication (effects of N and K, whose levels are scored on other test episodes, are "
+         "tested on per-seed mean differences).")
 
 WORDS = {"simple effect": ("helps", "hurts"), "main effect": ("helps", "hurts"),
          "interaction": ("stronger together", "weaker together")}

@@ -181,7 +181,7 @@ def ablation_forest(runs: Runs, label: str, effects: pd.DataFrame, folder: Path)
     score = m.SCORES[runs.score]
     scale, unit = (100.0, "pp") if runs.score == "accuracy" else (1.0, score.unit or "MSE")
     rows = effects[effects["learner"] == label].reset_index(drop=True)
-    fig, ax = plt.subplots(figsize=(8.5, 1.2 + 0.32 * len(rows)))
+    fig, ax = plt.subplots(figsize=(10.5, 1.2 + 0.32 * len(rows)))
     for i, row in rows.iterrows():
         test = row["test"]
         colour = VERDICT_COLOURS.get(row["verdict"], "grey")
@@ -194,8 +194,7 @@ def ablation_forest(runs: Runs, label: str, effects: pd.DataFrame, folder: Path)
     ax.invert_yaxis()
     ax.axvline(0.0, color="black", linewidth=1)
     better = "right" if score.direction == "higher" else "left"
-    ax.set_xlabel(f"effect on {score.label} ({unit}; {better} is better), 95% CI; green helps, red hurts, "
-                  f"grey: no evidence", fontsize=8)
-    ax.set_title(label, fontsize=9)
+    ax.set_xlabel(f"effect on {score.label} ({unit}; {better} is better), with its 95% CI", fontsize=8)
+    ax.set_title(f"{label}: green helps, red hurts, grey no evidence; squares: interactions", fontsize=8)
     name = "ablation_" + "".join(c if c.isalnum() else "_" for c in label)
     return f"Ablation effects of {label} (95% intervals; verdicts Holm-adjusted)", _save(fig, folder, name)

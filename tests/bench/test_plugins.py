@@ -1,0 +1,152 @@
+"""Learners from a researcher's own package: named by import path (the package on PYTHONPATH) or by an entry point of
+a distribution that pip installs, run in a suite, listed with their origin, and rerun when edited."""
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from bench.core.config import ConfigError
+from bench.spec.suite import parse_suite
+from tests.suites import TINY, cell_runs
+
+PLUGIN = textwrap.dedent('''
+    """A nearest-centroid learner: class means of the backbone's features, logits their negative distances over a
+    temperature (ProtoNet with a temperature option): what a researcher's own package might hold."""
+    from dataclasses import dataclass
+
+    import torch
+    from torch.nn import functional as F
+
+    from algorithms.base import MetaLearner, StepResult
+
+
+    @dataclass(frozen=True)
+    class CentroidConfig:
+        temperature: float = 1.0
+
+
+    class Centroid(MetaLearner):
+        """Nearest centroid with a temperature (a plugin)."""
+
+        Config = CentroidConfig
+        kinds = ("classification",)
+        algorithm = "centroid"
+
+        def meta_parameters(self):
+            return list(self.model.features.parameters())
+
+        def _logits(self, support_x, support_y, query_x):
+            support, query = self.model.features(support_x), self.model.features(query_x)
+            one_hot = F.one_hot(support_y, self.task.n_way).to(support.dtype)
+            centroids = one_hot.T @ support / one_hot.sum(dim=0).unsqueeze(1)
+            return -(query.unsqueeze(1) - centroids.unsqueeze(0)).pow(2).sum(dim=-1) / self.config.temperature
+
+        def meta_gradient(self, batch):
+            losses = [F.cross_entropy(self._logits(batch.support_x[b], batch.support_y[b], batch.query_x[b]),
+                                      batch.query_y[b]) for b in range(len(batch))]
+            loss = torch.stack(losses).mean()
+            loss.backward()
+            return StepResult(loss.detach())
+
+        def predict(self, episode):
+            with torch.no_grad():
+                return self._logits(episode.support_x, episode.support_y, episode.query_x)
+''')
+
+
+def write_plugin(folder, distribution=False):
+    package = folder / "mb_plugin_demo"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "learners.py").write_text(PLUGIN)
+    if distribution:
+        (folder / "pyproject.toml").write_text(textwrap.dedent('''
+            [build-system]
+            requires = ["setuptools>=64"]
+            build-backend = "setuptools.build_meta"
+            [project]
+            name = "mb-plugin-demo"
+            version = "0.1"
+            [project.entry-points."meta_bench.learners"]
+            centroid = "mb_plugin_demo.learners:Centroid"
+            [tool.setuptools]
+            packages = ["mb_plugin_demo"]
+        '''))
+    return package / "learners.py"
+
+
+def bench(args, path, cwd):
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(path), os.getcwd()])}
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd, env=environment, capture_output=True,
+                          text=True, timeout=300)
+
+
+def suite(tmp_path, learner, tracking_uri):
+    raw = {**TINY, "learners": [{"name": learner, "label": "centroid"}, "protonet"],
+           "tracking": {"uri": tracking_uri}, "report": {"output_dir": str(tmp_path / "reports")}}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def outcomes(uri):
+    return sorted((r.data.tags["label"], r.data.tags["outcome"]) for r in cell_runs(uri))
+
+
+def test_a_learner_by_import_path_runs_is_reported_with_its_origin_and_reruns_when_edited(tmp_path, tracking_uri):
+    source = write_plugin(tmp_path / "src")
+    path = suite(tmp_path, "mb_plugin_demo.learners:Centroid", tracking_uri)
+    done = bench(["run", str(path), "--no-progress"], tmp_path / "src", os.getcwd())
+    assert done.returncode == 0, done.stderr
+    assert outcomes(tracking_uri) == [("centroid", "finished"), ("protonet", "finished")]
+    report = (tmp_path / "reports" / "tiny" / "report.md").read_text()
+    assert "learners from outside this repository: centroid: import path mb_plugin_demo.learners:Centroid (" \
+           f"{source.resolve()})" in report
+    assert "| centroid |" in report  # a row of its own in the results
+    listed = bench(["list", "mb_plugin_demo.learners:Centroid"], tmp_path / "src", os.getcwd())
+    assert "Nearest centroid with a temperature" in listed.stdout and "origin: import path" in listed.stdout
+    # the plugin's source is part of its cells' code identity: an edit of its code (not of its options, which the
+    # configuration hash holds) reruns them, and only them
+    source.write_text(source.read_text().replace("/ self.config.temperature", "/ (2 * self.config.temperature)"))
+    again = bench(["run", str(path), "--no-progress"], tmp_path / "src", os.getcwd())
+    assert again.returncode == 0, again.stderr
+    assert outcomes(tracking_uri) == [("centroid", "finished"), ("centroid", "finished"), ("protonet", "finished")]
+    assert re.search(r"protonet .* reused", again.stdout), again.stdout  # the built-in learner's cell is reused
+
+
+def test_an_installed_entry_point_is_listed_and_runs_by_its_name(tmp_path, tracking_uri):
+    write_plugin(tmp_path / "dist", distribution=True)
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                                "--no-build-isolation", "--target", str(tmp_path / "site"), str(tmp_path / "dist")],
+                               capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr
+    listed = bench(["list"], tmp_path / "site", tmp_path)
+    assert "\ncentroid\n    Nearest centroid with a temperature" in listed.stdout
+    assert "origin: entry point of mb-plugin-demo 0.1: mb_plugin_demo.learners:Centroid" in listed.stdout
+    done = bench(["run", str(suite(tmp_path, "centroid", tracking_uri)), "--no-progress", "--no-report"],
+                 tmp_path / "site", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert outcomes(tracking_uri) == [("centroid", "finished"), ("protonet", "finished")]
+
+
+@pytest.mark.parametrize("name, message", [
+    ("no_such_package.learners:Mine", r"learners\[0\].name: learner 'no_such_package.learners:Mine': no module named "
+                                      r"'no_such_package' \(install its package, or put the folder"),
+    ("os.path:join", r"learners\[0\].name: learner 'os.path:join' names <function join.*which is not a subclass of "
+                     r"algorithms.base.MetaLearner"),
+    ("broken_plugin:Mine", r"learners\[0\].name: learner 'broken_plugin:Mine': importing broken_plugin failed: "
+                           r"ZeroDivisionError: division by zero"),
+    ("mb_plugin_demo.learners:Centroidd", r"module mb_plugin_demo.learners has no attribute 'Centroidd'"),
+    ("mb_plugin_demo.learners:", r"learner 'mb_plugin_demo.learners:': not an import path; expected "
+                                 r"'package.module:Class'"),
+])
+def test_bad_plugin_input_names_the_key_and_the_cause(name, message, tmp_path, monkeypatch):
+    write_plugin(tmp_path)
+    (tmp_path / "broken_plugin.py").write_text("RATE = 1 / 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=message):
+        parse_suite({**TINY, "learners": [name]}, "s.yaml")
