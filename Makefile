@@ -4,7 +4,7 @@ SUITE ?= suites/quickstart.yaml
 
 .venv/installed: pyproject.toml
 	python3 -m venv .venv
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,distributed]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,distributed,ui]"
 	touch $@
 
 .PHONY: demo test bench ci-check

@@ -142,7 +142,7 @@ def _tuned(args, suite, options, uri) -> int:
     documents = best_suite_documents(suite.text, suite, options)
     write_best(path, documents)
     print(f"best configurations: {path} (run it with: python -m bench run {path})")
-    folder = paths.PROJECT_ROOT / suite.report.output_dir / (name + ".tuning")
+    folder = paths.WORK_ROOT / suite.report.output_dir / (name + ".tuning")
     print(f"tuning report: {build_tuning_report(studies, name, folder)}")
     if args.no_evaluate:
         return 0
@@ -189,6 +189,10 @@ def cmd_ci_check(args) -> int:
     from bench.consumers.verify import run_checks
 
     path = Path(args.baseline)
+    if not path.exists() and not args.update_baseline:  # said before minutes of checks, not after
+        where = "" if paths.CHECKOUT else (" (an installed copy carries no baseline: the repository's is "
+                                           "benchmarks/baselines/ci.json; pass it with --baseline)")
+        return refuse(f"no baseline at {path}{where}: create one with `python -m bench ci-check --update-baseline`")
     print("1/3 gradients (bench verify)")
     verified = run_checks(1e-6)
     print("2/3 pinned float64 scores and saved-for-backward bytes" + (", speed ratios" if args.perf else ""))
@@ -197,8 +201,6 @@ def cmd_ci_check(args) -> int:
         gate.write_baseline(path, figures)
         print(f"baseline written: {path} (review its diff)")
         return 0 if verified else EXIT_FAILURES
-    if not path.exists():
-        return refuse(f"no baseline at {path}: create it with `python -m bench ci-check --update-baseline`")
     baseline = json.loads(path.read_text())
     failures = gate.compare(baseline, figures)
     for name in gate.unpinned(baseline, figures):

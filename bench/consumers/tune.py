@@ -132,9 +132,21 @@ def open_study(suite: Suite, options: TuneOptions, label: str) -> optuna.Study:
     pruner = optuna.pruners.MedianPruner(n_startup_trials=search.pruner_startup_trials,
                                          n_warmup_steps=search.pruner_warmup_steps) \
         if search.pruner == "median" and not two else optuna.pruners.NopPruner()
-    return optuna.create_study(storage=storage_for(options.storage, options.heartbeat_interval),
-                               study_name=study_name(suite, options, label), sampler=sampler, pruner=pruner,
-                               directions=directions(suite), load_if_exists=True)
+    study = optuna.create_study(storage=storage_for(options.storage, options.heartbeat_interval),
+                                study_name=study_name(suite, options, label), sampler=sampler, pruner=pruner,
+                                directions=directions(suite), load_if_exists=True)
+    if study.metric_names is None:  # what optuna-dashboard's axes say, instead of "Objective 0"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(objective_names(suite))
+    return study
+
+
+def objective_names(suite: Suite) -> list[str]:
+    score = load_dataset(suite.dataset.name, suite.dataset.options).score_name
+    names = {"score": "validation " + m.SCORES[score].label.removeprefix("test "),
+             "ms_per_iteration": m.TRAIN_MS.label}
+    return [names.get(objective, objective) for objective in suite.search.objectives]
 
 
 def learner_space(suite: Suite, label: str) -> dict[str, ParamSpec]:

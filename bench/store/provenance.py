@@ -18,13 +18,14 @@ import inspect
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Iterable
 
 import torch
 
 from bench.core import plugins
-from bench.core.paths import PROJECT_ROOT
+from bench.core.paths import CHECKOUT, PROJECT_ROOT
 
 RESULT_PACKAGES = ("algorithms", "datasets", "bench")
 # modules that never touch a number a cell produces: editing them must not rerun anything
@@ -159,7 +160,13 @@ def evaluation_identity(dataset: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def git_commit() -> str:
-    """The commit the runs are shown with, ``-dirty`` when tracked files differ from it."""
+    """The commit the runs are shown with, ``-dirty`` when tracked files differ from it; for an installed copy (no
+    source checkout), the installed distribution's version."""
+    if not CHECKOUT:
+        try:
+            return f"installed meta-bench {metadata.version('meta-bench')}"
+        except metadata.PackageNotFoundError:
+            return "unknown (not a git checkout, no installed distribution)"
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                                 check=True).stdout.strip()

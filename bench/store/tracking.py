@@ -27,7 +27,7 @@ from bench.store import ownership
 from bench.core import interrupts
 from bench.core.config import ConfigError, flatten, shown
 from bench.core.hardware import cpu_model, device_description
-from bench.core.paths import PROJECT_ROOT
+from bench.core.paths import WORK_ROOT
 from bench.store.provenance import git_commit
 
 FINISHED, FAILED, KILLED, RUNNING = (RunStatus.to_string(s) for s in (RunStatus.FINISHED, RunStatus.FAILED,
@@ -60,11 +60,11 @@ def _check_sqlite_path(uri: str, path: Path) -> None:
 
 
 def anchored_sqlite(uri: str, create: bool = True) -> str:
-    """A relative SQLite path is taken from the project root, not wherever the command was started; a path that
+    """A relative SQLite path is taken from the work root (bench.core.paths), not wherever the command was started; a path that
     cannot be opened is refused (ConfigError); its folder is made unless ``create`` is False (a dry run). Other URIs
     pass unchanged. (MLflow stores and Optuna storages alike.)"""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        uri = f"sqlite:///{PROJECT_ROOT / uri[len('sqlite:///'):]}"
+        uri = f"sqlite:///{WORK_ROOT / uri[len('sqlite:///'):]}"
     if uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///"):])
         _check_sqlite_path(uri, path)
@@ -88,6 +88,11 @@ def client_for(uri: str) -> MlflowClient:
         return MlflowClient(tracking_uri=uri)
 
 
+# MLflow's experiment kind: a model-training experiment opens on its runs table in the MLflow UI (an experiment
+# without the tag may be shown as a GenAI one, on an empty traces overview)
+KIND, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
+
+
 @_uninterruptible
 def experiment_id(client: MlflowClient, name: str, create: bool = True) -> str | None:
     experiment = client.get_experiment_by_name(name)
@@ -101,7 +106,7 @@ def experiment_id(client: MlflowClient, name: str, create: bool = True) -> str |
         database = Path(client.tracking_uri[len("sqlite:///"):])
         location = (database.parent / "mlartifacts" / name).as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags={KIND: TRAINING_KIND})
     except MlflowException:  # another invocation created it in between
         experiment = client.get_experiment_by_name(name)
         if experiment is None:

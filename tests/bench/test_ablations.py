@@ -68,9 +68,11 @@ def three_factors(cell, episode):
 OPTIONS = {"multi_step_loss": [False, True], "inner_rates": ["fixed", "per_layer_step"], "first_order_epochs": [0, 2]}
 
 
-@pytest.fixture()
-def factorial_report(tracking_uri, tmp_path):
-    folder = constructed(tracking_uri, tmp_path, OPTIONS, three_factors)
+@pytest.fixture(scope="module")
+def factorial_report(tmp_path_factory):
+    """One constructed store and report for the tests that only read it."""
+    tmp_path = tmp_path_factory.mktemp("factorial")
+    folder = constructed(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path, OPTIONS, three_factors)
     return folder, pd.read_csv(folder / "ablations.csv", dtype=str, keep_default_na=False)
 
 

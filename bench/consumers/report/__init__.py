@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.core import paths
 from bench.store import tracking
 from bench.consumers.report import ablations, conditions, figures, render, tables
 from bench.consumers.report.loading import Runs, load_runs, logged_suites
@@ -149,7 +150,7 @@ def build_report(suite: str, uri: str, suites: list[Suite] | None = None) -> Pat
     options = suites[0].report
     runs = load_runs(client, suites)
     folder = Path(options.output_dir)
-    folder = (folder if folder.is_absolute() else tracking.PROJECT_ROOT / folder) / suite
+    folder = (folder if folder.is_absolute() else paths.WORK_ROOT / folder) / suite
     folder.mkdir(parents=True, exist_ok=True)
     evaluation = suites[0].evaluation
     tested = not runs.condition_scores.empty

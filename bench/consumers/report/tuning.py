@@ -37,16 +37,17 @@ def study_blocks(study: optuna.Study, label: str, folder: Path) -> list[render.B
     blocks.append(render.Table(pd.DataFrame([{"trial": t.number, "values": ", ".join(f"{v:.4g}" for v in t.values),
                                               **t.params} for t in best])))
     safe = study.study_name.replace("/", "_")
+    # the objectives by name (the study records them: bench.consumers.tune.objective_names), not "Objective Value"
+    names = study.metric_names or ["validation score", "ms / meta-iteration"][:len(study.directions)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if len(study.directions) > 1:
-            path = _save(plots.plot_pareto_front(study, target_names=["validation score", "ms / meta-iteration"]),
-                         folder / f"{safe}_pareto.png")
+            path = _save(plots.plot_pareto_front(study, target_names=names), folder / f"{safe}_pareto.png")
             blocks.append(render.Image("Pareto front", path))
-            target = {"target": lambda t: t.values[0], "target_name": "validation score"}
+            target = {"target": lambda t: t.values[0], "target_name": names[0]}
         else:
-            target = {}
-            path = _save(plots.plot_optimization_history(study), folder / f"{safe}_history.png")
+            target = {"target_name": names[0]}
+            path = _save(plots.plot_optimization_history(study, target_name=names[0]), folder / f"{safe}_history.png")
             blocks.append(render.Image("Optimisation history", path))
         if len(complete) >= 2 and study.best_trials[0].params:
             evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)

@@ -1,0 +1,57 @@
+"""The wheel works outside the source tree: built from a copy of the repository, installed into a folder of its own,
+it runs `meta-bench list` and a tiny suite from an empty directory, writing everything under that directory."""
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import yaml
+
+from tests.suites import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_wheel_runs_a_suite_from_an_empty_directory_and_writes_only_there(tmp_path):
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "results", "reports", "build", "dist",
+                                                                "__pycache__", "*.egg-info", ".benchmarks"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                            "--no-index", "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True,
+                           timeout=300)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "dist").glob("meta_bench-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "bench/spec/data/published.yaml" in names  # the run-time data files travel with the code
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    assert "meta-bench = bench.__main__:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+    site = tmp_path / "site"
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                                "--target", str(site), str(wheel)], capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr
+    work = tmp_path / "work"
+    work.mkdir()
+    environment = {k: v for k, v in os.environ.items() if k not in ("METABENCH_HOME", "METABENCH_CACHE")}
+    environment["PYTHONPATH"] = str(site)  # ahead of the checkout's editable install
+    command = str(site / "bin" / "meta-bench")
+
+    def meta_bench(*args):
+        return subprocess.run([command, *args], cwd=work, env=environment, capture_output=True, text=True,
+                              timeout=600)
+
+    where = subprocess.run([sys.executable, "-c", "import bench; print(bench.__file__)"], cwd=work, env=environment,
+                           capture_output=True, text=True, timeout=60)
+    assert where.stdout.startswith(str(site)), where  # the installed copy runs, not the checkout
+    listed = meta_bench("list")
+    assert listed.returncode == 0 and "\nmaml\n" in listed.stdout and "origin: built in" in listed.stdout
+    (work / "suite.yaml").write_text(yaml.safe_dump({**TINY, "learners": ["fomaml/functional"]}))
+    done = meta_bench("run", "suite.yaml", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    assert (work / "results" / "mlflow.db").is_file() and (work / "reports" / "tiny" / "report.md").is_file()
+    assert "git commit(s): installed meta-bench 0.1.0" in (work / "reports" / "tiny" / "report.md").read_text()
+    assert not [p for p in site.rglob("*") if p.name in ("results", "reports", "mlflow.db")]  # nothing into the package
+    gate = meta_bench("ci-check")
+    assert gate.returncode == 2 and "an installed copy carries no baseline" in gate.stderr
