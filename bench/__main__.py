@@ -14,6 +14,11 @@ EXIT_FAILURES, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 MAX_MESSAGE_CHARS = 2000
 
 
+def _progress(args) -> bool:
+    """Progress bars only on a terminal: redirected output (a log, CI) gets one line per cell instead."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
 def refuse(message: str) -> int:
     if len(message) > MAX_MESSAGE_CHARS:  # one readable paragraph, even when a message quotes something huge
         message = f"{message[:MAX_MESSAGE_CHARS]} ... ({len(message) - MAX_MESSAGE_CHARS} more characters)"
@@ -42,7 +47,7 @@ def cmd_run(args) -> int:
             print("\n".join([f"note: {note}" for note in dict.fromkeys(notes)] + sum(map(describe, suites), [])))
             return 0
         executor = executor_for(args.executor, args.address, args.max_parallel, args.cpus_per_cell,
-                                args.max_retries, suites, progress=not args.no_progress)
+                                args.max_retries, suites, progress=_progress(args))
     except ConfigError as error:  # refused before anything is written
         return refuse(str(error))
     outcomes = []
@@ -55,7 +60,7 @@ def cmd_run(args) -> int:
             for suite in suites:
                 uri = tracking.resolve_uri(suite.tracking.uri, args.tracking_uri)
                 outcomes += run_suite(suite, suite.text, uri, force=args.force, reuse_other_code=args.reuse_other_code,
-                                      progress=not args.no_progress, executor=executor, max_wait_s=args.max_wait)
+                                      progress=_progress(args), executor=executor, max_wait_s=args.max_wait)
         except KeyboardInterrupt:
             print("\ninterrupted: finished cells are in MLflow; rerun the same command to resume", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -149,7 +154,7 @@ def _tuned(args, suite, options, uri) -> int:
     best_suites = suites_from_text(path.read_text(encoding="utf-8"), str(path))
     outcomes = []
     for best_suite in best_suites:
-        outcomes += run_suite(best_suite, best_suite.text, uri, progress=not args.no_progress)
+        outcomes += run_suite(best_suite, best_suite.text, uri, progress=_progress(args))
     print(summary_table(outcomes))
     print(f"report: {build_report(best_suites[0].suite, uri, best_suites)}")
     return EXIT_FAILURES if any(o.outcome == tags.OUTCOME_FAILED for o in outcomes) else 0
@@ -174,6 +179,21 @@ def cmd_list(args) -> int:
         print(f"{name}\n    {doc}\n    defaults: {defaults}" + (f"\n    fixed: {fixed}" if fixed else "")
               + f"\n    origin: {LEARNERS.origin(name)}")
     return 0
+
+
+def cmd_check_learner(args) -> int:
+    from bench.consumers.contract import check_learner
+    from bench.core.registry import UnknownNameError
+
+    try:
+        problems = check_learner(args.name, args.tolerance)
+    except UnknownNameError as error:
+        return refuse(str(error))
+    for line in problems:
+        print(f"BROKEN {line}", file=sys.stderr)
+    print(f"{args.name} keeps the learner contract" if not problems else
+          f"{args.name}: {len(problems)} contract check(s) failed")
+    return EXIT_FAILURES if problems else 0
 
 
 def cmd_verify(args) -> int:
@@ -301,6 +321,11 @@ def main(argv: list[str] | None = None) -> int:
                                                "and origin")
     listing.add_argument("names", nargs="*", help="only these (also plugins by import path, package.module:Class)")
     listing.set_defaults(func=cmd_list)
+    contract = commands.add_parser("check-learner", help="the learner contract for one learner (a plugin's too): "
+                                                          "config, meta-gradient, predict, agreement with variants")
+    contract.add_argument("name", help="a registered name, an entry point's, or an import path package.module:Class")
+    contract.add_argument("--tolerance", type=float, default=1e-6)
+    contract.set_defaults(func=cmd_check_learner)
     verify = commands.add_parser("verify", help="gradient agreement of variants; finite differences for 2nd order")
     verify.add_argument("--tolerance", type=float, default=1e-6)
     verify.set_defaults(func=cmd_verify)

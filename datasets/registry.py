@@ -1,7 +1,7 @@
 """Datasets by name: a suite names one and its options (a typed dataclass per dataset)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from bench.core.config import from_mapping
@@ -17,6 +17,9 @@ class DatasetEntry:
     backbone: str  # "conv4" or "mlp"
     conv_filters: int = 64
     version: int = 1  # of the code that makes its episodes: part of every evaluation fingerprint and resume key
+    # learner options whose defaults suit this kind of task better than the learners' own (chosen for images): a
+    # suite's cells take them unless the suite sets the option (sinusoid: Finn et al.'s inner rate)
+    learner_defaults: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _adopt(name: str, loaded: object) -> tuple[DatasetEntry, dict[str, str]]:
@@ -29,9 +32,11 @@ def _adopt(name: str, loaded: object) -> tuple[DatasetEntry, dict[str, str]]:
 DATASETS: Registry[DatasetEntry] = Registry("dataset", group="meta_bench.datasets", adopt=_adopt)
 
 
-def register_dataset(name: str, options: type, backbone: str, conv_filters: int = 64, version: int = 1):
+def register_dataset(name: str, options: type, backbone: str, conv_filters: int = 64, version: int = 1,
+                     learner_defaults: Mapping[str, Any] | None = None):
     def add(load: Callable[[Any], Dataset]) -> Callable[[Any], Dataset]:
-        DATASETS.register(name)(DatasetEntry(options, load, backbone, conv_filters, version))
+        DATASETS.register(name)(DatasetEntry(options, load, backbone, conv_filters, version,
+                                             dict(learner_defaults or {})))
         return load
 
     return add

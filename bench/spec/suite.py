@@ -508,13 +508,15 @@ def expand(suite: Suite) -> list[Cell]:
     grid = suite.grid
     swept = dict(grid.options)
     names = list(swept)
+    dataset_defaults = DATASETS[suite.dataset.name].learner_defaults  # what suits the task better than the learner's
     for n, k, device, seed in itertools.product(grid.n_way, grid.k_shot, grid.devices, grid.seeds):
         for spec in suite.learners:
             cls = LEARNERS[spec.name]
             own = set(field_names(cls.Config))
             for values in itertools.product(*(swept[name] for name in names)):
                 overrides = {name: v for name, v in zip(names, values) if name in own}
-                config_map = {**spec.config, **overrides}
+                defaults = {name: v for name, v in dataset_defaults.items() if name in own}
+                config_map = {**defaults, **spec.config, **overrides}
                 steps = suite.evaluation.steps_list
                 if steps is not None and "eval_inner_steps" in own:  # the test-time count: the largest listed
                     config_map["eval_inner_steps"] = max(steps)

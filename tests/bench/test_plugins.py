@@ -93,6 +93,28 @@ def suite(tmp_path, learner, tracking_uri):
     return path
 
 
+def test_check_learner_holds_a_plugin_to_the_contract_and_to_its_algorithm(tmp_path):
+    """The centroid learner at temperature 1 is ProtoNet: registered as an implementation of it, it passes; at
+    temperature 2 its meta-gradient differs from ProtoNet's and the check says so; a learner that never calls
+    backward breaks the contract."""
+    source = write_plugin(tmp_path)
+    source.write_text(source.read_text().replace('algorithm = "centroid"', 'algorithm = "protonet"') + textwrap.dedent('''
+
+        class Lazy(Centroid):
+            """Forgets to compute its gradient."""
+            def meta_gradient(self, batch):
+                return StepResult(torch.zeros(()))
+    '''))
+    kept = bench(["check-learner", "mb_plugin_demo.learners:Centroid"], tmp_path, os.getcwd())
+    assert kept.returncode == 0 and "keeps the learner contract" in kept.stdout, kept.stderr
+    lazy = bench(["check-learner", "mb_plugin_demo.learners:Lazy"], tmp_path, os.getcwd())
+    assert lazy.returncode == 1 and "meta_gradient must fill finite, non-zero .grad" in lazy.stderr
+    source.write_text(source.read_text().replace("temperature: float = 1.0", "temperature: float = 2.0"))
+    differs = bench(["check-learner", "mb_plugin_demo.learners:Centroid"], tmp_path, os.getcwd())
+    assert differs.returncode == 1 and "mb_plugin_demo.learners:Centroid vs protonet (classification): " \
+        "meta-gradients differ" in differs.stderr
+
+
 def outcomes(uri):
     return sorted((r.data.tags["label"], r.data.tags["outcome"]) for r in cell_runs(uri))
 
@@ -118,7 +140,7 @@ def test_a_learner_by_import_path_runs_is_reported_with_its_origin_and_reruns_wh
     assert re.search(r"protonet .* reused", again.stdout), again.stdout  # the built-in learner's cell is reused
 
 
-def test_an_installed_entry_point_is_listed_and_runs_by_its_name(tmp_path, tracking_uri):
+def test_an_installed_entry_point_is_listed_and_named_by_a_suite(tmp_path, tracking_uri):
     write_plugin(tmp_path / "dist", distribution=True)
     installed = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
                                 "--no-build-isolation", "--target", str(tmp_path / "site"), str(tmp_path / "dist")],
@@ -127,10 +149,10 @@ def test_an_installed_entry_point_is_listed_and_runs_by_its_name(tmp_path, track
     listed = bench(["list"], tmp_path / "site", tmp_path)
     assert "\ncentroid\n    Nearest centroid with a temperature" in listed.stdout
     assert "origin: entry point of mb-plugin-demo 0.1: mb_plugin_demo.learners:Centroid" in listed.stdout
-    done = bench(["run", str(suite(tmp_path, "centroid", tracking_uri)), "--no-progress", "--no-report"],
-                 tmp_path / "site", tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert outcomes(tracking_uri) == [("centroid", "finished"), ("protonet", "finished")]
+    # a suite names it as it names a built-in learner (the import-path test above runs one for real)
+    planned = bench(["run", str(suite(tmp_path, "centroid", tracking_uri)), "--dry-run"], tmp_path / "site", tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    assert "centroid 3-way 1-shot cpu seed=0" in planned.stdout and "CentroidConfig(temperature=1.0)" in planned.stdout
 
 
 @pytest.mark.parametrize("name, message", [

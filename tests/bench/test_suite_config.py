@@ -51,6 +51,21 @@ def test_an_ablation_baseline_names_a_swept_axis_and_one_of_its_values():
     parse_suite({**TINY, "grid": grid, "report": {"baselines": {"inner_steps": 3, "k_shot": 2}}}, "s.yaml")
 
 
+def test_a_dataset_states_learner_defaults_that_the_suite_overrides():
+    """Sinusoid regression takes Finn et al.'s inner rate 0.01 unless the suite says otherwise; image datasets keep the
+    learners' own default (0.4)."""
+    sinusoid = {**TINY, "dataset": {"name": "sinusoid"}, "grid": {**TINY["grid"], "n_way": [1], "k_shot": [5]}}
+
+    def inner_lrs(raw):
+        return [getattr(c.learner_config, "inner_lr", None) for c in parse_suite(raw, "s.yaml").cells]
+
+    assert inner_lrs({**sinusoid, "learners": ["fomaml/functional", "maml"]}) == [0.01, 0.01]
+    assert inner_lrs({**sinusoid, "learners": [{"name": "maml", "config": {"inner_lr": 0.2}}]}) == [0.2]
+    assert inner_lrs({**sinusoid, "learners": ["maml"], "grid": {**sinusoid["grid"], "options": {
+        "inner_lr": [0.1, 0.3]}}}) == [0.1, 0.3]
+    assert inner_lrs({**TINY, "learners": ["maml"]}) == [0.4]
+
+
 def test_impossible_episodes_for_the_data_are_refused():
     bad({"grid": {**TINY["grid"], "n_way": [5000]}}, r"n_way=5000 is larger than the \d+ classes of split 'train'")
     bad({"evaluation": {"query": 30}}, r"k_shot \+ q_query = 1 \+ 30 = 31 is larger than the 20 examples")
