@@ -125,6 +125,8 @@ def test_the_holm_family_is_every_printed_p_value(factorial_report):
     assert stated == printed == len(table) == 12 + 3 + 3  # simple effects, main effects, interactions
     page = (folder / "report.md").read_text()
     assert "## Ablations" in page and "ablation_maml.png" in page and "unit of replication" in page
+    decided = table["verdict"].isin(["helps", "hurts", "stronger together", "weaker together"]).sum()
+    assert f"- ablations: {decided} of 18 effects have a verdict: maml: " in page  # the report's first lines
     assert (folder / "ablation_maml.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -8,7 +8,8 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from bench.__main__ import main
-from bench.consumers.report.statistics import crossed_test, holm
+from bench.consumers.report.statistics import crossed_test, decide, holm
+from bench.spec.suite import ReportOptions
 from tests.suites import TINY
 
 
@@ -71,6 +72,13 @@ def test_a_swept_option_keeps_its_rows_pairs_and_figures_apart(write_suite, trac
     printed = sum((pd.read_csv(folder / f"{name}.csv", dtype=str)["p (Holm)"] != "-").sum()
                   for name in ("comparisons", "variant_comparisons", "ablations"))
     assert int(re.search(r"Holm family: (\d+) tests", markdown).group(1)) == printed == 6 + 2 + 3
+    # the first lines say which learner scores best at each inner_lr, from the same scores MLflow holds
+    concluded = markdown.split("## Conclusions")[1].split("\n## ")[0]
+    for lr in ("0.1", "0.4"):
+        means = {label: np.mean([scores[(label, "-" if label == "finetune" else lr, s)] for s in (0, 1, 2)])
+                 for label in ("fomaml/functional", "maml", "finetune")}
+        best = max(means, key=means.get)
+        assert f"inner_lr={lr}: {best} scores best (test accuracy {100 * means[best]:.2f}%)" in concluded
     assert "| device | inner_lr |" in markdown  # the swept option is a column like the others
 
 
@@ -215,3 +223,13 @@ def test_the_test_episodes_are_a_sample_too():
     shared = np.tile(episodes, (3, 1))  # identical for every seed: no between-seed spread at all
     test = crossed_test(shared)
     assert test.p > 0.3 and test.half_width > 0.4
+
+
+def test_runs_that_score_the_same_everywhere_are_called_identical():
+    """float64 implementation variants train to the same scores: "identical", not a difference of +0.00 with p = 1."""
+    rows = [{"test": crossed_test(table), "unpaired": "", "better": "A better", "worse": "B better"}
+            for table in (np.zeros((3, 5)), np.full((3, 5), 1e-12))]
+    frame = pd.DataFrame(rows)
+    decide([frame], ReportOptions(), "accuracy")
+    assert list(frame["verdict"]) == ["identical (the same score on every seed and episode)",
+                                      "A better"]  # a difference, however small, that every seed and episode shows

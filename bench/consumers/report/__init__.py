@@ -12,7 +12,7 @@ import pandas as pd
 
 from bench.core import paths
 from bench.store import tracking
-from bench.consumers.report import ablations, conditions, figures, render, tables
+from bench.consumers.report import ablations, conclusions, conditions, figures, render, tables
 from bench.consumers.report.loading import Runs, load_runs, logged_suites
 from bench.consumers.report.statistics import METHOD, comparisons, decide, representatives
 from bench.spec.suite import ReportOptions, Suite
@@ -180,8 +180,10 @@ def build_report(suite: str, uri: str, suites: list[Suite] | None = None) -> Pat
     points = conditions.curves(runs, evaluation) if tested else None
     if points is not None and not points.empty:
         made.append(figures.adaptation_curves(runs, points, folder))
-    blocks: list[render.Block] = [render.Heading(f"meta-bench report: {suite}", 1), *_header(runs),
-                                  render.Heading("Results"), render.Table(frames["results"]),
+    concluded = conclusions.lines(runs, compared, compared_under, effects, frames["ablations"])
+    blocks: list[render.Block] = [render.Heading(f"meta-bench report: {suite}", 1),
+                                  *([render.Heading("Conclusions"), render.Items(concluded)] if concluded else []),
+                                  *_header(runs), render.Heading("Results"), render.Table(frames["results"]),
                                   *_comparison_blocks(runs, frames, options, family)]
     if tested:
         blocks += _condition_blocks(frames, diverged, evaluation, bool(options.published))

@@ -1,5 +1,6 @@
-"""The report's figures, one function each; only what the runs hold is drawn. Seeds are aggregated (mean, and
-±1.96 standard errors across seeds), every other axis that varies stays apart in the series' names."""
+"""The report's figures, one function each; only what the runs hold is drawn. Seeds are aggregated (mean, and the
+95% t interval across seeds: the tables' interval), every other axis that varies stays apart in the series' names.
+Scores are shown in the tables' unit (accuracy in %)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,15 +9,23 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from bench.core import metrics as m  # noqa: E402
 from bench.consumers.report.loading import Runs  # noqa: E402
+from bench.consumers.report.statistics import seed_interval  # noqa: E402
 from bench.spec.suite import ABSENT  # noqa: E402
 
 Figure = tuple[str, Path]  # title, PNG file
-ACROSS_SEEDS = ("se", 1.96)
+INTERVAL = "mean ± 95% t interval across seeds, as in the tables"
+
+
+def across_seeds(values) -> tuple[float, float]:
+    """The tables' interval (statistics.seed_interval) for seaborn's error bars and bands."""
+    mean, half = seed_interval(list(values))
+    return (mean, mean) if half != half else (mean - half, mean + half)  # one seed: no interval
 PANELS = ("n_way", "k_shot", "device")  # one panel per combination that the runs hold
 
 
@@ -55,6 +64,17 @@ def _series_palette(frame: pd.DataFrame) -> dict[str, tuple]:
     return {series: colours[learner] for series, learner in zip(frame["series"], frame["learner"])}
 
 
+def _score_label(runs: Runs) -> str:
+    """The score's axis label with its unit and direction."""
+    score = m.SCORES[runs.score]
+    return f"{score.label} (%, higher is better)" if runs.score == "accuracy" else f"{score.label} (lower is better)"
+
+
+def _shown(runs: Runs, values):
+    """Scores in the tables' unit: accuracy in %, MSE as it is."""
+    return values / m.SCORES[runs.score].scale
+
+
 def _legend_outside(ax) -> None:
     if ax.get_legend() is not None:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
@@ -63,21 +83,24 @@ def _legend_outside(ax) -> None:
 def score_by_learner(runs: Runs, folder: Path) -> Figure:
     score = m.SCORES[runs.score]
     f, panels = _with_series(runs)
+    f[score.name] = _shown(runs, f[score.name])
     fig, axes = plt.subplots(1, len(panels), figsize=(max(4.5, 1.1 * f["series"].nunique()) * len(panels), 4.5),
                              squeeze=False)
     for ax, panel in zip(axes[0], panels):
         part = f[f["panel"] == panel]
         sns.barplot(data=part, x="series", y=score.name, hue="series", palette=_series_palette(part),
-                    errorbar=ACROSS_SEEDS, capsize=0.2, ax=ax, legend=False)
+                    errorbar=across_seeds, capsize=0.2, ax=ax, legend=False)
         sns.stripplot(data=part, x="series", y=score.name, color="black", size=4, ax=ax)
         if runs.score == "accuracy":
-            ax.axhline(1.0 / int(part["n_way"].iloc[0]), color="grey", linestyle="--", linewidth=1)
+            n_way = int(part["n_way"].iloc[0])
+            ax.axhline(_shown(runs, 1.0 / n_way), color="grey", linestyle="--", linewidth=1,
+                       label=f"chance (1/{n_way})")
+            ax.legend(fontsize=8, loc="lower right")
         ax.set_title(panel, fontsize=9)
         ax.set_xlabel("")
-        ax.set_ylabel(f"{score.label} (dots: seeds)")
+        ax.set_ylabel(f"{_score_label(runs)} (dots: seeds)")
         ax.tick_params(axis="x", rotation=30, labelsize=8)
-    return "Test score by learner (bars: mean over seeds ± 1.96 SE; dots: one per seed)", _save(fig, folder,
-                                                                                                "score_by_learner")
+    return f"Test score by learner (bars: {INTERVAL}; dots: one per seed)", _save(fig, folder, "score_by_learner")
 
 
 def against_axis(runs: Runs, axis: str, metric: m.Metric, folder: Path) -> Figure:
@@ -89,11 +112,13 @@ def against_axis(runs: Runs, axis: str, metric: m.Metric, folder: Path) -> Figur
     for ax, panel in zip(axes[0], panels):
         part = f[f["panel"] == panel]
         sns.lineplot(data=part, x=axis, y="value", hue="series", style="series", palette=_series_palette(part),
-                     markers=True, errorbar=ACROSS_SEEDS, ax=ax)
+                     markers=True, errorbar=across_seeds, ax=ax)
         _legend_outside(ax)
         ax.set_title(panel, fontsize=9)
         ax.set_ylabel(f"{metric.label}" + (f" ({metric.unit})" if metric.unit and metric.unit not in metric.label
                                            else ""))
+        if (part[axis] == part[axis].round()).all():  # an integer axis (inner steps, K): no ticks at 1.25
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if metric.unit == "MB":
             ax.set_yscale("log")
     return f"{metric.label} against {axis}", _save(fig, folder, f"{metric.name}_vs_{axis}")
@@ -102,48 +127,51 @@ def against_axis(runs: Runs, axis: str, metric: m.Metric, folder: Path) -> Figur
 def score_vs_time(runs: Runs, folder: Path) -> Figure:
     score = m.SCORES[runs.score]
     f, _ = _with_series(runs)
+    f[score.name] = _shown(runs, f[score.name])
     fig, ax = plt.subplots(figsize=(7.5, 4))
     sns.scatterplot(data=f, x=m.TRAIN_SECONDS.name, y=score.name, hue="series", style="series",
                     palette=_series_palette(f), ax=ax)
     _legend_outside(ax)
     ax.set_xlabel(m.TRAIN_SECONDS.label)
-    ax.set_ylabel(score.label)
+    ax.set_ylabel(_score_label(runs))
     return "Score against training time (one point per run)", _save(fig, folder, "score_vs_time")
 
 
 def validation_curves(runs: Runs, folder: Path) -> Figure:
     f, panels = _with_series(runs)
     curves = runs.curves.merge(f[["run_id", "series", "panel", "learner"]], on="run_id")
+    curves["val_score"] = _shown(runs, curves["val_score"])
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         part = curves[curves["panel"] == panel]
         # style as well as colour: variants that train identically would otherwise hide one another
         sns.lineplot(data=part, x="iteration", y="val_score", hue="series", style="series",
-                     palette=_series_palette(part), markers=True, errorbar=ACROSS_SEEDS, ax=ax)
+                     palette=_series_palette(part), markers=True, errorbar=across_seeds, ax=ax)
         _legend_outside(ax)
         ax.set_title(panel, fontsize=9)
-        ax.set_ylabel("validation " + m.SCORES[runs.score].label.removeprefix("test "))
-    return "Validation curves (mean over seeds)", _save(fig, folder, "validation_curves")
+        ax.set_ylabel("validation " + _score_label(runs).removeprefix("test "))
+    return f"Validation curves ({INTERVAL})", _save(fig, folder, "validation_curves")
 
 
 def adaptation_curves(runs: Runs, points: pd.DataFrame, folder: Path) -> Figure:
     """Test score against test-time adaptation steps (Finn et al.'s figure of section 5.1): one panel per test K,
-    one line per series, the mean over seeds of each run's mean with ±1.96 SE across seeds."""
+    one line per series, the mean over seeds of each run's mean with the 95% t interval across seeds."""
     f, _ = _with_series(runs)
     points = points.merge(f[["run_id", "series"]], on="run_id")
+    points["score"] = _shown(runs, points["score"])
     ks = sorted(points["test_k_shot"].unique())
     fig, axes = plt.subplots(1, len(ks), figsize=(6 * len(ks), 4), squeeze=False)
     for ax, k_shot in zip(axes[0], ks):
         part = points[points["test_k_shot"] == k_shot]
         sns.lineplot(data=part, x="step", y="score", hue="series", style="series", palette=_series_palette(part),
-                     markers=True, errorbar=ACROSS_SEEDS, ax=ax)
+                     markers=True, errorbar=across_seeds, ax=ax)
         _legend_outside(ax)
         ax.set_title(f"test K = {k_shot}", fontsize=9)
         ax.set_xlabel("test-time adaptation steps")
-        ax.set_ylabel(m.SCORES[runs.score].label)
+        ax.set_ylabel(_score_label(runs))
         if runs.score == "mse":
             ax.set_yscale("log")
-    return "Adaptation curves: test score after each test-time step (mean over seeds ± 1.96 SE)", _save(
+    return f"Adaptation curves: test score after each test-time step ({INTERVAL})", _save(
         fig, folder, "adaptation_curves")
 
 

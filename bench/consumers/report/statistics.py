@@ -199,6 +199,8 @@ def decide(tested: list[pd.DataFrame], options: ReportOptions, score: str) -> in
 
 def _verdict(test: Test, adjusted: float, score: str, options: ReportOptions, better: str, worse: str) -> str:
     """``better``: the words for a significant positive difference where higher scores are better (accuracy)."""
+    if test.mean == 0 and test.half_width == 0:  # every difference exactly 0 (float64 variants train identically)
+        return "identical (the same score on every seed and episode)"
     if test.seeds < options.min_seeds:
         runs = "one training run" if test.seeds == 1 else f"{test.seeds} training runs"
         return f"no verdict: {runs} per arm ({options.min_seeds} seeds needed)"

@@ -1,0 +1,74 @@
+"""The report's first lines: what its tables conclude, in words, so that nobody has to read three tables to learn
+which learner wins. Nothing here is computed anew: the means are the runs' scores and the verdicts are the report's
+own (seed-level tests, Holm-adjusted over the one family)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from bench.consumers.report.loading import Runs
+from bench.core import metrics as m
+from bench.spec.suite import ABSENT
+
+DECIDED = ("helps", "hurts", "stronger together", "weaker together")
+SHOWN = 6  # effects with a verdict named in the conclusions; the rest are counted
+
+
+def _mean(runs: Runs, learner: str, condition: dict[str, str]) -> float:
+    f = runs.finished
+    mine = f[f["learner"] == learner]
+    for axis, value in condition.items():
+        mine = mine[(mine[axis] == value) | (mine[axis] == ABSENT)]
+    return float(mine[m.SCORES[runs.score].name].mean())
+
+
+def _between_learners(runs: Runs, compared: pd.DataFrame) -> list[str]:
+    if compared.empty:
+        return []
+    score = m.SCORES[runs.score]
+    varying = [a for a in runs.conditions if compared[a].nunique() > 1]
+    lines = []
+    for key, part in compared.groupby(runs.conditions, sort=False):
+        condition = dict(zip(runs.conditions, key))
+        learners = list(dict.fromkeys([*part["A"], *part["B"]]))
+        means = {learner: _mean(runs, learner, condition) for learner in learners}
+        best = (max if score.direction == "higher" else min)(means, key=means.get)
+        mine = part[(part["A"] == best) | (part["B"] == best)]
+        other = [b if a == best else a for a, b in zip(mine["A"], mine["B"])]
+        beaten = [o for o, verdict in zip(other, mine["verdict"]) if verdict == f"{best} better"]
+        open_ = [o for o, verdict in zip(other, mine["verdict"]) if not verdict.endswith(" better")]
+        where = ", ".join(f"{a}={condition[a]}" for a in varying)
+        line = (f"{where + ': ' if where else ''}{best} scores best ({score.label} "
+                f"{score.format(means[best])}{score.unit}); "
+                + (f"better than {', '.join(beaten)} (seed-level verdicts)" if beaten else "no verdict that it is "
+                   "better than any other"))
+        if beaten and open_:
+            line += f"; no verdict against {', '.join(open_)}"
+        lines.append(line)
+    return lines
+
+
+def _ablations(effects: pd.DataFrame, table: pd.DataFrame) -> list[str]:
+    if effects.empty:
+        return []
+    decided = table[table["verdict"].isin(DECIDED)]
+    found = [f"{r['learner']}: {r['component']} {r['levels']} {r['verdict']} ({r['difference']}, {r['effect']}"
+             + (f" at {r['at']})" if r["at"] != "-" else ")") for r in decided.to_dict("records")]
+    shown = found[:SHOWN] + ([f"{len(found) - SHOWN} more in the ablation tables"] if len(found) > SHOWN else [])
+    return [f"ablations: {len(decided)} of {len(table)} effects have a verdict"
+            + (": " + "; ".join(shown) if found else " (more seeds narrow the intervals)")]
+
+
+def _by_test_condition(compared_under: pd.DataFrame) -> list[str]:
+    """How the comparisons under the named test conditions came out, counted."""
+    if compared_under.empty:
+        return []
+    counts = compared_under["verdict"].map(lambda v: v if v.endswith(" better") else "no verdict").value_counts()
+    return ["by test condition (" + f"{len(compared_under)} comparisons): "
+            + ", ".join(f"{verdict} in {n}" for verdict, n in counts.items())]
+
+
+def lines(runs: Runs, compared: pd.DataFrame, compared_under: pd.DataFrame, effects: pd.DataFrame,
+          table: pd.DataFrame) -> tuple[str, ...]:
+    """One line per condition where learners are compared, one for the test conditions, one for the ablations."""
+    algorithms = compared[compared["kind"] == "algorithms"] if not compared.empty else compared
+    return tuple(_between_learners(runs, algorithms) + _by_test_condition(compared_under) + _ablations(effects, table))
