@@ -216,7 +216,7 @@ def cmd_ci_check(args) -> int:
     print("1/3 gradients (bench verify)")
     verified = run_checks(1e-6)
     print("2/3 pinned float64 scores and saved-for-backward bytes" + (", speed ratios" if args.perf else ""))
-    figures = gate.measure(args.perf)
+    figures = gate.measure(args.perf, echo=lambda line: print(line, flush=True))
     if args.update_baseline:
         gate.write_baseline(path, figures)
         print(f"baseline written: {path} (review its diff)")
@@ -227,7 +227,7 @@ def cmd_ci_check(args) -> int:
         print(f"note: {name} has no pinned figures yet (added since the baseline): pin them with --update-baseline")
     if gate.same_torch(baseline, figures):
         print("3/3 memory flat over 20 meta-iterations")
-        failures += gate.flatness_failures()
+        failures += gate.flatness_failures(echo=lambda line: print(line, flush=True))
     if not verified:
         failures.insert(0, "bench verify: implementation variants disagree (lines marked above)")
     for line in failures:

@@ -12,6 +12,7 @@ import gc
 import json
 import math
 import statistics
+import time
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -38,7 +39,11 @@ MEMORY = Problem("glyphs", 5, 1, query=3, tasks=2, filters=8, inner_steps=2, nam
 
 # -- deterministic figures -------------------------------------------------------------------------------------
 
-def pinned_scores() -> dict[str, float]:
+def _quiet(line: str) -> None:
+    """Where a caller wants no progress lines (tests, library use)."""
+
+
+def pinned_scores(echo: Callable[[str], None] = _quiet) -> dict[str, float]:
     """Test accuracy of every registered learner on a pinned tiny float64 suite (CPU, seed 0). Plain SGD, not Adam:
     Adam is blind to the scale of a gradient, and a wrong scale is a regression to catch."""
     from bench.spec.suite import parse_suite  # noqa: PLC0415
@@ -51,14 +56,22 @@ def pinned_scores() -> dict[str, float]:
                      "validation_episodes": 2, "warmup_iterations": 0, "dtype": "float64", "optimizer": "sgd",
                      "lr": 0.5},
         "evaluation": {"test_episodes": 20, "query": 3, "warmup_episodes": 0}}, "ci-gate")
-    results = {cell.learner: run_cell(cell).metrics for cell in suite.cells}
-    return {name: metrics[m.SCORES["accuracy"].name] for name, metrics in results.items()}
+    scores = {}
+    for cell in suite.cells:  # minutes in all: a line per learner, so the phase is never silent
+        started = time.perf_counter()
+        scores[cell.learner] = run_cell(cell).metrics[m.SCORES["accuracy"].name]
+        echo(f"    {cell.learner}: test accuracy {scores[cell.learner]:.6f} ({time.perf_counter() - started:.1f} s)")
+    return scores
 
 
-def saved_bytes() -> dict[str, int]:
+def saved_bytes(echo: Callable[[str], None] = _quiet) -> dict[str, int]:
     """Peak bytes saved for backward by one meta-iteration of every learner at the memory workload."""
     batch = MEMORY.batch()
-    return {name: saved_bytes_of(meta_iteration(MEMORY.learner(name), batch)) for name in LEARNERS.names()}
+    saved = {}
+    for name in LEARNERS.names():
+        saved[name] = saved_bytes_of(meta_iteration(MEMORY.learner(name), batch))
+        echo(f"    {name}: {saved[name]} bytes saved for backward")
+    return saved
 
 
 def _live_tensor_bytes() -> int:
@@ -113,8 +126,8 @@ def speed_ratios(workload: Problem = WORKLOADS[0]) -> dict[str, float]:
 
 # -- the gate --------------------------------------------------------------------------------------------------
 
-def measure(perf: bool) -> dict:
-    figures = {"torch": torch.__version__, "scores": pinned_scores(), "saved_bytes": saved_bytes()}
+def measure(perf: bool, echo: Callable[[str], None] = _quiet) -> dict:
+    figures = {"torch": torch.__version__, "scores": pinned_scores(echo), "saved_bytes": saved_bytes(echo)}
     if perf:
         figures["speed_ratio"] = speed_ratios()
     return figures
@@ -156,10 +169,11 @@ def compare(baseline: dict, measured: dict, perf_tolerance: float = PERF_TOLERAN
     return failures
 
 
-def flatness_failures(names: list[str] | None = None) -> list[str]:
+def flatness_failures(names: list[str] | None = None, echo: Callable[[str], None] = _quiet) -> list[str]:
     failures = []
     for name in names or LEARNERS.names():
         early, late = memory_growth(name)
+        echo(f"    {name}: live tensor bytes {early} after 2 meta-iterations, {late} after 20")
         if late > early:
             failures.append(f"{name}: live tensor memory grew from {early} to {late} bytes over 20 meta-iterations")
     return failures
