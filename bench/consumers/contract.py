@@ -42,11 +42,16 @@ def _config(name: str) -> list[str]:
     return problems
 
 
-def _meta_gradient(name: str, kind: str) -> list[str]:
+def _fresh(name: str, kind: str):
+    """A float64 learner on the kind's problem, its batch, and a copy of its weights before anything runs."""
     problem = PROBLEMS[kind]
     learner = problem.learner(name, torch.float64)
-    before = [p.detach().clone() for p in learner.model.parameters()]
-    result = learner.meta_gradient(problem.batch(dtype=torch.float64))
+    return learner, problem.batch(dtype=torch.float64), [p.detach().clone() for p in learner.model.parameters()]
+
+
+def _meta_gradient(name: str, kind: str) -> list[str]:
+    learner, batch, before = _fresh(name, kind)
+    result = learner.meta_gradient(batch)
     problems = []
     if result.loss.dim() != 0 or result.loss.requires_grad or not torch.isfinite(result.loss):
         problems.append(f"{name} ({kind}): meta_gradient must return a finite, detached scalar loss")
@@ -61,12 +66,11 @@ def _meta_gradient(name: str, kind: str) -> list[str]:
 
 
 def _predict(name: str, kind: str) -> list[str]:
-    problem = PROBLEMS[kind]
-    learner = problem.learner(name, torch.float64)
-    before = [p.detach().clone() for p in learner.model.parameters()]
-    episode = problem.batch(dtype=torch.float64).task(0)
+    learner, batch, before = _fresh(name, kind)
+    episode = batch.task(0)
     output = learner.predict(episode)
-    expected = (episode.query_y.shape[0], problem.n_way) if kind == "classification" else tuple(episode.query_y.shape)
+    expected = (episode.query_y.shape[0], PROBLEMS[kind].n_way) if kind == "classification" else \
+        tuple(episode.query_y.shape)
     problems = []
     if tuple(output.shape) != expected or output.requires_grad:
         problems.append(f"{name} ({kind}): predict must return detached outputs of shape {expected}, got "
