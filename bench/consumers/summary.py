@@ -13,6 +13,14 @@ if TYPE_CHECKING:
     from bench.run.runner import Outcome
 
 
+def _note(outcome: Outcome) -> str:
+    """What the row's numbers need beside them: why it did not finish, or how many test episodes diverged (scored
+    non-finite or absurd: bench.run.test_time.diverged), which the mean keeps unless the suite leaves them out."""
+    diverged = int(outcome.metrics.get(m.TEST_DIVERGED, 0) or 0)
+    flagged = f"DIVERGED: {diverged} test episode(s)" if diverged else ""
+    return "; ".join(part for part in (flagged, outcome.detail[:60]) if part)
+
+
 def summary_table(outcomes: list[Outcome]) -> str:
     axes, by_cell = cell_axes([o.cell for o in outcomes])
     rows = []
@@ -26,5 +34,5 @@ def summary_table(outcomes: list[Outcome]) -> str:
                      "saved MB": m.SAVED_MB.format(values.get(m.SAVED_MB.name)),
                      "cuda MB": m.CUDA_MB.format(values.get(m.CUDA_MB.name)),
                      "rss MB": m.RSS_MB.format(values.get(m.RSS_MB.name)),
-                     "note": o.detail[:60]})
+                     "note": _note(o)})
     return pd.DataFrame(rows).fillna("-").to_string(index=False) if rows else "(no cells)"

@@ -21,9 +21,10 @@ SEEDS = [0, 1, 2, 3]
 EPISODES = 60
 
 
-def constructed(tracking_uri, tmp_path, grid_options, score_of, grid=None, report=None):
+def constructed(tracking_uri, tmp_path, grid_options, score_of, grid=None, report=None, curve_of=None):
     """Log one finished cell run per cell of a one-learner suite sweeping ``grid_options``; episode e of a cell
-    scores ``score_of(cell, e)``. Returns the report's folder."""
+    scores ``score_of(cell, e)``; ``curve_of(cell)``: its validation curve, {iteration: score}. Returns the report's
+    folder."""
     raw = {**TINY, "learners": ["maml"], "grid": {**TINY["grid"], "seeds": SEEDS, "options": grid_options,
                                                    **(grid or {})},
            "evaluation": {"test_episodes": EPISODES, "query": 2},
@@ -45,6 +46,8 @@ def constructed(tracking_uri, tmp_path, grid_options, score_of, grid=None, repor
         path.parent.mkdir()
         pd.DataFrame({"episode": range(EPISODES), "accuracy": scores}).to_csv(path, index=False)
         client.log_artifact(run.info.run_id, str(path))
+        for iteration, value in (curve_of(cell) if curve_of else {}).items():
+            client.log_metric(run.info.run_id, m.VAL_SCORE, value, step=iteration)
         client.set_terminated(run.info.run_id)
     return build_report("tiny", tracking_uri, suites).parent
 
@@ -152,3 +155,16 @@ def test_an_effect_of_k_is_tested_on_per_seed_means(tracking_uri, tmp_path):
                           for s in SEEDS]) for k in (1, 2)}
     assert float(row["p"]) == pytest.approx(stats.ttest_rel(means[2], means[1]).pvalue, rel=1e-2)
     assert points(row["difference"]) == pytest.approx(100 * (means[2] - means[1]).mean(), abs=0.006)
+
+
+def test_the_conclusions_say_where_a_validation_curve_fell_or_still_rises(tracking_uri, tmp_path):
+    """Past its best at the budget, or undertrained: said in the report's first lines, from the curves MLflow holds."""
+    def curve(cell):
+        return {0: 0.5, 20: 0.6, 40: 0.55, 60: 0.5} if not cell.learner_config.multi_step_loss else \
+            {0: 0.4, 20: 0.5, 40: 0.6, 60: 0.7}
+    folder = constructed(tracking_uri, tmp_path, {"multi_step_loss": [False, True]}, three_factors, curve_of=curve)
+    concluded = (folder / "report.md").read_text().split("## Conclusions")[1].split("\n## ")[0]
+    assert ("maml (multi_step_loss=False): validation score fell from 60.00% (iteration 20) to 50.00% at the end "
+            "(iteration 60): past its best at this budget") in concluded
+    assert ("maml (multi_step_loss=True): validation score still rising at the end (60.00% to 70.00%): undertrained "
+            "at this budget") in concluded

@@ -146,7 +146,7 @@ def scores_of(uri, run):
     return {(r.test_k_shot, r.test_steps, r.episode): r.score for r in rows.itertuples()}
 
 
-def test_a_comparison_over_diverged_scores_gets_no_verdict(tmp_path, monkeypatch):
+def test_a_comparison_over_diverged_scores_gets_no_verdict(tmp_path, monkeypatch, capsys):
     real = test_time.evaluate_curve
 
     def one_explodes(*args, **kwargs):
@@ -163,6 +163,8 @@ def test_a_comparison_over_diverged_scores_gets_no_verdict(tmp_path, monkeypatch
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(raw))
     assert main(["run", str(path), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--no-progress"]) == 0
+    summary = capsys.readouterr().out
+    assert summary.count("DIVERGED: 1 test episode(s)") == 4  # every cell's row in the run's summary says so
     compared = pd.read_csv(tmp_path / "reports" / "diverging" / "comparisons_by_test_condition.csv")
     verdicts = dict(zip(compared["test_steps"], compared["verdict"]))
     assert verdicts[4].startswith("no verdict: non-finite") and not verdicts[1].startswith("no verdict")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bench.consumers.report.loading import Runs
+from bench.consumers.report.statistics import seed_interval
 from bench.core import metrics as m
 from bench.spec.suite import ABSENT
 
@@ -67,8 +68,45 @@ def _by_test_condition(compared_under: pd.DataFrame) -> list[str]:
             + ", ".join(f"{verdict} in {n}" for verdict, n in counts.items())]
 
 
+def _training(runs: Runs) -> list[str]:
+    """Where the budget shows in the validation curves (mean over seeds, per learner and definition): a curve whose
+    end is worse than its best by more than the across-seed interval at the end fell (past its best at this
+    budget); one whose last point beats the one before by more than that interval is still rising (undertrained)."""
+    if runs.curves.empty:
+        return []
+    score = m.SCORES[runs.score]
+    better = 1.0 if score.direction == "higher" else -1.0
+    curves = runs.curves.merge(runs.finished[["run_id", "learner", "definition"]], on="run_id")
+    found = []
+    for (learner, _), part in curves.groupby(["learner", "definition"], sort=False):
+        by_step = part.groupby("iteration")["val_score"]
+        mean = by_step.mean()
+        if len(mean) < 3:
+            continue
+        _, half = seed_interval(list(part[part["iteration"] == mean.index[-1]]["val_score"]))
+        half = 0.0 if half != half else half  # one seed: the point estimates alone
+        where = "" if runs.finished["definition"].nunique() == runs.finished["learner"].nunique() else \
+            " (" + ", ".join(f"{a}={v}" for a, v in _condition(runs, part["run_id"].iloc[0]).items()) + ")"
+        best_at = (mean * better).idxmax()
+        shown = {i: f"{score.format(mean[i])}{score.unit}" for i in (best_at, mean.index[-2], mean.index[-1])}
+        if better * (mean[best_at] - mean.iloc[-1]) > half:
+            found.append(f"{learner}{where}: validation score fell from {shown[best_at]} (iteration {best_at}) to "
+                         f"{shown[mean.index[-1]]} at the end (iteration {mean.index[-1]}): past its best at this budget")
+        elif better * (mean.iloc[-1] - mean.iloc[-2]) > half:
+            found.append(f"{learner}{where}: validation score still rising at the end ({shown[mean.index[-2]]} to "
+                         f"{shown[mean.index[-1]]}): undertrained at this budget")
+    return found
+
+
+def _condition(runs: Runs, run_id: str) -> dict[str, str]:
+    row = runs.finished[runs.finished["run_id"] == run_id].iloc[0]
+    return {a: row[a] for a in runs.varying() if row[a] != ABSENT}
+
+
 def lines(runs: Runs, compared: pd.DataFrame, compared_under: pd.DataFrame, effects: pd.DataFrame,
           table: pd.DataFrame) -> tuple[str, ...]:
-    """One line per condition where learners are compared, one for the test conditions, one for the ablations."""
+    """One line per condition where learners are compared, one for the test conditions, one for the ablations, one
+    per learner whose validation curve says something about the training budget."""
     algorithms = compared[compared["kind"] == "algorithms"] if not compared.empty else compared
-    return tuple(_between_learners(runs, algorithms) + _by_test_condition(compared_under) + _ablations(effects, table))
+    return tuple(_between_learners(runs, algorithms) + _by_test_condition(compared_under) + _ablations(effects, table)
+                 + _training(runs))
