@@ -71,6 +71,11 @@ class Dataset(ABC):
     @abstractmethod
     def statistics(self) -> dict[str, object]: ...
 
+    def zero_prediction_mse(self) -> float | None:
+        """Regression: the expected test MSE of predicting 0 everywhere, the scale a learner's error is judged
+        against ("exploded" far above it: bench.run.test_time.exploded); None for classification."""
+        return None
+
     def check_request(self, split: str, n_way: int, k_shot: int, q_query: int) -> None:
         check_split(split)
         check_episode_shape(n_way, k_shot, q_query)

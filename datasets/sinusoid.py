@@ -87,7 +87,14 @@ class Sinusoid(Dataset):
 
     def statistics(self) -> dict[str, object]:
         return {"dataset": self.name, "task": "regression", "amplitude": list(self.o.amplitude),
-                "phase": list(self.o.phase), "x_range": list(self.o.x_range), "splits": list(SPLITS)}
+                "phase": list(self.o.phase), "x_range": list(self.o.x_range), "splits": list(SPLITS),
+                "zero_prediction_mse": round(self.zero_prediction_mse(), 4)}
+
+    def zero_prediction_mse(self) -> float:
+        """E[(A sin(x - phi))^2] = E[A^2] / 2 (sin^2 averages 1/2 over the phases and inputs; A uniform on [a, b]:
+        E[A^2] = (b^3 - a^3) / (3 (b - a)))."""
+        a, b = self.o.amplitude
+        return (b ** 3 - a ** 3) / (3 * (b - a)) / 2
 
 
 # the inner rate of Finn et al. (2017), section 5.1 (alpha = 0.01): the learners' default 0.4 was chosen for images

@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from bench.core import metrics as m
+from bench.run.test_time import EXPLOSION_FACTOR, exploded
 from bench.spec.conditions import cell_axes
+from datasets import load_dataset
 
 if TYPE_CHECKING:
     from bench.run.runner import Outcome
@@ -18,6 +20,10 @@ def _note(outcome: Outcome) -> str:
     non-finite or absurd: bench.run.test_time.diverged), which the mean keeps unless the suite leaves them out."""
     diverged = int(outcome.metrics.get(m.TEST_DIVERGED, 0) or 0)
     flagged = f"DIVERGED: {diverged} test episode(s)" if diverged else ""
+    cell = outcome.cell
+    reference = load_dataset(cell.dataset.name, cell.dataset_options).zero_prediction_mse() if outcome.metrics else None
+    if exploded("mse", outcome.metrics.get(m.SCORES["mse"].name), reference):
+        flagged = f"EXPLODED: test MSE above {EXPLOSION_FACTOR:g}x predicting 0 ({reference:.3g})"
     return "; ".join(part for part in (flagged, outcome.detail[:60]) if part)
 
 

@@ -170,3 +170,20 @@ def test_a_comparison_over_diverged_scores_gets_no_verdict(tmp_path, monkeypatch
     assert verdicts[4].startswith("no verdict: non-finite") and not verdicts[1].startswith("no verdict")
     conditions = pd.read_csv(tmp_path / "reports" / "diverging" / "test_conditions.csv")
     assert set(conditions[conditions["test steps"] == 4]["diverged episodes"]) == {2}  # one per seed
+
+
+def test_a_cell_whose_test_error_explodes_is_flagged_in_the_summary_and_the_report(tmp_path, capsys):
+    """MAML at inner rate 3 on sinusoids (the learners' image default is 0.4, Finn's 0.01): its test error is far
+    above predicting 0 everywhere (E[A^2]/2 = 4.25 here), which no per-episode divergence rule can see when every
+    episode is off. The summary row and the report's first lines say so; maml/fast at the dataset's default does not."""
+    raw = {**SINUSOID, "suite": "exploding", "learners": [{"name": "maml", "config": {"inner_lr": 3.0}}, "maml/fast"],
+           "report": {"output_dir": str(tmp_path / "reports")}}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["run", str(path), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}", "--no-progress"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if " finished " in line and "cpu" in line]
+    assert [("EXPLODED: test MSE above 10x predicting 0 (4.25)" in row) for row in rows if "maml" in row] == [
+        True, False]  # maml, then maml/fast
+    concluded = (tmp_path / "reports" / "exploding" / "report.md").read_text().split("## Conclusions")[1]
+    assert "- EXPLODED: maml (seed 0): test MSE" in concluded and "EXPLODED: maml/fast" not in concluded
+    assert "- maml/fast scores best" in concluded

@@ -3,11 +3,14 @@ which learner wins. Nothing here is computed anew: the means are the runs' score
 own (seed-level tests, Holm-adjusted over the one family)."""
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from bench.consumers.report.loading import Runs
 from bench.consumers.report.statistics import seed_interval
 from bench.core import metrics as m
+from bench.run.test_time import EXPLOSION_FACTOR, exploded
 from bench.spec.suite import ABSENT
 
 DECIDED = ("helps", "hurts", "stronger together", "weaker together")
@@ -32,6 +35,9 @@ def _between_learners(runs: Runs, compared: pd.DataFrame) -> list[str]:
         condition = dict(zip(runs.conditions, key))
         learners = list(dict.fromkeys([*part["A"], *part["B"]]))
         means = {learner: _mean(runs, learner, condition) for learner in learners}
+        means = {learner: mean for learner, mean in means.items() if math.isfinite(mean)}  # exploded: said above
+        if not means:
+            continue
         best = (max if score.direction == "higher" else min)(means, key=means.get)
         mine = part[(part["A"] == best) | (part["B"] == best)]
         other = [b if a == best else a for a, b in zip(mine["A"], mine["B"])]
@@ -98,6 +104,21 @@ def _training(runs: Runs) -> list[str]:
     return found
 
 
+def _exploded(runs: Runs) -> list[str]:
+    """Regression runs whose test error is far above predicting 0 everywhere: they did not learn, whatever the
+    comparisons say (the dataset's statistics give that error: zero_prediction_mse)."""
+    reference = runs.header["dataset"].get("zero_prediction_mse")
+    score = m.SCORES[runs.score]
+    found = [row for row in runs.finished.to_dict("records") if exploded(runs.score, row[score.name], reference)]
+    return [f"EXPLODED: {row['learner']} ({', '.join(f'{a}={v}' for a, v in _condition(runs, row['run_id']).items())}"
+            f"{', ' if runs.varying() else ''}seed {row['seed']}): {score.label} {_value(score, row[score.name])}, "
+            f"non-finite or above {EXPLOSION_FACTOR:g} times the error of predicting 0 ({reference})" for row in found]
+
+
+def _value(score: m.Metric, value: float) -> str:
+    return score.format(value) if math.isfinite(value) else str(value)  # inf and nan said as such, not "-"
+
+
 def _condition(runs: Runs, run_id: str) -> dict[str, str]:
     row = runs.finished[runs.finished["run_id"] == run_id].iloc[0]
     return {a: row[a] for a in runs.varying() if row[a] != ABSENT}
@@ -108,5 +129,5 @@ def lines(runs: Runs, compared: pd.DataFrame, compared_under: pd.DataFrame, effe
     """One line per condition where learners are compared, one for the test conditions, one for the ablations, one
     per learner whose validation curve says something about the training budget."""
     algorithms = compared[compared["kind"] == "algorithms"] if not compared.empty else compared
-    return tuple(_between_learners(runs, algorithms) + _by_test_condition(compared_under) + _ablations(effects, table)
-                 + _training(runs))
+    return tuple(_exploded(runs) + _between_learners(runs, algorithms) + _by_test_condition(compared_under)
+                 + _ablations(effects, table) + _training(runs))
