@@ -170,8 +170,7 @@ def cmd_list(args) -> int:
     try:
         learners = [(name, LEARNERS[name]) for name in names]
     except UnknownNameError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return refuse(str(error))
     for name, cls in learners:
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         defaults = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(cls.Config) if f.init)

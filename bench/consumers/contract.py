@@ -81,23 +81,15 @@ def _predict(name: str, kind: str) -> list[str]:
     return problems
 
 
-def _flat_gradient(name: str, options: dict, problem: Problem) -> torch.Tensor:
-    """The meta-gradient over every model parameter, zeros where a learner leaves one out (ProtoNet's head)."""
-    learner = problem.learner(name, torch.float64, **options)
-    learner.meta_gradient(problem.batch(dtype=torch.float64))
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
-                      for p in learner.model.parameters()])
-
-
 def _gradients(name: str, kind: str, tolerance: float) -> list[str]:
     """Agreement with the other implementations of its algorithm, and with finite differences if second order."""
     problem, problems = PROBLEMS[kind], []
     options = {"inner_steps": 2} if "inner_steps" in LEARNERS[name].Config.__dataclass_fields__ else {}
     others = [other for other in LEARNERS.names() if other != name and algorithm_of(other) == algorithm_of(name)
               and kind in LEARNERS[other].kinds]
-    mine = _flat_gradient(name, options, problem)
+    mine = verify.meta_gradient(name, options, problem)
     for other in others:
-        rel = verify.relative_difference(mine, _flat_gradient(other, options, problem))
+        rel = verify.relative_difference(mine, verify.meta_gradient(other, options, problem))
         if rel > tolerance:
             problems.append(f"{name} vs {other} ({kind}): meta-gradients differ (max rel diff {rel:.2e} > "
                             f"{tolerance:g}): registered as algorithm {algorithm_of(name)!r}, it must compute "

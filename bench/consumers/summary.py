@@ -19,10 +19,11 @@ def _note(outcome: Outcome) -> str:
     """What the row's numbers need beside them: why it did not finish, or how many test episodes diverged (scored
     non-finite or absurd: bench.run.test_time.diverged), which the mean keeps unless the suite leaves them out."""
     diverged = int(outcome.metrics.get(m.TEST_DIVERGED, 0) or 0)
+    error = outcome.metrics.get(m.SCORES["mse"].name)  # a regression cell's: only those are judged against 0
     cell = outcome.cell
-    reference = load_dataset(cell.dataset.name, cell.dataset_options).zero_prediction_mse() if outcome.metrics else None
+    reference = None if error is None else load_dataset(cell.dataset.name, cell.dataset_options).zero_prediction_mse()
     notes = [f"EXPLODED: test MSE above {EXPLOSION_FACTOR:g}x predicting 0 ({reference:.3g})"
-             if exploded("mse", outcome.metrics.get(m.SCORES["mse"].name), reference) else "",
+             if exploded("mse", error, reference) else "",
              f"DIVERGED: {diverged} test episode(s)" if diverged else "", outcome.detail[:60]]
     return "; ".join(note for note in notes if note)
 

@@ -22,9 +22,12 @@ def families() -> dict[str, list[str]]:
 
 
 def meta_gradient(name: str, options: dict, case: Problem) -> torch.Tensor:
+    """The float64 meta-gradient over every model parameter, zeros where a learner leaves one out (ProtoNet's
+    head)."""
     learner = case.learner(name, torch.float64, **options)
     learner.meta_gradient(case.batch(dtype=torch.float64))
-    return torch.cat([p.grad.flatten() for p in learner.model.parameters()])
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
+                      for p in learner.model.parameters()])
 
 
 def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:

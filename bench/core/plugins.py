@@ -12,6 +12,7 @@ editing a plugin reruns its cells, and an edit while a run is under way is refus
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 import sys
@@ -34,18 +35,24 @@ class PluginError(Exception):
     """A plugin named by a suite could not be loaded: the message says which and why."""
 
 
+@functools.lru_cache(maxsize=None)
+def _entry_points(group: str | None) -> tuple[metadata.EntryPoint, ...]:
+    """The group's entry points, read once per process (a scan of every installed distribution's metadata)."""
+    return tuple(metadata.entry_points(group=group)) if group else ()
+
+
 def entry_point_names(group: str | None) -> list[str]:
-    return [ep.name for ep in metadata.entry_points(group=group)] if group else []
+    return [ep.name for ep in _entry_points(group)]
 
 
 def find(kind: str, group: str | None, name: str) -> tuple[object, str] | None:
     """The object ``name`` names outside the repository and where it comes from; None where it names no plugin."""
-    for ep in metadata.entry_points(group=group) if group and isinstance(name, str) else ():
+    for ep in _entry_points(group):
         if ep.name == name:
             loaded = _load(kind, name, ep.value)
             dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "an installed distribution"
             return loaded, f"entry point of {dist}: {ep.value} ({where(ep.module)})"
-    if not isinstance(name, str) or ":" not in name:
+    if ":" not in name:
         return None
     if not IMPORT_PATH.fullmatch(name):
         raise PluginError(f"{kind} {name!r}: not an import path; expected 'package.module:Class'")

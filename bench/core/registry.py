@@ -65,7 +65,7 @@ class Registry(Generic[T]):
 
     def _plugin(self, name: str) -> bool:
         """Load ``name`` from outside the repository where it names a plugin; False where it names none."""
-        if self.adopt is None:
+        if self.adopt is None or not isinstance(name, str):  # `x in registry` may ask about anything
             return False
         try:
             found = plugins.find(self.kind, self.group, name)

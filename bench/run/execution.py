@@ -296,7 +296,8 @@ class CellLoop:
                 if self._reusable(cell, environment) is not None:
                     continue  # another invocation finished it since we looked: the next pass reuses it
             generation = max(holder.latest.generation, self.floor.get(cell.config_hash, -1)) + 1
-            check_unchanged(files_of(cell.learner, cell.dataset.name))  # never start a run under an identity the disk no longer has
+            # never start a run under an identity the disk no longer has
+            check_unchanged(files_of(cell.learner, cell.dataset.name))
             tags = cell_tags(cell, run.parent, environment)
             if trained is not None:
                 tags[t.TRAINED_BY] = trained.run_id

@@ -119,11 +119,12 @@ def _ablation_blocks(runs: Runs, effects: pd.DataFrame, table: pd.DataFrame, not
                           "where options are crossed, each option's main effect and each two-way interaction. "
                           + ablations.MODEL + " Costs beside each effect: the baseline's and the level's median time "
                           "per meta-iteration and saved-for-backward bytes (means over their runs), and their "
-                          "ratio; interactions and test-time axes (one trained model) have none. Saved-for-backward bytes "
-                          "are counted in the warm-up meta-iterations, at the start of training: an option that "
+                          "ratio; interactions and test-time axes (one trained model) have none. Saved-for-backward "
+                          "bytes are counted in the warm-up meta-iterations, at the start of training: an option that "
                           "changes with the epoch (first_order_epochs, the multi-step loss's annealing) shows its "
-                          "first epoch's. Intervals are each test's own; verdicts follow the Holm-adjusted p-values, so an "
-                          "interval that excludes 0 may still be \"no evidence\" once the family is accounted for.")]
+                          "first epoch's. Intervals are each test's own; verdicts follow the Holm-adjusted p-values, "
+                          "so an interval that excludes 0 may still be \"no evidence\" once the family is accounted "
+                          "for.")]
     if notes:
         blocks.append(render.Items(tuple(notes)))
     for label in dict.fromkeys(table["learner"]):
@@ -166,7 +167,7 @@ def build_report(suite: str, uri: str, suites: list[Suite] | None = None) -> Pat
     frames = {"results": tables.results(runs), "runs": tables.per_run(runs),
               "comparisons": tables.verdicts(runs, compared, "algorithms"),
               "variant_comparisons": tables.verdicts(runs, compared, "variants of one algorithm"),
-              "ablations": tables.ablations(under if tested else runs, effects),
+              "ablations": tables.ablations(runs, effects),
               "failed_and_skipped": tables.problems(runs), "other_definitions": tables.other_definitions(runs),
               "published": tables.against_published(runs, options)}
     if tested:

@@ -127,7 +127,9 @@ def simple_effects(runs: Runs, options: ReportOptions, test_view: bool = False) 
             others = [a for a in runs.conditions if a != axis]
             for key, group in mine.groupby(others, sort=False):
                 reference = group[group[axis] == base]
-                for level in (v for v in levels if v != base and not reference.empty):
+                if reference.empty:
+                    continue
+                for level in (v for v in levels if v != base):
                     arm = group[group[axis] == level]
                     if arm.empty:
                         continue

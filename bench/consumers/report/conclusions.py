@@ -90,7 +90,7 @@ def _training(runs: Runs) -> list[str]:
         if len(mean) < 3:
             continue
         _, half = seed_interval(list(part[part["iteration"] == mean.index[-1]]["val_score"]))
-        half = 0.0 if half != half else half  # one seed: the point estimates alone
+        half = 0.0 if math.isnan(half) else half  # one seed: the point estimates alone
         where = "" if runs.finished["definition"].nunique() == runs.finished["learner"].nunique() else \
             " (" + ", ".join(f"{a}={v}" for a, v in _condition(runs, part["run_id"].iloc[0]).items()) + ")"
         best_at = (mean * better).idxmax()

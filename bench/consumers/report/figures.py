@@ -3,6 +3,7 @@
 Scores are shown in the tables' unit (accuracy in %)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import matplotlib
@@ -25,7 +26,7 @@ INTERVAL = "mean ± 95% t interval across seeds, as in the tables"
 def across_seeds(values) -> tuple[float, float]:
     """The tables' interval (statistics.seed_interval) for seaborn's error bars and bands."""
     mean, half = seed_interval(list(values))
-    return (mean, mean) if half != half else (mean - half, mean + half)  # one seed: no interval
+    return (mean, mean) if math.isnan(half) else (mean - half, mean + half)  # one seed: no interval
 PANELS = ("n_way", "k_shot", "device")  # one panel per combination that the runs hold
 
 

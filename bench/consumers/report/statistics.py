@@ -182,11 +182,11 @@ def comparisons(runs: Runs, options: ReportOptions) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def decide(tested: list[pd.DataFrame], options: ReportOptions, score: str) -> int:
+def decide(tested: list[pd.DataFrame], options: ReportOptions, score: str) -> None:
     """Holm-adjust every test of the report as one family and give each its verdict, in place: each frame has the
     columns ``test`` (a Test), ``unpaired`` (why it was not made, or ""), ``better`` and ``worse`` (the verdict's
-    words when the difference is positive or negative in the score's good direction). Returns the family's size:
-    the tests with a p-value that enter it (enough seeds, a made comparison)."""
+    words when the difference is positive or negative in the score's good direction). The family: the tests with a
+    p-value (enough seeds, a made comparison); those outside it get ``p_holm`` nan."""
     frames = [frame for frame in tested if not frame.empty]
     eligible = [t.p if t.seeds >= options.min_seeds else math.nan for frame in frames for t in frame["test"]]
     adjusted = iter(holm(eligible))
@@ -194,7 +194,6 @@ def decide(tested: list[pd.DataFrame], options: ReportOptions, score: str) -> in
         frame["p_holm"] = [next(adjusted) for _ in range(len(frame))]
         frame["verdict"] = [why or _verdict(t, p, score, options, better, worse) for t, p, better, worse, why in
                             zip(frame["test"], frame["p_holm"], frame["better"], frame["worse"], frame["unpaired"])]
-    return sum(not math.isnan(p) for p in eligible)
 
 
 def _verdict(test: Test, adjusted: float, score: str, options: ReportOptions, better: str, worse: str) -> str:
