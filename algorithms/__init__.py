@@ -6,7 +6,7 @@ Every module in this package is imported here, so a new learner is one new file 
 import importlib
 import pkgutil
 
-from algorithms.base import LEARNERS, MetaLearner, StepResult, TaskSpec, register_learner
+from meta_bench.algorithms.base import LEARNERS, MetaLearner, StepResult, TaskSpec, register_learner
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from algorithms.backbones import Classifier
 from bench.core.plugins import PluginError
 from bench.core.registry import Registry
-from datasets.episode import Episode
+from meta_bench.algorithms.backbones import Classifier
+from meta_bench.datasets.episode import Episode
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def _adopt(name: str, loaded: object) -> tuple[type[MetaLearner], dict[str, str]
     """A plugin learner: a MetaLearner subclass with a Config dataclass. Its algorithm: the one it was registered
     under where its own module registered it too, else its ``algorithm`` attribute, else its name."""
     if not (isinstance(loaded, type) and issubclass(loaded, MetaLearner)):
-        raise PluginError(f"learner {name!r} names {loaded!r}, which is not a subclass of algorithms.base.MetaLearner")
+        raise PluginError(f"learner {name!r} names {loaded!r}, which is not a subclass of meta_bench.algorithms.base.MetaLearner")
     if not dataclasses.is_dataclass(getattr(loaded, "Config", None)):
         raise PluginError(f"learner {name!r}: {loaded.__name__}.Config must be a dataclass of its options")
     registered = LEARNERS.registered_as(loaded)

@@ -26,7 +26,7 @@ from torch._C._functorch import is_batchedtensor
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from algorithms.backbones import Classifier
+from meta_bench.algorithms.backbones import Classifier
 
 Params = dict[str, torch.Tensor]
 Layout = Callable[[torch.Tensor], torch.Tensor]

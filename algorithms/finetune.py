@@ -26,8 +26,8 @@ from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
 from bench.core.seeding import seeded
-from algorithms.base import MetaLearner, StepResult, register_learner, task_loss, task_score
-from datasets.episode import Episode
+from meta_bench.algorithms.base import MetaLearner, StepResult, register_learner, task_loss, task_score
+from meta_bench.datasets.episode import Episode
 
 
 @dataclass(frozen=True)

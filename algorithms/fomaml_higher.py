@@ -4,9 +4,9 @@ from __future__ import annotations
 import higher
 import torch
 
-from algorithms.base import StepResult, register_learner
-from algorithms.inner_loop import InnerLoopLearner, accumulate_grads, stack_losses
-from datasets.episode import Episode
+from meta_bench.algorithms.base import StepResult, register_learner
+from meta_bench.algorithms.inner_loop import InnerLoopLearner, accumulate_grads, stack_losses
+from meta_bench.datasets.episode import Episode
 
 
 @register_learner("fomaml/higher", algorithm="fomaml")

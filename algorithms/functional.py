@@ -40,11 +40,11 @@ import torch
 from torch import nn
 from torch.func import vmap
 
-from algorithms.base import StepResult, task_losses
-from algorithms.fast_plan import FastForward
-from algorithms.inner_loop import InnerLoopConfig, InnerLoopLearner, stack_losses
-from algorithms.task_batched import supported, task_batched_forward
-from datasets.episode import Episode
+from meta_bench.algorithms.base import StepResult, task_losses
+from meta_bench.algorithms.fast_plan import FastForward
+from meta_bench.algorithms.inner_loop import InnerLoopConfig, InnerLoopLearner, stack_losses
+from meta_bench.algorithms.task_batched import supported, task_batched_forward
+from meta_bench.datasets.episode import Episode
 
 Params = dict[str, torch.Tensor]
 

@@ -8,9 +8,9 @@ from typing import Literal
 import torch
 from torch.func import functional_call
 
-from algorithms.backbones import is_batch_norm
-from algorithms.base import MetaLearner, StepResult, task_loss, task_score
-from datasets.episode import Episode
+from meta_bench.algorithms.backbones import is_batch_norm
+from meta_bench.algorithms.base import MetaLearner, StepResult, task_loss, task_score
+from meta_bench.datasets.episode import Episode
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ import dataclasses
 import typing
 from typing import Any
 
-from algorithms.base import register_learner
-from algorithms.functional import FunctionalConfig, FunctionalLearner
+from meta_bench.algorithms.base import register_learner
+from meta_bench.algorithms.functional import FunctionalConfig, FunctionalLearner
 
 
 def preset(name: str, algorithm: str, summary: str, **fixed: Any) -> type[FunctionalLearner]:

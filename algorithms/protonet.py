@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from algorithms.base import MetaLearner, StepResult, register_learner, task_score
-from datasets.episode import Episode
+from meta_bench.algorithms.base import MetaLearner, StepResult, register_learner, task_score
+from meta_bench.datasets.episode import Episode
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from typing import Literal
 import torch
 from torch.func import functional_call
 
-from algorithms.base import StepResult, register_learner
-from algorithms.inner_loop import InnerLoopConfig, InnerLoopLearner, accumulate_grads, stack_losses
-from datasets.episode import Episode
+from meta_bench.algorithms.base import StepResult, register_learner
+from meta_bench.algorithms.inner_loop import InnerLoopConfig, InnerLoopLearner, accumulate_grads, stack_losses
+from meta_bench.datasets.episode import Episode
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from algorithms.backbones import Classifier
+from meta_bench.algorithms.backbones import Classifier
 
 Params = dict[str, torch.Tensor]
 

@@ -163,7 +163,7 @@ def _tuned(args, suite, options, uri) -> int:
 def cmd_list(args) -> int:
     import dataclasses
 
-    from algorithms import LEARNERS
+    from meta_bench.algorithms import LEARNERS
     from bench.core.registry import UnknownNameError
 
     names = args.names or LEARNERS.names()
@@ -177,6 +177,17 @@ def cmd_list(args) -> int:
         fixed = ", ".join(f"{key}={value!r}" for key, value in getattr(cls.Config, "FIXED", {}).items())
         print(f"{name}\n    {doc}\n    defaults: {defaults}" + (f"\n    fixed: {fixed}" if fixed else "")
               + f"\n    origin: {LEARNERS.origin(name)}")
+    return 0
+
+
+def cmd_suites(args) -> int:
+    from bench.spec.suite import shipped_suites
+
+    for name, path in shipped_suites().items():
+        comment = next((line.lstrip("# ").strip() for line in path.read_text(encoding="utf-8").splitlines()
+                        if line.startswith("#")), "")
+        print(f"{name}\n    {comment}\n    {path}")
+    print("run one by name (`python -m bench run quickstart`), or copy its file and edit the copy")
     return 0
 
 
@@ -198,7 +209,12 @@ def cmd_check_learner(args) -> int:
 def cmd_verify(args) -> int:
     from bench.consumers.verify import run_checks
 
-    ok = run_checks(args.tolerance)
+    from bench.core.registry import UnknownNameError
+
+    try:
+        ok = run_checks(args.tolerance, extra=args.names)
+    except UnknownNameError as error:
+        return refuse(str(error))
     print("all checks passed" if ok else "DISAGREEMENT: see the lines marked above")
     return 0 if ok else EXIT_FAILURES
 
@@ -207,11 +223,10 @@ def cmd_ci_check(args) -> int:
     from bench.consumers import gate
     from bench.consumers.verify import run_checks
 
-    path = Path(args.baseline)
+    # an installed copy compares with the baseline it ships, and pins its own under the work root
+    path = Path(args.baseline or (paths.OWN_BASELINE if args.update_baseline else paths.GATE_BASELINE))
     if not path.exists() and not args.update_baseline:  # said before minutes of checks, not after
-        where = "" if paths.CHECKOUT else (" (an installed copy carries no baseline: the repository's is "
-                                           "benchmarks/baselines/ci.json; pass it with --baseline)")
-        return refuse(f"no baseline at {path}{where}: create one with `python -m bench ci-check --update-baseline`")
+        return refuse(f"no baseline at {path}: create one with `python -m bench ci-check --update-baseline`")
     print("1/3 gradients (bench verify)")
     verified = run_checks(1e-6)
     print("2/3 pinned float64 scores and saved-for-backward bytes" + (", speed ratios" if args.perf else ""))
@@ -237,7 +252,7 @@ def cmd_ci_check(args) -> int:
 
 def cmd_datasets(args) -> int:
     from bench.core.config import ConfigError
-    from datasets import DATASETS, DataRequestError, load_dataset
+    from meta_bench.datasets import DATASETS, DataRequestError, load_dataset
 
     names = args.names or ["glyphs", "sinusoid"]
     for name in names:
@@ -273,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a suite: every cell measured the same way, logged to MLflow")
-    run.add_argument("suite", help="suite YAML file")
+    run.add_argument("suite", help="suite YAML file, or the name of a shipped suite (`bench suites`)")
     run.add_argument("--dry-run", action="store_true", help="print the expanded grid and exit")
     run.add_argument("--force", action="store_true", help="rerun cells already FINISHED")
     run.add_argument("--allow-large-grid", action="store_true",
@@ -299,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="with --executor ray: new attempts of a cell whose worker or node died (default 2)")
     run.set_defaults(func=cmd_run)
     tune = commands.add_parser("tune", help="Optuna searches over the suite's search space, one study per learner")
-    tune.add_argument("suite", help="suite YAML file with a 'search' section")
+    tune.add_argument("suite", help="suite YAML file with a 'search' section (or a shipped one's name)")
     tune.add_argument("--n-trials", type=int, help="each learner's study's total budget (overrides search.n_trials); "
                                                    "a rerun only tops a study up to it")
     tune.add_argument("--timeout", type=float, help="seconds per learner's study")
@@ -320,16 +335,21 @@ def main(argv: list[str] | None = None) -> int:
                                                "and origin")
     listing.add_argument("names", nargs="*", help="only these (also plugins by import path, package.module:Class)")
     listing.set_defaults(func=cmd_list)
+    shipped = commands.add_parser("suites", help="the suites meta-bench ships (an installed copy too), by name")
+    shipped.set_defaults(func=cmd_suites)
     contract = commands.add_parser("check-learner", help="the learner contract for one learner (a plugin's too): "
                                                           "config, meta-gradient, predict, agreement with variants")
     contract.add_argument("name", help="a registered name, an entry point's, or an import path package.module:Class")
     contract.add_argument("--tolerance", type=float, default=1e-6)
     contract.set_defaults(func=cmd_check_learner)
     verify = commands.add_parser("verify", help="gradient agreement of variants; finite differences for 2nd order")
+    verify.add_argument("names", nargs="*", help="learners to check besides the registered and installed ones "
+                                                 "(plugins by import path, package.module:Class)")
     verify.add_argument("--tolerance", type=float, default=1e-6)
     verify.set_defaults(func=cmd_verify)
     check = commands.add_parser("ci-check", help="the regression gate: gradients, float64 scores, memory, --perf speed")
-    check.add_argument("--baseline", default=str(paths.GATE_BASELINE))
+    check.add_argument("--baseline", help=f"the pinned figures (default: {paths.GATE_BASELINE}; with "
+                       f"--update-baseline, {paths.OWN_BASELINE})")
     check.add_argument("--update-baseline", action="store_true", help="write the measured figures as the baseline")
     check.add_argument("--perf", action="store_true", help="also time every learner against a reference workload")
     check.set_defaults(func=cmd_ci_check)

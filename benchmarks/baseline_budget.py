@@ -9,11 +9,11 @@ import argparse
 
 import torch
 
-from bench.run.factory import build_learner, make_optimizer
 from bench.run.evaluation import evaluate
+from bench.run.factory import build_learner, make_optimizer
 from bench.run.measure import confidence_interval95
 from bench.spec.suite import expand, parse_suite
-from datasets import load_dataset
+from meta_bench.datasets import load_dataset
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 import pytest
 
-from datasets import load_dataset
+from meta_bench.datasets import load_dataset
 
 
 @pytest.fixture(scope="session")

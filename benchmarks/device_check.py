@@ -15,13 +15,13 @@ from pathlib import Path
 import torch
 
 from bench.core import metrics
-from bench.run import autotune
-from bench.run.training import run_cell
 from bench.core.hardware import device_description
+from bench.run import autotune
 from bench.run.measure import time_steps
-from bench.spec.suite import expand, load_suites
 from bench.run.problems import Problem, meta_iteration
-from datasets import load_dataset
+from bench.run.training import run_cell
+from bench.spec.suite import expand, load_suites
+from meta_bench.datasets import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

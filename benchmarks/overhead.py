@@ -13,12 +13,12 @@ import time
 import torch
 
 from bench.run import autotune
-from bench.store import tracking
-from bench.run.factory import build_learner, dtype_of, make_optimizer
 from bench.run.evaluation import evaluate
+from bench.run.factory import build_learner, dtype_of, make_optimizer
 from bench.run.runner import run_suite
 from bench.spec.suite import expand, parse_suite
-from datasets import load_dataset
+from bench.store import tracking
+from meta_bench.datasets import load_dataset
 
 
 def bare(cell) -> None:

@@ -23,16 +23,16 @@ from typing import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from algorithms import LEARNERS
+from bench.consumers.verify import relative_difference
+from bench.core.hardware import cpu_model
 from bench.run import autotune
 from bench.run.evaluation import evaluate
-from bench.run.problems import Problem, meta_iteration
-from bench.core.hardware import cpu_model
 from bench.run.measure import synchronize, time_steps
-from algorithms.base import algorithm_of
-from bench.consumers.verify import relative_difference
+from bench.run.problems import Problem, meta_iteration
 from benchmarks.plain import batched_mlp_references, plain_references
-from datasets import Episode, load_dataset
+from meta_bench.algorithms import LEARNERS
+from meta_bench.algorithms.base import algorithm_of
+from meta_bench.datasets import Episode, load_dataset
 
 QUERY = 15
 AUTOTUNE_SCRATCH = Path(tempfile.mkdtemp()) / "autotune.json"  # every run measures afresh: a table is a measurement

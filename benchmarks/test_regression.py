@@ -4,9 +4,9 @@ that the table compares learners side by side. JSON with pytest-benchmark's mach
 results/benchmarks/. Timing decides nothing here: `bench ci-check --perf` is the gate."""
 import pytest
 
-from algorithms import LEARNERS
 from bench.consumers.gate import WORKLOADS
 from bench.run.problems import meta_iteration
+from meta_bench.algorithms import LEARNERS
 
 
 def test_batch_assembly_32_episodes_5way_1shot(benchmark, glyphs):

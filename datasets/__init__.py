@@ -2,9 +2,9 @@
 
 Importing the package registers every dataset module below.
 """
-from datasets import glyphs, miniimagenet, omniglot, sinusoid  # noqa: F401  (registration)
-from datasets.base import SPLITS, DataMissingError, DataRequestError, Dataset, TaskSource
-from datasets.episode import Episode
-from datasets.registry import DATASETS, load_dataset
+from meta_bench.datasets import glyphs, miniimagenet, omniglot, sinusoid  # noqa: F401  (registration)
+from meta_bench.datasets.base import SPLITS, DataMissingError, DataRequestError, Dataset, TaskSource
+from meta_bench.datasets.episode import Episode
+from meta_bench.datasets.registry import DATASETS, load_dataset
 
 __all__ = ["DATASETS", "SPLITS", "DataMissingError", "DataRequestError", "Dataset", "Episode", "TaskSource", "load_dataset"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from datasets.episode import Episode
+from meta_bench.datasets.episode import Episode
 
 SPLITS = ("train", "val", "test")
 

@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 
 from bench.core.paths import DATASET_CACHE
-from datasets.base import ClassImages
+from meta_bench.datasets.base import ClassImages
 
 CACHE_DIR = Path(os.environ.get("METABENCH_CACHE", DATASET_CACHE))
 

@@ -19,9 +19,9 @@ from fontTools.ttLib import TTFont
 from PIL import Image, ImageDraw, ImageFont
 
 from bench.core.seeding import Seed
-from datasets.base import ClassImages, ImageDataset
-from datasets.cache import cached_class_images
-from datasets.registry import register_dataset
+from meta_bench.datasets.base import ClassImages, ImageDataset
+from meta_bench.datasets.cache import cached_class_images
+from meta_bench.datasets.registry import register_dataset
 
 VERSION = 3  # bump whenever rendering, selection or splitting changes: the cache is keyed by it
 

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from datasets.base import SPLITS, ClassImages, DataMissingError, DataRequestError, ImageDataset
-from datasets.cache import cached_class_images
-from datasets.registry import register_dataset
+from meta_bench.datasets.base import SPLITS, ClassImages, DataMissingError, DataRequestError, ImageDataset
+from meta_bench.datasets.cache import cached_class_images
+from meta_bench.datasets.registry import register_dataset
 
 VERSION = 1
 

@@ -16,9 +16,9 @@ from torchvision.datasets import Omniglot
 from torchvision.datasets.utils import list_dir, list_files
 
 from bench.core.seeding import Seed
-from datasets.base import ClassImages, DataMissingError, DataRequestError, ImageDataset
-from datasets.cache import cached_class_images
-from datasets.registry import register_dataset
+from meta_bench.datasets.base import ClassImages, DataMissingError, DataRequestError, ImageDataset
+from meta_bench.datasets.cache import cached_class_images
+from meta_bench.datasets.registry import register_dataset
 
 VERSION = 1
 SETS = ("images_background", "images_evaluation")

@@ -7,7 +7,7 @@ from typing import Any, Callable, Mapping
 from bench.core.config import from_mapping
 from bench.core.plugins import PluginError
 from bench.core.registry import Registry
-from datasets.base import Dataset
+from meta_bench.datasets.base import Dataset
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class DatasetEntry:
 def _adopt(name: str, loaded: object) -> tuple[DatasetEntry, dict[str, str]]:
     """A plugin dataset: a ``DatasetEntry`` (its options dataclass, loader, backbone and version)."""
     if not isinstance(loaded, DatasetEntry):
-        raise PluginError(f"dataset {name!r} names {loaded!r}, which is not a datasets.registry.DatasetEntry")
+        raise PluginError(f"dataset {name!r} names {loaded!r}, which is not a meta_bench.datasets.registry.DatasetEntry")
     return loaded, {}
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import load_dataset
+from meta_bench.datasets import load_dataset
 
 
 @pytest.fixture(scope="session", autouse=True)

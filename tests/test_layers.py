@@ -7,15 +7,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # bottom to top; a module may import its own layer and those below it
-LAYERS = ("bench.core", "datasets", "algorithms", "bench.spec", "bench.store", "bench.run", "bench.consumers",
-          "bench.__main__")
+LAYERS = ("bench.core", "meta_bench.datasets", "meta_bench.algorithms", "bench.spec", "bench.store", "bench.run",
+          "bench.consumers", "bench.__main__")
 PACKAGES = ("bench", "algorithms", "datasets", "benchmarks", "tests")
 # bench/__init__.py imports bench.store.provenance to snapshot the source before any learner loads (its docstring)
 ENTRY = "bench"
+INSTALLED_AS = {"algorithms": "meta_bench.algorithms", "datasets": "meta_bench.datasets"}  # pyproject's package-dir
 
 
 def module_name(path: Path, root: Path) -> str:
     parts = list(path.relative_to(root).with_suffix("").parts)
+    parts[0] = INSTALLED_AS.get(parts[0], parts[0])
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -131,5 +133,6 @@ def test_the_checker_finds_a_back_import_a_hidden_one_and_a_private_name(tmp_pat
     found = violations(tmp_path)
     assert len(found) == 3
     assert "bench/core/config.py:2: bench.core.config (bench.core) imports bench.run" in found[0]
-    assert "algorithms/functional.py:1: algorithms.functional (algorithms) imports bench.spec.suite" in found[1]
+    assert ("algorithms/functional.py:1: meta_bench.algorithms.functional (meta_bench.algorithms) imports "
+            "bench.spec.suite") in found[1]
     assert "imports the private name _private of bench.core.config" in found[2]

@@ -25,6 +25,9 @@ def test_the_wheel_runs_a_suite_from_an_empty_directory_and_writes_only_there(tm
     (wheel,) = (tmp_path / "dist").glob("meta_bench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "bench/spec/data/published.yaml" in names  # the run-time data files travel with the code
+    assert {"meta_bench/suites/quickstart.yaml", "meta_bench/baselines/ci.json", "meta_bench/datasets/glyphs.py",
+            "meta_bench/algorithms/base.py"} <= set(names)  # the shipped suites, the gate's baseline, namespaced
+    assert not [n for n in names if n.split("/")[0] in ("datasets", "algorithms")]  # no top-level `datasets`
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     assert "meta-bench = bench.__main__:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
@@ -53,5 +56,19 @@ def test_the_wheel_runs_a_suite_from_an_empty_directory_and_writes_only_there(tm
     assert (work / "results" / "mlflow.db").is_file() and (work / "reports" / "tiny" / "report.md").is_file()
     assert "git commit(s): installed meta-bench 0.1.0" in (work / "reports" / "tiny" / "report.md").read_text()
     assert not [p for p in site.rglob("*") if p.name in ("results", "reports", "mlflow.db")]  # nothing into the package
-    gate = meta_bench("ci-check")
-    assert gate.returncode == 2 and "an installed copy carries no baseline" in gate.stderr
+    # Hugging Face's `datasets` (installed beside the checkout) and meta-bench's import side by side
+    both = subprocess.run([sys.executable, "-c", "import datasets, meta_bench.datasets as ours; "
+                           "print(datasets.__file__); print(ours.__file__); print(datasets.load_dataset.__module__)"],
+                          cwd=work, env=environment, capture_output=True, text=True, timeout=120)
+    theirs, ours, module = both.stdout.split()
+    assert not theirs.startswith(str(site)) and "site-packages/datasets/" in theirs and module.startswith("datasets.")
+    assert ours == str(site / "meta_bench" / "datasets" / "__init__.py")
+    shipped = meta_bench("suites")
+    assert shipped.returncode == 0 and str(site / "meta_bench" / "suites" / "quickstart.yaml") in shipped.stdout
+    named = meta_bench("run", "quickstart", "--dry-run")  # a shipped suite by its name
+    assert named.returncode == 0 and "suite quickstart: 15 cell(s)" in named.stdout, named.stderr
+    # ci-check compares with the shipped baseline, and pins the user's own under the work root
+    gate = subprocess.run([sys.executable, "-c", "from bench.core import paths; print(paths.GATE_BASELINE); "
+                           "print(paths.OWN_BASELINE)"], cwd=work, env=environment, capture_output=True, text=True,
+                          timeout=60)
+    assert gate.stdout.split() == [str(site / "meta_bench" / "baselines" / "ci.json"), str(work / "results" / "ci.json")]

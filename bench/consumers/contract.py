@@ -19,10 +19,10 @@ import pickle
 
 import torch
 
-from algorithms import LEARNERS
-from algorithms.base import algorithm_of
 from bench.consumers import verify
 from bench.run.problems import Problem
+from meta_bench.algorithms import LEARNERS
+from meta_bench.algorithms.base import algorithm_of
 
 PROBLEMS = {"classification": Problem("glyphs", 5, 2, query=3, tasks=2, filters=8),
             "regression": Problem("sinusoid", 1, 5, query=5, tasks=2, filters=16)}
@@ -84,7 +84,7 @@ def _predict(name: str, kind: str) -> list[str]:
 def _gradients(name: str, kind: str, tolerance: float) -> list[str]:
     """Agreement with the other implementations of its algorithm, and with finite differences if second order."""
     problem, problems = PROBLEMS[kind], []
-    options = {"inner_steps": 2} if "inner_steps" in LEARNERS[name].Config.__dataclass_fields__ else {}
+    options = verify.accepted(name, {"inner_steps": 2})
     others = [other for other in LEARNERS.names() if other != name and algorithm_of(other) == algorithm_of(name)
               and kind in LEARNERS[other].kinds]
     mine = verify.meta_gradient(name, options, problem)

@@ -19,11 +19,11 @@ from typing import Callable
 
 import torch
 
-from algorithms import LEARNERS
 from bench.core import metrics as m
+from bench.core.paths import GATE_BASELINE
 from bench.run.measure import SavedTensorTracker, saved_bytes_of, time_steps
 from bench.run.problems import Problem, meta_iteration
-from bench.core.paths import GATE_BASELINE
+from meta_bench.algorithms import LEARNERS
 
 BASELINE = GATE_BASELINE
 SCORE_TOLERANCE = 1e-9  # float64 on the CPU with a fixed seed and torch version: equal up to rounding

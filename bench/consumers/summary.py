@@ -9,7 +9,7 @@ import pandas as pd
 from bench.core import metrics as m
 from bench.run.test_time import EXPLOSION_FACTOR, exploded
 from bench.spec.conditions import cell_axes
-from datasets import load_dataset
+from meta_bench.datasets import load_dataset
 
 if TYPE_CHECKING:
     from bench.run.runner import Outcome

@@ -29,17 +29,17 @@ import sqlalchemy.exc
 import yaml
 from optuna.trial import TrialState
 
-from algorithms import LEARNERS
 from bench.core import metrics as m
 from bench.core import tags as t
-from bench.store import tracking
 from bench.core.config import ConfigError, field_names, yaml_documents
-from bench.core.paths import OPTUNA_STORAGE, PROJECT_ROOT
-from bench.spec.search import ParamSpec, options_in, space_of
-from bench.spec.suite import Suite, expand
-from bench.store.tracking import FAILED, FINISHED, KILLED
+from bench.core.paths import OPTUNA_STORAGE, WORK_ROOT
 from bench.run.training import run_cell
-from datasets import DATASETS, load_dataset
+from bench.spec.search import ParamSpec, options_in, space_of
+from bench.spec.suite import Suite, expand, suite_file
+from bench.store import tracking
+from bench.store.tracking import FAILED, FINISHED, KILLED
+from meta_bench.algorithms import LEARNERS
+from meta_bench.datasets import DATASETS, load_dataset
 
 DEFAULT_STORAGE = OPTUNA_STORAGE
 DEFAULT_HEARTBEAT = 10
@@ -292,8 +292,8 @@ def optimise(suite: Suite, options: TuneOptions, uri: str, shares: dict[str, int
 
 
 def _worker_command(suite_path: str, options: TuneOptions, uri: str, shares: dict[str, int]) -> list[str]:
-    command = [sys.executable, "-m", "bench", "tune", suite_path, "--worker-shares", json.dumps(shares),
-               "--storage", options.storage, "--tracking-uri", uri]
+    command = [sys.executable, "-m", "bench", "tune", str(suite_file(suite_path).resolve()), "--worker-shares",
+               json.dumps(shares), "--storage", options.storage, "--tracking-uri", uri]
     command += ["--n-trials", str(options.n_trials)] if options.n_trials else []
     command += ["--heartbeat", str(options.heartbeat)] if options.heartbeat is not None else []
     command += ["--study", options.study] if options.study else []
@@ -317,10 +317,12 @@ def _start_workers(suite_path: str, suite: Suite, options: TuneOptions, uri: str
     shares = [{label: n // count + (i < n % count) for label, n in left.items()} for i in range(count)]
     processes = []
     for i, share in enumerate(s for s in shares if any(s.values())):
-        env = dict(os.environ)
+        # the caller's directory and work root: its import-path plugins import, and an installed copy's workers
+        # write where it does (never into site-packages)
+        env = {**os.environ, "METABENCH_HOME": str(WORK_ROOT)}
         if suite.grid.devices[0].startswith("cuda") and "CUDA_VISIBLE_DEVICES" not in env:
             env["CUDA_VISIBLE_DEVICES"] = str(i)  # one GPU per worker
-        processes.append(subprocess.Popen(_worker_command(suite_path, options, uri, share), cwd=PROJECT_ROOT,
+        processes.append(subprocess.Popen(_worker_command(suite_path, options, uri, share), cwd=Path.cwd(),
                                           env=env))
     for process in processes:
         process.wait()

@@ -6,17 +6,24 @@ import itertools
 
 import torch
 
-from algorithms import LEARNERS
-from algorithms.base import algorithm_of
 from bench.run.problems import Problem
-from datasets import Episode
+from meta_bench.algorithms import LEARNERS
+from meta_bench.algorithms.base import algorithm_of
+from meta_bench.datasets import Episode
 
 CASES = (Problem("glyphs", 5, 1, query=2, tasks=2, filters=16), Problem("sinusoid", 1, 5, query=5, tasks=3, filters=16))
+KIND = {"glyphs": "classification", "sinusoid": "regression"}  # the task kind of each case's dataset
 
 
-def families() -> dict[str, list[str]]:
+def learns(name: str, case: Problem) -> bool:
+    return KIND[case.dataset] in LEARNERS[name].kinds
+
+
+def families(extra: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """Algorithm -> its implementations, where it has more than one: the registered and installed learners and
+    ``extra`` (plugins named by import path)."""
     grouped: dict[str, list[str]] = {}
-    for name in LEARNERS.names():
+    for name in dict.fromkeys([*LEARNERS.names(), *extra]):
         grouped.setdefault(algorithm_of(name), []).append(name)
     return {a: names for a, names in grouped.items() if len(names) > 1}
 
@@ -24,10 +31,15 @@ def families() -> dict[str, list[str]]:
 def meta_gradient(name: str, options: dict, case: Problem) -> torch.Tensor:
     """The float64 meta-gradient over every model parameter, zeros where a learner leaves one out (ProtoNet's
     head)."""
-    learner = case.learner(name, torch.float64, **options)
+    learner = case.learner(name, torch.float64, **accepted(name, options))
     learner.meta_gradient(case.batch(dtype=torch.float64))
     return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten()
                       for p in learner.model.parameters()])
+
+
+def accepted(name: str, options: dict) -> dict:
+    """The options ``name``'s config has (ProtoNet's has no inner loop)."""
+    return {key: value for key, value in options.items() if key in LEARNERS[name].Config.__dataclass_fields__}
 
 
 def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -51,7 +63,7 @@ def finite_difference_error(name: str, options: dict, case: Problem, directions:
                     batch.support_y,
                     batch.query_x + 1e-2 * torch.randn(batch.query_x.shape, generator=noise, dtype=torch.float64),
                     batch.query_y, batch.classes)
-    learner = case.learner(name, torch.float64, **options)
+    learner = case.learner(name, torch.float64, **accepted(name, options))
     learner.meta_gradient(batch)
     params = list(learner.model.parameters())
     grad = torch.cat([p.grad.flatten() for p in params])
@@ -71,22 +83,27 @@ def finite_difference_error(name: str, options: dict, case: Problem, directions:
     return worst
 
 
-def second_order_learners() -> list[str]:
+def second_order_learners(extra: tuple[str, ...] = ()) -> list[str]:
     """Learners that differentiate through adaptation by default: a `first_order` option that is off."""
-    return [name for name, cls in LEARNERS.items() if getattr(cls.Config(), "first_order", True) is False]
+    return [name for name in dict.fromkeys([*LEARNERS.names(), *extra])
+            if getattr(LEARNERS[name].Config(), "first_order", True) is False]
 
 
-def run_checks(tolerance: float = 1e-6, echo=print) -> bool:
+def run_checks(tolerance: float = 1e-6, echo=print, extra: tuple[str, ...] = ()) -> bool:
+    """Every family's agreement and every second-order learner's finite differences; ``extra`` adds learners named
+    by import path to the registered and installed ones."""
     ok = True
-    for algorithm, names in sorted(families().items()):
+    for algorithm, names in sorted(families(tuple(extra)).items()):
         for case, steps in itertools.product(CASES, (1, 3)):
+            if len(here := [name for name in names if learns(name, case)]) < 2:
+                continue
             options = {"inner_steps": steps, "inner_lr": 0.4 if case.dataset == "glyphs" else 0.01}
-            for a, b, rel in agreement(names, options, case):
+            for a, b, rel in agreement(here, options, case):
                 verdict = "ok" if rel <= tolerance else "DISAGREE"
                 ok &= rel <= tolerance
                 echo(f"{algorithm:8s} {case.dataset:9s} S={steps}  {a:20s} vs {b:20s} max rel diff {rel:.2e}  {verdict}")
-    for name in second_order_learners():
-        for case in CASES:
+    for name in second_order_learners(tuple(extra)):
+        for case in [case for case in CASES if learns(name, case)]:
             options = {"inner_steps": 2, "inner_lr": 0.4 if case.dataset == "glyphs" else 0.01}
             rel = finite_difference_error(name, options, case)
             verdict = "ok" if rel <= tolerance else "MISMATCH"

@@ -19,7 +19,6 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from bench.core.paths import PROJECT_ROOT
 
 IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 HOW = ("; or a {kind} of your own: its import path ('package.module:Class', the module installed or on PYTHONPATH), "
@@ -29,6 +28,7 @@ HOW = ("; or a {kind} of your own: its import path ('package.module:Class', the 
 SOURCES: dict[str, bytes] = {}
 PATHS: dict[str, Path] = {}  # the same keys -> the file on disk
 PACKAGES: dict[str, list[str]] = {}  # a plugin's top-level package -> its keys
+OWN_PACKAGES = ("bench", "meta_bench")  # meta-bench's own top-level packages, wherever they are installed
 
 
 class PluginError(Exception):
@@ -90,17 +90,18 @@ def is_plugin_module(module_name: str) -> bool:
 
 
 def snapshot(module_name: str) -> None:
-    """Read the source of ``module_name``'s top-level package (once), unless it is this repository's own."""
+    """Read the source of ``module_name``'s top-level package (once), unless it is meta-bench's own."""
     top = module_name.split(".")[0]
+    if top in PACKAGES or top in OWN_PACKAGES:
+        return  # meta-bench's own modules are read at start-up already
     module = sys.modules[top]
-    if top in PACKAGES or not getattr(module, "__file__", None):
-        return
-    folder = Path(module.__file__).resolve().parent
-    if folder == PROJECT_ROOT or PROJECT_ROOT in folder.parents:
-        return  # the repository's own modules are read at start-up already
-    files = sorted(folder.rglob("*.py")) if hasattr(module, "__path__") else [Path(module.__file__).resolve()]
-    base = folder.parent if hasattr(module, "__path__") else folder
-    keys = {f"plugin/{path.relative_to(base).as_posix()}": path for path in files}
+    if hasattr(module, "__path__"):  # a package, regular or namespace (folders of its own on several paths)
+        folders = [Path(p).resolve() for p in module.__path__ if Path(p).is_dir()]
+        files = [(path, folder.parent) for folder in folders for path in sorted(folder.rglob("*.py"))]
+    else:
+        path = Path(module.__file__).resolve()
+        files = [(path, path.parent)]
+    keys = {f"plugin/{path.relative_to(base).as_posix()}": path for path, base in files}
     PACKAGES[top] = list(keys)
     PATHS.update(keys)
     SOURCES.update({key: path.read_bytes() for key, path in keys.items()})

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import torch
 
-from algorithms import MetaLearner
 from bench.core.hardware import device_description
 from bench.core.paths import AUTOTUNE_CACHE
 from bench.run.measure import time_steps
 from bench.run.problems import meta_iteration
-from datasets import Episode
+from meta_bench.algorithms import MetaLearner
+from meta_bench.datasets import Episode
 
 TIMED_ITERATIONS = 3  # each candidate: one untimed warm-up, then the median of these
 MEASURED, CACHED, EXPLICIT = "measured", "cached", "explicit"

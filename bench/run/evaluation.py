@@ -8,10 +8,10 @@ from typing import Callable, Iterator
 
 import torch
 
-from algorithms.base import MetaLearner, task_score
 from bench.run.measure import PhaseMeter
-from datasets.base import TaskSource
-from datasets.episode import Episode
+from meta_bench.algorithms.base import MetaLearner, task_score
+from meta_bench.datasets.base import TaskSource
+from meta_bench.datasets.episode import Episode
 
 
 def _passes(predict: Callable[[Episode], torch.Tensor], source: TaskSource, episodes: int, device: torch.device,

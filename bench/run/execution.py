@@ -23,15 +23,15 @@ from typing import Callable, Protocol
 import torch
 from tqdm import tqdm
 
-from algorithms.base import LEARNERS, algorithm_of
 from bench.core import interrupts
 from bench.core import tags as t
-from bench.store import claims, ownership, tracking
-from bench.store.provenance import LOADED_AT, check_unchanged, code_identity, evaluation_identity, files_of
-from bench.spec.suite import Cell
-from bench.store.tracking import FAILED, FINISHED, KILLED
 from bench.run import test_time
 from bench.run.training import CellResult, Trained
+from bench.spec.suite import Cell
+from bench.store import claims, ownership, tracking
+from bench.store.provenance import LOADED_AT, check_unchanged, code_identity, evaluation_identity, files_of
+from bench.store.tracking import FAILED, FINISHED, KILLED
+from meta_bench.algorithms.base import LEARNERS, algorithm_of
 
 CLAIM_POLL_S = 1.0  # how often a cell held by another invocation is looked at again
 DEFAULT_MAX_WAIT_S = 12 * 3600.0  # a cell held by a live invocation longer than this is left to a later run

@@ -7,11 +7,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from algorithms import LEARNERS, MetaLearner, TaskSpec
-from algorithms.backbones import BackboneConfig, build_model
 from bench.core.config import from_mapping
 from bench.spec.suite import Cell, TrainingSpec
-from datasets import DATASETS, Dataset, load_dataset
+from meta_bench.algorithms import LEARNERS, MetaLearner, TaskSpec
+from meta_bench.algorithms.backbones import BackboneConfig, build_model
+from meta_bench.datasets import DATASETS, Dataset, load_dataset
 
 
 def dtype_of(training: TrainingSpec) -> torch.dtype:

@@ -9,10 +9,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-from algorithms import LEARNERS, MetaLearner, TaskSpec
-from algorithms.backbones import BackboneConfig
 from bench.run.factory import new_learner, new_model, task_of
-from datasets import Episode, load_dataset
+from meta_bench.algorithms import LEARNERS, MetaLearner, TaskSpec
+from meta_bench.algorithms.backbones import BackboneConfig
+from meta_bench.datasets import Episode, load_dataset
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,15 @@ from typing import Callable
 import torch
 
 from bench.core import tags as t
-from bench.store import tracking
 from bench.core import interrupts
 from bench.core.config import ConfigError
-from bench.run.execution import Attempt, CellLoop, Done, Outcome, Sink, SuiteRun, cell_code
 from bench.core.hardware import device_available
-from bench.spec.suite import Cell, Suite
-from bench.store.tracking import FAILED, FINISHED, KILLED
+from bench.run.execution import Attempt, CellLoop, Done, Outcome, Sink, SuiteRun, cell_code
 from bench.run.training import run_cell
-from datasets import load_dataset
+from bench.spec.suite import Cell, Suite
+from bench.store import tracking
+from bench.store.tracking import FAILED, FINISHED, KILLED
+from meta_bench.datasets import load_dataset
 
 
 class InProcess:

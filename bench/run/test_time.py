@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from algorithms import MetaLearner
 from bench.core import metrics as m
 from bench.run.evaluation import evaluate, evaluate_curve
 from bench.run.measure import PhaseMeter, confidence_interval95
 from bench.spec.suite import ABSENT, Cell
-from datasets import Dataset
+from meta_bench.algorithms import MetaLearner
+from meta_bench.datasets import Dataset
 
 SCORES_FILE = "test_scores.csv"
 COLUMNS = ("test_k_shot", "test_steps", "episode", "score", "diverged")

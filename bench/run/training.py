@@ -20,8 +20,8 @@ from bench.run.measure import PhaseMeter, wall_clock
 from bench.run.test_time import score_cell
 from bench.spec.suite import Cell
 from bench.store.provenance import code_identity
-from algorithms import MetaLearner
-from datasets import TaskSource, load_dataset
+from meta_bench.algorithms import MetaLearner
+from meta_bench.datasets import TaskSource, load_dataset
 
 Curve = Callable[[int, dict[str, float]], None]  # (meta-iteration, values by metric name)
 

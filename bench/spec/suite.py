@@ -11,15 +11,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from algorithms import LEARNERS
-from algorithms.backbones import BackboneConfig
 from bench.core.config import ConfigError, check_keys, field_names, from_mapping, to_mapping, yaml_documents
+from bench.core.paths import SHIPPED_SUITES
 from bench.core.registry import UnknownNameError, did_you_mean
-from bench.spec.search import SECTIONS, SearchSpec, parse_space
 from bench.core.seeding import Seed
-from datasets import DATASETS
-from datasets.base import DataMissingError, DataRequestError
-from datasets.registry import parse_options
+from bench.spec.search import SECTIONS, SearchSpec, parse_space
+from meta_bench.algorithms import LEARNERS
+from meta_bench.algorithms.backbones import BackboneConfig
+from meta_bench.datasets import DATASETS
+from meta_bench.datasets.base import DataMissingError, DataRequestError
+from meta_bench.datasets.registry import parse_options
 
 DEFAULT_TRACKING_URI = "sqlite:///results/mlflow.db"
 DEVICE_PATTERN = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
@@ -314,13 +315,31 @@ def parse_suite(raw: Mapping[str, Any], source: str = "<suite>", notes: list[str
     return suite
 
 
+def shipped_suites() -> dict[str, Path]:
+    """The suites meta-bench ships, by name (the file's stem): the repository's ``suites/``, in an installed copy
+    too."""
+    return {path.stem: path for path in sorted(SHIPPED_SUITES.glob("*.yaml"))}
+
+
+def suite_file(path: str | Path) -> Path:
+    """The suite file ``path`` names: that file, or where there is none, the shipped suite of that name
+    (``quickstart``, ``quickstart.yaml`` or ``suites/quickstart.yaml``), so an installed copy runs what it ships."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    stem = path.stem if path.suffix in (".yaml", ".yml") else path.name
+    shipped = shipped_suites()
+    if path.parent in (Path("."), Path("suites")) and stem in shipped:
+        return shipped[stem]
+    raise ConfigError(f"{path}: no such suite file, nor a shipped suite of that name (shipped: "
+                      f"{', '.join(shipped) or 'none'}; `bench suites` lists them)")
+
+
 def load_suites(path: str | Path, notes: list[str] | None = None, max_cells: int | None = None) -> list[Suite]:
     """Every suite of a YAML file. A file may hold several documents (``---``), each a whole suite: a published
     protocol whose settings differ by N (Finn et al.'s 5-way and 20-way Omniglot) is one file of two documents
     with the same suite name, so they share one MLflow experiment and one report."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such suite file")
+    path = suite_file(path)
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
@@ -406,7 +425,7 @@ def validate(suite: Suite, source: str, notes: list[str] | None = None, max_cell
             raise ConfigError(f"{source}: grid.options.{option}: expected a non-empty list of values")
     _check_baselines(suite, source)
     check_grid_size(grid_size(suite), source, max_cells)  # before the data is loaded and the grid expanded
-    from datasets import load_dataset  # noqa: PLC0415  (loading is the expensive part: only for a valid suite)
+    from meta_bench.datasets import load_dataset  # noqa: PLC0415  (loading is the expensive part: only for a valid suite)
     try:
         data = load_dataset(suite.dataset.name, suite.dataset.options)
         for spec in suite.learners:

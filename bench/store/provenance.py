@@ -25,7 +25,7 @@ from typing import Iterable
 import torch
 
 from bench.core import plugins
-from bench.core.paths import CHECKOUT, PROJECT_ROOT
+from bench.core.paths import CHECKOUT, PROJECT_ROOT, SOURCE_DIRS
 
 RESULT_PACKAGES = ("algorithms", "datasets", "bench")
 # modules that never touch a number a cell produces: editing them must not rerun anything
@@ -34,12 +34,35 @@ PRESENTATION_ONLY = ("bench/__main__.py", "bench/store/", "bench/consumers/repor
                      "bench/run/execution.py")
 
 
-def source_files(root: Path = PROJECT_ROOT) -> list[Path]:
-    """The result-affecting source files under ``root``, relative, in a fixed order."""
+def _folders(root: Path | None) -> dict[str, Path]:
+    """The source folders by their source-tree names: under ``root`` laid out as the source tree, or this copy's
+    (an installed copy holds ``algorithms`` as ``meta_bench/algorithms``)."""
+    return {package: root / package if root is not None else SOURCE_DIRS[package] for package in RESULT_PACKAGES}
+
+
+def source_path(relative: str | Path, root: Path | None = None) -> Path:
+    """Where a source file named by its source-tree path (``algorithms/functional.py``) lies."""
+    package, _, rest = Path(relative).as_posix().partition("/")
+    return _folders(root)[package] / rest
+
+
+def relative_name(path: Path) -> str:
+    """A file of this copy's source folders by its source-tree path: the same name checked out or installed, so the
+    same code has the same identity either way."""
+    path = path.resolve()
+    for package, folder in SOURCE_DIRS.items():
+        if folder.resolve() in path.parents:
+            return f"{package}/{path.relative_to(folder.resolve()).as_posix()}"
+    raise ValueError(f"{path} is not in meta-bench's source folders")
+
+
+def source_files(root: Path | None = None) -> list[Path]:
+    """The result-affecting source files, by source-tree path, in a fixed order: this copy's, or those under a
+    ``root`` laid out as the source tree."""
     files = []
-    for package in RESULT_PACKAGES:
-        for path in sorted((root / package).rglob("*.py")):
-            relative = path.relative_to(root).as_posix()
+    for package, folder in _folders(root).items():
+        for path in sorted(folder.rglob("*.py")):
+            relative = f"{package}/{path.relative_to(folder).as_posix()}"
             if not relative.startswith(PRESENTATION_ONLY):
                 files.append(Path(relative))
     return files
@@ -48,7 +71,7 @@ def source_files(root: Path = PROJECT_ROOT) -> list[Path]:
 def learner_modules() -> dict[str, set[str]]:
     """Registered learner (those loaded so far) -> the source files of the classes it is built from: relative
     paths in ``algorithms``, and the files of a plugin's package (``plugins.SOURCES`` keys)."""
-    from algorithms import LEARNERS  # noqa: PLC0415  (the registry imports this package's siblings)
+    from meta_bench.algorithms import LEARNERS  # noqa: PLC0415  (the registry imports this package's siblings)
 
     out = {}
     for name, cls in LEARNERS.loaded():
@@ -56,8 +79,8 @@ def learner_modules() -> dict[str, set[str]]:
         # and the algorithms modules those import from (the functional learner's execution plan)
         modules |= {getattr(value, "__module__", None) or "" for module in list(modules)
                     for value in vars(sys.modules[module]).values() if not inspect.ismodule(value)}
-        out[name] = {Path(sys.modules[module].__file__).resolve().relative_to(PROJECT_ROOT).as_posix()
-                     for module in modules if module.startswith("algorithms.")}
+        out[name] = {relative_name(Path(sys.modules[module].__file__))
+                     for module in modules if module.startswith("meta_bench.algorithms.")}
         out[name] |= {key for module in modules if plugins.is_plugin_module(module)
                       for key in plugins.PACKAGES[module.split(".")[0]]}
     return out
@@ -69,11 +92,11 @@ def loaded_sources() -> dict[str, bytes]:
     return {**LOADED, **plugins.SOURCES}
 
 
-def source_hash(files: Iterable[Path], root: Path = PROJECT_ROOT, contents: dict[str, bytes] | None = None) -> str:
+def source_hash(files: Iterable[Path], root: Path | None = None, contents: dict[str, bytes] | None = None) -> str:
     """Hash of the files' paths and contents; ``contents`` (path -> bytes) stands in for the disk where given."""
     digest = hashlib.sha256()
     for relative in files:
-        text = contents[relative.as_posix()] if contents is not None else (root / relative).read_bytes()
+        text = contents[relative.as_posix()] if contents is not None else source_path(relative, root).read_bytes()
         digest.update(relative.as_posix().encode() + b"\0" + text + b"\0")
     return digest.hexdigest()[:16]
 
@@ -82,8 +105,8 @@ class CodeChangedError(RuntimeError):
     """A source file that results depend on changed on disk after this process loaded it."""
 
 
-def _read_all(root: Path = PROJECT_ROOT) -> dict[str, bytes]:
-    return {f.as_posix(): (root / f).read_bytes() for f in source_files(root)}
+def _read_all() -> dict[str, bytes]:
+    return {f.as_posix(): source_path(f).read_bytes() for f in source_files()}
 
 
 LOADED = _read_all()  # the source as this process loads it (see the module's docstring)
@@ -95,7 +118,7 @@ def check_unchanged(files: Iterable[Path]) -> None:
     process loaded: results computed now could be of either version, so none may be logged."""
     changed, loaded = [], loaded_sources()
     for relative in files:
-        path = plugins.PATHS.get(relative.as_posix(), PROJECT_ROOT / relative)
+        path = plugins.PATHS.get(relative.as_posix()) or source_path(relative)
         if not path.exists() or path.read_bytes() != loaded[relative.as_posix()]:
             changed.append(path.as_posix() if relative.as_posix() in plugins.PATHS else relative.as_posix())
     if changed:
@@ -108,7 +131,7 @@ def _dataset_files(dataset: str | None) -> set[str]:
     """A plugin dataset's package files (a built-in dataset's module is among the repository's sources)."""
     if dataset is None:
         return set()
-    from datasets import DATASETS  # noqa: PLC0415  (the datasets package imports bench's core)
+    from meta_bench.datasets import DATASETS  # noqa: PLC0415  (the datasets package imports bench's core)
 
     module = DATASETS[dataset].load.__module__
     return set(plugins.PACKAGES[module.split(".")[0]]) if plugins.is_plugin_module(module) else set()
@@ -129,7 +152,7 @@ def files_of(learner: str, dataset: str | None = None) -> tuple[Path, ...]:
 def code_identity(learner: str, dataset: str) -> str:
     """The identity of the code that runs ``learner``'s cells on ``dataset``: what resuming matches on, besides the
     config."""
-    from datasets import DATASETS  # noqa: PLC0415
+    from meta_bench.datasets import DATASETS  # noqa: PLC0415
 
     return (f"{source_hash(files_of(learner, dataset), contents=loaded_sources())}-torch{torch.__version__}"
             f"-data{DATASETS[dataset].version}")
@@ -138,11 +161,10 @@ def code_identity(learner: str, dataset: str) -> str:
 def evaluation_files(dataset: str) -> list[Path]:
     """The code that makes a dataset's test episodes and scores them: its module, the episode and sampler code, the
     evaluation path and the score functions."""
-    from datasets import DATASETS  # noqa: PLC0415  (the datasets package imports bench's core)
+    from meta_bench.datasets import DATASETS  # noqa: PLC0415  (the datasets package imports bench's core)
 
     plugin = sorted(_dataset_files(dataset))
-    module = plugin or [Path(inspect.getsourcefile(DATASETS[dataset].load)).resolve().relative_to(PROJECT_ROOT)
-                        .as_posix()]
+    module = plugin or [relative_name(Path(inspect.getsourcefile(DATASETS[dataset].load)))]
     shared = ("datasets/__init__.py", "datasets/base.py", "datasets/episode.py", "datasets/cache.py",
               "datasets/registry.py", "bench/run/evaluation.py", "bench/run/test_time.py",
               "algorithms/base.py")

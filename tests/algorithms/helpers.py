@@ -1,9 +1,9 @@
 import torch
 
-from algorithms import LEARNERS
-from algorithms.base import algorithm_of
 from bench.core.config import from_mapping
 from bench.run.problems import Problem
+from meta_bench.algorithms import LEARNERS
+from meta_bench.algorithms.base import algorithm_of
 
 FOMAML_VARIANTS = [name for name in LEARNERS.names() if algorithm_of(name) == "fomaml"]  # from the registry
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from algorithms.backbones import BackboneConfig, build_model, conv4, mlp
+from meta_bench.algorithms.backbones import BackboneConfig, build_model, conv4, mlp
 
 
 def count(model):

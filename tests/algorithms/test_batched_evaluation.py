@@ -4,10 +4,10 @@ import dataclasses
 import pytest
 import torch
 
-from algorithms import LEARNERS
 from bench.run.evaluation import evaluate
 from bench.run.problems import Problem
-from datasets import load_dataset
+from meta_bench.algorithms import LEARNERS
+from meta_bench.datasets import load_dataset
 
 PROBLEMS = {"glyphs": Problem("glyphs", 3, 1, query=2, tasks=5, filters=4, inner_steps=2),
             "sinusoid": Problem("sinusoid", 1, 3, query=4, tasks=5, inner_steps=2)}

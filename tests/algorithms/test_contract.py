@@ -5,9 +5,9 @@ import pickle
 import pytest
 import torch
 
-from algorithms import LEARNERS, MetaLearner, register_learner
 from bench.core.config import ConfigError, from_mapping
 from bench.core.registry import UnknownNameError
+from meta_bench.algorithms import LEARNERS, MetaLearner, register_learner
 from tests.algorithms.helpers import make_learner, make_problem
 
 

@@ -4,8 +4,8 @@ that it really runs the way it says."""
 import pytest
 import torch
 
-from algorithms.fast_plan import FastForward
 from benchmarks.plain import batched_mlp_references, plain_references
+from meta_bench.algorithms.fast_plan import FastForward
 from tests.algorithms.helpers import flat_grad, make_learner, make_problem, rel
 
 

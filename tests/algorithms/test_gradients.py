@@ -4,11 +4,11 @@ import copy
 import pytest
 import torch
 
-from algorithms import LEARNERS
-from algorithms.base import algorithm_of
-from algorithms.inner_loop import InnerLoopLearner
 from bench.consumers import verify
 from bench.run.measure import saved_bytes_of
+from meta_bench.algorithms import LEARNERS
+from meta_bench.algorithms.base import algorithm_of
+from meta_bench.algorithms.inner_loop import InnerLoopLearner
 from tests.algorithms.helpers import FOMAML_VARIANTS, flat_grad, make_learner, make_problem, rel
 
 CASES = [("glyphs", 5, 0.4), ("sinusoid", 1, 0.01)]

@@ -2,13 +2,13 @@
 import pytest
 import torch
 
-from algorithms import LEARNERS
-from bench.run.factory import build_learner
-from bench.run.training import run_cell
 from bench.run.evaluation import evaluate
+from bench.run.factory import build_learner
 from bench.run.measure import confidence_interval95
+from bench.run.training import run_cell
 from bench.spec.suite import expand, parse_suite
-from datasets import load_dataset
+from meta_bench.algorithms import LEARNERS
+from meta_bench.datasets import load_dataset
 
 GLYPHS = {
     "suite": "learning", "dataset": {"name": "glyphs"},

@@ -8,10 +8,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from algorithms.backbones import Classifier
-from algorithms.base import TaskSpec
-from algorithms.functional import step_loss_weights
-from datasets.episode import Episode
+from meta_bench.algorithms.backbones import Classifier
+from meta_bench.algorithms.base import TaskSpec
+from meta_bench.algorithms.functional import step_loss_weights
+from meta_bench.datasets.episode import Episode
 from tests.algorithms.helpers import flat_grad, make_learner, make_problem, rel
 
 
@@ -194,7 +194,7 @@ def test_protonet_loss_and_accuracy_equal_the_closed_form_on_a_2d_example():
 
 
 def test_the_runner_tells_the_learner_its_iteration_and_saves_the_learned_rates(monkeypatch):
-    from algorithms.functional import FunctionalLearner
+    from meta_bench.algorithms.functional import FunctionalLearner
     from bench.spec.suite import expand, parse_suite
     from bench.run.training import run_cell
 

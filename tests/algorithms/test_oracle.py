@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from algorithms import LEARNERS
-from algorithms.functional import FunctionalConfig, FunctionalLearner
-from algorithms.inner_loop import InnerLoopLearner
 from bench.consumers import verify
+from meta_bench.algorithms import LEARNERS
+from meta_bench.algorithms.functional import FunctionalConfig, FunctionalLearner
+from meta_bench.algorithms.inner_loop import InnerLoopLearner
 from tests.algorithms.helpers import make_learner, make_problem, rel
 
 # learners whose meta-gradient is the query gradient through an inner SGD loop (Reptile's is not: its own test)

@@ -4,9 +4,9 @@ import math
 import pytest
 import torch
 
-from algorithms.finetune import CosineClassifier
-from bench.spec.suite import expand, parse_suite
 from bench.run.training import run_cell
+from bench.spec.suite import expand, parse_suite
+from meta_bench.algorithms.finetune import CosineClassifier
 from tests.algorithms.helpers import make_learner, make_problem
 from tests.suites import TINY
 
@@ -80,7 +80,7 @@ def test_meta_gradient_clipping_bounds_every_element_before_the_step(monkeypatch
 
 
 def test_query_k_shot_draws_as_many_queries_as_shots_in_training_and_test(monkeypatch):
-    from datasets.base import ImageDataset
+    from meta_bench.datasets.base import ImageDataset
 
     suite = parse_suite({**TINY, "learners": ["maml"], "grid": {**TINY["grid"], "k_shot": [3]},
                          "training": {**TINY["training"], "query": "k_shot"},

@@ -41,3 +41,22 @@ def test_datasets_prints_statistics(capsys):
 def test_datasets_unknown_name_exits_2(capsys):
     assert main(["datasets", "glyph"]) == 2
     assert "did you mean 'glyphs'" in capsys.readouterr().err
+
+
+def test_a_shipped_suite_runs_by_its_name_and_suites_lists_every_one(capsys, monkeypatch, tmp_path):
+    from bench.core.paths import SHIPPED_SUITES
+
+    monkeypatch.chdir(tmp_path)  # no suites/ here: the names resolve to the shipped files
+    assert main(["suites"]) == 0
+    listed = capsys.readouterr().out
+    for path in SHIPPED_SUITES.glob("*.yaml"):
+        assert f"{path.stem}\n" in listed and str(path) in listed
+    for name in ("quickstart", "quickstart.yaml", "suites/quickstart.yaml"):
+        assert main(["run", name, "--dry-run"]) == 0
+        assert "suite quickstart: 15 cell(s)" in capsys.readouterr().out
+    assert main(["run", "quickstart2", "--dry-run"]) == 2
+    assert "quickstart2: no such suite file, nor a shipped suite of that name (shipped: ablation_mamlpp," \
+        in capsys.readouterr().err
+    (tmp_path / "quickstart.yaml").write_text("suite: [")  # a file of that name is the user's, and wins
+    assert main(["run", "quickstart.yaml", "--dry-run"]) == 2
+    assert "quickstart.yaml" in capsys.readouterr().err

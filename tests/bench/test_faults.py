@@ -19,12 +19,13 @@ import sqlalchemy.exc
 from mlflow.exceptions import MlflowException
 import torch
 
-from bench.store import claims, ownership, provenance, tracking
 from bench.__main__ import main
+from bench.core.paths import SOURCE_DIRS
 from bench.run.execution import CellLoop, SuiteRun, evaluation_fingerprint
 from bench.run.runner import InProcess
 from bench.spec.suite import expand, load_suites, parse_suite
-from datasets import cache
+from bench.store import claims, ownership, provenance, tracking
+from meta_bench.datasets import cache
 from tests.suites import TINY, all_runs, cell_runs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -273,16 +274,19 @@ def test_concurrent_forced_invocations_run_each_cell_once(write_suite, tmp_path)
 def test_code_edited_after_the_process_loaded_it_is_never_logged(write_suite, tmp_path):
     """The identity names the code the process loaded: an edit on disk in between is refused, not logged under
     the new code's identity (reproduced by editing finetune after import)."""
-    root = tmp_path / "project"
+    root = tmp_path / "project"  # laid out as an installed copy (bench, meta_bench/algorithms, ...): it runs first
     for package in provenance.RESULT_PACKAGES:
-        shutil.copytree(ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(SOURCE_DIRS[package], root / ("" if package == "bench" else "meta_bench") / package,
+                        ignore=shutil.ignore_patterns("__pycache__"))
     uri = f"sqlite:///{tmp_path / 'edited.db'}"
     path = write_suite({"learners": ["finetune"]})
     script = textwrap.dedent(f"""
         import sys
         from bench.__main__ import main
         import bench.run.runner  # the learner modules are loaded now
-        learner = {str(root / 'algorithms' / 'finetune.py')!r}
+        learner = {str(root / 'meta_bench' / 'algorithms' / 'finetune.py')!r}
+        import meta_bench.algorithms.finetune
+        assert meta_bench.algorithms.finetune.__file__ == learner, meta_bench.algorithms.finetune.__file__
         open(learner, "a").write("\\n# edited after the process loaded it\\n")
         sys.exit(main(["run", {str(path)!r}, "--tracking-uri", {uri!r}, "--no-progress", "--no-report"]))
     """)

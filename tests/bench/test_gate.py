@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from algorithms import LEARNERS
 from bench.consumers import gate
+from meta_bench.algorithms import LEARNERS
 
 BASELINE = json.loads(gate.BASELINE.read_text())
 SAME_TORCH = pytest.mark.skipif(BASELINE["torch"] != torch.__version__,
@@ -75,7 +75,7 @@ def test_memory_stays_flat_over_20_meta_iterations_and_a_leak_is_caught(monkeypa
         one_each.setdefault(inspect.getmodule(LEARNERS[name]).__name__, name)
     assert len(one_each) == 6 and "maml" in one_each.values()
     assert gate.flatness_failures(sorted(one_each.values())) == []
-    from algorithms.functional import FunctionalLearner
+    from meta_bench.algorithms.functional import FunctionalLearner
 
     kept = []
     real = FunctionalLearner.meta_gradient

@@ -21,7 +21,7 @@ PLUGIN = textwrap.dedent('''
     import torch
     from torch.nn import functional as F
 
-    from algorithms.base import MetaLearner, StepResult
+    from meta_bench.algorithms.base import MetaLearner, StepResult
 
 
     @dataclass(frozen=True)
@@ -107,12 +107,45 @@ def test_check_learner_holds_a_plugin_to_the_contract_and_to_its_algorithm(tmp_p
     '''))
     kept = bench(["check-learner", "mb_plugin_demo.learners:Centroid"], tmp_path, os.getcwd())
     assert kept.returncode == 0 and "keeps the learner contract" in kept.stdout, kept.stderr
+    verified = bench(["verify", "mb_plugin_demo.learners:Centroid"], tmp_path, os.getcwd())  # and in bench verify
+    assert verified.returncode == 0, verified.stdout
+    assert re.search(r"protonet +glyphs .* protonet +vs mb_plugin_demo.learners:Centroid .* ok", verified.stdout)
     lazy = bench(["check-learner", "mb_plugin_demo.learners:Lazy"], tmp_path, os.getcwd())
     assert lazy.returncode == 1 and "meta_gradient must fill finite, non-zero .grad" in lazy.stderr
     source.write_text(source.read_text().replace("temperature: float = 1.0", "temperature: float = 2.0"))
     differs = bench(["check-learner", "mb_plugin_demo.learners:Centroid"], tmp_path, os.getcwd())
     assert differs.returncode == 1 and "mb_plugin_demo.learners:Centroid vs protonet (classification): " \
         "meta-gradients differ" in differs.stderr
+    disagrees = bench(["verify", "mb_plugin_demo.learners:Centroid"], tmp_path, os.getcwd())
+    assert disagrees.returncode == 1 and re.search(r"protonet +vs mb_plugin_demo.learners:Centroid .* DISAGREE",
+                                                   disagrees.stdout), disagrees.stdout
+
+
+def test_a_namespace_package_plugin_is_part_of_its_cells_code_identity(tmp_path):
+    """A plugin package without __init__.py (a PEP 420 namespace package) is read like any other: its files enter
+    the identity of its learner's cells, and an edit changes it."""
+    source = write_plugin(tmp_path)
+    (source.parent / "__init__.py").unlink()
+    script = textwrap.dedent('''
+        import sys
+        from bench.store import provenance
+        from meta_bench.algorithms import LEARNERS
+        LEARNERS["mb_plugin_demo.learners:Centroid"]
+        files = {f.as_posix() for f in provenance.files_of("mb_plugin_demo.learners:Centroid", "glyphs")}
+        print("plugin/mb_plugin_demo/learners.py" in files, provenance.code_identity(
+            "mb_plugin_demo.learners:Centroid", "glyphs"))
+    ''')
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.getcwd()])}
+
+    def identity():
+        done = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    included, before = identity()
+    source.write_text(source.read_text() + "\n# edited\n")
+    assert (included, identity()[1] != before) == ("True", True)
 
 
 def outcomes(uri):
@@ -159,7 +192,7 @@ def test_an_installed_entry_point_is_listed_and_named_by_a_suite(tmp_path, track
     ("no_such_package.learners:Mine", r"learners\[0\].name: learner 'no_such_package.learners:Mine': no module named "
                                       r"'no_such_package' \(install its package, or put the folder"),
     ("os.path:join", r"learners\[0\].name: learner 'os.path:join' names <function join.*which is not a subclass of "
-                     r"algorithms.base.MetaLearner"),
+                     r"meta_bench.algorithms.base.MetaLearner"),
     ("broken_plugin:Mine", r"learners\[0\].name: learner 'broken_plugin:Mine': importing broken_plugin failed: "
                            r"ZeroDivisionError: division by zero"),
     ("mb_plugin_demo.learners:Centroidd", r"module mb_plugin_demo.learners has no attribute 'Centroidd'"),

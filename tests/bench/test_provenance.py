@@ -1,12 +1,13 @@
 import shutil
 
+from bench.core.paths import SOURCE_DIRS
 from bench.store import provenance
-from bench.store.provenance import PROJECT_ROOT, files_of, source_files, source_hash
+from bench.store.provenance import files_of, source_files, source_hash
 
 
 def copy_packages(tmp_path):
     for package in provenance.RESULT_PACKAGES:
-        shutil.copytree(PROJECT_ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(SOURCE_DIRS[package], tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     return tmp_path
 
 
@@ -14,7 +15,7 @@ def test_editing_code_that_makes_results_changes_the_identity_and_presentation_d
     root = copy_packages(tmp_path)
     files = source_files(root)
     before = source_hash(files, root)
-    assert source_hash(source_files(PROJECT_ROOT), PROJECT_ROOT) == before  # content, not location
+    assert source_hash(source_files()) == before  # content, not location
     report = root / "bench" / "consumers" / "report" / "__init__.py"
     report.write_text(report.read_text() + "\n# a presentation change\n")
     assert source_hash(source_files(root), root) == before

@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench.spec import published
 from bench.__main__ import main
 from bench.core.config import ConfigError
+from bench.spec import published
 from bench.spec.suite import parse_suite
 from tests.suites import TINY
 
@@ -43,7 +43,7 @@ def test_an_unknown_series_or_label_is_refused():
 def test_the_finn_protocol_on_a_miniature_omniglot_is_not_comparable(omniglot_root, tmp_path, monkeypatch):
     """The shipped protocol suite, shrunk to seconds on a generated miniature in the real on-disk layout: the
     report shows measured against published, marked not comparable with the reasons."""
-    from datasets import cache
+    from meta_bench.datasets import cache
 
     monkeypatch.setattr(cache, "CACHE_DIR", tmp_path / "cache")
     raw = next(yaml.safe_load_all((ROOT / "suites" / "omniglot_finn2017.yaml").read_text()))

@@ -110,7 +110,7 @@ def test_the_update_is_not_applied_once_the_loss_is_non_finite(monkeypatch):
 def test_same_seed_same_start_and_same_episodes_for_every_learner(monkeypatch):
     """Every learner of a seed starts from the same weights, trains on the same episode stream and is scored on
     the same test episodes; another seed changes the weights and the training stream, not the test episodes."""
-    from algorithms.base import MetaLearner
+    from meta_bench.algorithms.base import MetaLearner
     from bench.run import training
 
     seen = {}
@@ -224,7 +224,7 @@ def test_ctrl_c_marks_the_cell_killed_and_exits_130(write_suite, tmp_path):
 
 
 def test_cuda_out_of_memory_becomes_a_failed_run_and_frees_the_cache(write_suite, tracking_uri, monkeypatch):
-    from algorithms.functional import FunctionalLearner
+    from meta_bench.algorithms.functional import FunctionalLearner
 
     def out_of_memory(self, batch):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")

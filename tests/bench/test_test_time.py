@@ -11,12 +11,12 @@ from mlflow.tracking import MlflowClient
 from bench.__main__ import main
 from bench.core import metrics as m
 from bench.run import test_time
+from bench.run import training
 from bench.run.evaluation import evaluate
 from bench.run.factory import build_learner
-from bench.run import training
 from bench.run.training import run_cell
 from bench.spec.suite import expand, parse_suite
-from datasets import load_dataset
+from meta_bench.datasets import load_dataset
 from tests.suites import TINY, cell_runs
 
 SINUSOID = {**TINY, "dataset": {"name": "sinusoid"}, "grid": {**TINY["grid"], "n_way": [1], "k_shot": [4]},

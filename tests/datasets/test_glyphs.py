@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import cache, glyphs as glyphs_module
-from datasets.base import ClassImages
+from meta_bench.datasets import cache, glyphs as glyphs_module
+from meta_bench.datasets.base import ClassImages
 
 
 def test_statistics_meet_the_benchmark_bar(glyphs):

@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import DataRequestError, load_dataset
+from meta_bench.datasets import DataRequestError, load_dataset
 
 
 @pytest.fixture()
 def isolated_cache(tmp_path, monkeypatch):
-    from datasets import cache
+    from meta_bench.datasets import cache
     monkeypatch.setattr(cache, "CACHE_DIR", tmp_path / "cache")
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from datasets import SPLITS, DataRequestError, Episode, load_dataset
+from meta_bench.datasets import SPLITS, DataRequestError, Episode, load_dataset
 
 
 def test_episode_layout(glyphs):

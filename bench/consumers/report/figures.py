@@ -14,9 +14,9 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from bench.core import metrics as m  # noqa: E402
 from bench.consumers.report.loading import Runs  # noqa: E402
 from bench.consumers.report.statistics import seed_interval  # noqa: E402
+from bench.core import metrics as m  # noqa: E402
 from bench.spec.suite import ABSENT  # noqa: E402
 
 Figure = tuple[str, Path]  # title, PNG file
@@ -33,7 +33,7 @@ PANELS = ("n_way", "k_shot", "device")  # one panel per combination that the run
 def palette(labels) -> dict[str, tuple]:
     """One colour per learner, the same in every figure of every report: registered learners take fixed slots,
     other labels the slots after them."""
-    from algorithms import LEARNERS  # noqa: PLC0415
+    from meta_bench.algorithms import LEARNERS  # noqa: PLC0415
 
     order = LEARNERS.names() + sorted(set(labels) - set(LEARNERS.names()))
     # tab10, then tab20's light shades of the same hues: 20 distinct colours before any repeats

@@ -11,14 +11,14 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from algorithms import LEARNERS
-from algorithms.base import algorithm_of
 from bench.core import metrics as m
 from bench.core import tags as t
-from bench.store import tracking
+from bench.run.test_time import COLUMNS, SCORES_FILE
 from bench.spec.conditions import cell_axes, settings_between_learners
 from bench.spec.suite import ABSENT, Suite, suites_from_text
-from bench.run.test_time import COLUMNS, SCORES_FILE
+from bench.store import tracking
+from meta_bench.algorithms import LEARNERS
+from meta_bench.algorithms.base import algorithm_of
 
 
 @dataclass

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from algorithms.base import IMPLEMENTATION_OPTIONS
 from bench.consumers.report.loading import Runs
 from bench.spec.suite import ABSENT, ReportOptions
+from meta_bench.algorithms.base import IMPLEMENTATION_OPTIONS
 
 METHOD = ("Seeds are the unit of replication: for two learners trained with the same seeds, the per-episode score "
           "differences on identical test episodes form a seeds x episodes table whose mean is tested with a t "
