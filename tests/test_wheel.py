@@ -45,9 +45,21 @@ def test_the_wheel_runs_a_suite_from_an_empty_directory_and_writes_only_there(tm
         return subprocess.run([command, *args], cwd=work, env=environment, capture_output=True, text=True,
                               timeout=600)
 
-    where = subprocess.run([sys.executable, "-c", "import bench; print(bench.__file__)"], cwd=work, env=environment,
-                           capture_output=True, text=True, timeout=60)
-    assert where.stdout.startswith(str(site)), where  # the installed copy runs, not the checkout
+    # one interpreter for what the installed copy resolves: itself, Hugging Face's `datasets` (installed beside the
+    # checkout) next to meta-bench's, a shipped suite by name, the gate's baselines (the shipped one; the user's own
+    # pinned under the work root)
+    script = ("import bench, datasets, meta_bench.datasets as ours; from bench.core import paths; "
+              "from bench.spec.suite import suite_file; print(bench.__file__, datasets.__file__, ours.__file__, "
+              "datasets.load_dataset.__module__, suite_file('quickstart'), paths.GATE_BASELINE, paths.OWN_BASELINE)")
+    resolved = subprocess.run([sys.executable, "-c", script], cwd=work, env=environment, capture_output=True,
+                              text=True, timeout=120)
+    assert resolved.returncode == 0, resolved.stderr
+    mine, theirs, ours, module, quickstart, baseline, own = resolved.stdout.split()
+    assert mine.startswith(str(site)), mine  # the installed copy runs, not the checkout
+    assert not theirs.startswith(str(site)) and "site-packages/datasets/" in theirs and module.startswith("datasets.")
+    assert ours == str(site / "meta_bench" / "datasets" / "__init__.py")
+    assert quickstart == str(site / "meta_bench" / "suites" / "quickstart.yaml")
+    assert (baseline, own) == (str(site / "meta_bench" / "baselines" / "ci.json"), str(work / "results" / "ci.json"))
     listed = meta_bench("list")
     assert listed.returncode == 0 and "\nmaml\n" in listed.stdout and "origin: built in" in listed.stdout
     (work / "suite.yaml").write_text(yaml.safe_dump({**TINY, "learners": ["fomaml/functional"]}))
@@ -56,19 +68,3 @@ def test_the_wheel_runs_a_suite_from_an_empty_directory_and_writes_only_there(tm
     assert (work / "results" / "mlflow.db").is_file() and (work / "reports" / "tiny" / "report.md").is_file()
     assert "git commit(s): installed meta-bench 0.1.0" in (work / "reports" / "tiny" / "report.md").read_text()
     assert not [p for p in site.rglob("*") if p.name in ("results", "reports", "mlflow.db")]  # nothing into the package
-    # Hugging Face's `datasets` (installed beside the checkout) and meta-bench's import side by side
-    both = subprocess.run([sys.executable, "-c", "import datasets, meta_bench.datasets as ours; "
-                           "print(datasets.__file__); print(ours.__file__); print(datasets.load_dataset.__module__)"],
-                          cwd=work, env=environment, capture_output=True, text=True, timeout=120)
-    theirs, ours, module = both.stdout.split()
-    assert not theirs.startswith(str(site)) and "site-packages/datasets/" in theirs and module.startswith("datasets.")
-    assert ours == str(site / "meta_bench" / "datasets" / "__init__.py")
-    shipped = meta_bench("suites")
-    assert shipped.returncode == 0 and str(site / "meta_bench" / "suites" / "quickstart.yaml") in shipped.stdout
-    named = meta_bench("run", "quickstart", "--dry-run")  # a shipped suite by its name
-    assert named.returncode == 0 and "suite quickstart: 15 cell(s)" in named.stdout, named.stderr
-    # ci-check compares with the shipped baseline, and pins the user's own under the work root
-    gate = subprocess.run([sys.executable, "-c", "from bench.core import paths; print(paths.GATE_BASELINE); "
-                           "print(paths.OWN_BASELINE)"], cwd=work, env=environment, capture_output=True, text=True,
-                          timeout=60)
-    assert gate.stdout.split() == [str(site / "meta_bench" / "baselines" / "ci.json"), str(work / "results" / "ci.json")]

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -168,12 +169,25 @@ def test_kill_minus_nine_then_rerun_resumes(write_suite, tmp_path):
                "--no-report"]
     # one thread: a tiny network gains nothing from two, and two beside this polling process oversubscribe 2 cores
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    # the runner prints a line per finished cell: maml's cell starts as fomaml's line appears, and only then is the
+    # store polled, often (maml's cell runs for about two seconds: a slow poll could miss it)
+    first_done = threading.Event()
+
+    def watch(stream):
+        for line in stream:
+            if line.startswith("finished fomaml/functional"):
+                first_done.set()
+
+    threading.Thread(target=watch, args=(process.stdout,), daemon=True).start()
     deadline = time.time() + 240
     killed = False
     last_error = None
     while time.time() < deadline and process.poll() is None:
-        time.sleep(0.25)
+        if not first_done.wait(timeout=0.25):
+            continue
+        time.sleep(0.05)
         try:
             runs = cell_runs(uri)
         except Exception as error:  # the store may not exist yet
