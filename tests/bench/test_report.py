@@ -233,3 +233,43 @@ def test_runs_that_score_the_same_everywhere_are_called_identical():
     decide([frame], ReportOptions(), "accuracy")
     assert list(frame["verdict"]) == ["identical (the same score on every seed and episode)",
                                       "A better"]  # a difference, however small, that every seed and episode shows
+
+
+def test_a_learner_without_a_finite_mean_is_said_not_averaged_over_the_seeds_left():
+    """A seed whose test score is not finite (diverged episodes) leaves the learner's mean undefined, as the results
+    table shows it ("-"): the conclusions must not name the mean of the other seeds as its score (they once said
+    "maml scores best (0.4163)" over a table whose maml mean was "-")."""
+    from bench.consumers.report import conclusions
+    from bench.consumers.report.loading import Runs
+
+    finished = pd.DataFrame({"learner": ["maml"] * 3 + ["pretrained"] * 3, "n_way": ["1"] * 6,
+                             "seed": ["0", "1", "2"] * 2, "test_mse": [0.48, float("nan"), 0.35, 2.17, 2.34, 2.10]})
+    empty = pd.DataFrame()
+    runs = Runs(finished, empty, empty, empty, empty, ["n_way", "seed"], ["maml", "pretrained"], {}, {}, "mse")
+    compared = pd.DataFrame({"A": ["pretrained"], "B": ["maml"], "n_way": ["1"],
+                             "verdict": ["no verdict: non-finite episode scores"]})
+    (line,) = conclusions._between_learners(runs, compared)
+    assert line.startswith("pretrained scores best of those with a finite mean (test MSE 2.2033)"), line
+    assert "maml: no finite mean test MSE" in line and "0.4150" not in line
+    finished.loc[finished["learner"] == "pretrained", "test_mse"] = float("nan")
+    assert conclusions._between_learners(runs, compared) == [
+        "pretrained, maml: no finite mean test MSE (non-finite test scores: see the diverged episodes and the results "
+        "table)"]
+
+
+def test_a_figure_leaves_out_and_names_a_mean_that_is_not_finite():
+    """Seaborn drops NaN before averaging: a bar would show the mean of the seeds left. The figure leaves that bar
+    out and says so on its axes."""
+    import matplotlib.pyplot as plt
+
+    from bench.consumers.report import figures
+
+    part = pd.DataFrame({"series": ["maml"] * 3 + ["pretrained"] * 3, "step": [1] * 6,
+                         "score": [0.48, float("nan"), 0.35, 2.17, 2.34, 2.10]})
+    fig, ax = plt.subplots()
+    try:
+        kept = figures._finite_only(part, ["series", "step"], "score", ax)
+        assert list(kept["series"].unique()) == ["pretrained"]
+        assert [t.get_text() for t in ax.texts] == ["not drawn (a seed's value is not finite): maml step=1"]
+    finally:
+        plt.close(fig)

@@ -151,7 +151,7 @@ def test_a_comparison_over_diverged_scores_gets_no_verdict(tmp_path, monkeypatch
 
     def one_explodes(*args, **kwargs):
         curve = real(*args, **kwargs)
-        curve[-1][3] = math.inf  # episode 3, after the last step, for every learner and seed
+        curve[-1][3] = math.nan  # episode 3, after the last step, for every learner and seed
         return curve
 
     monkeypatch.setattr(test_time, "evaluate_curve", one_explodes)
@@ -170,6 +170,10 @@ def test_a_comparison_over_diverged_scores_gets_no_verdict(tmp_path, monkeypatch
     assert verdicts[4].startswith("no verdict: non-finite") and not verdicts[1].startswith("no verdict")
     conditions = pd.read_csv(tmp_path / "reports" / "diverging" / "test_conditions.csv")
     assert set(conditions[conditions["test steps"] == 4]["diverged episodes"]) == {2}  # one per seed
+    # a mean over a NaN episode is undefined ("-"), not the mean of the episodes left (pandas skips NaN); that one is
+    # shown beside it
+    last = conditions[conditions["test steps"] == 4]
+    assert set(last["mse (mean ± 95% CI across seeds)"]) == {"-"} and "-" not in set(last["without the diverged"])
 
 
 def test_a_cell_whose_test_error_explodes_is_flagged_in_the_summary_and_the_report(tmp_path, capsys):

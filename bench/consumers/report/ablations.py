@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bench.consumers.report.loading import Runs
-from bench.consumers.report.statistics import NOT_PAIRED, crossed_test, differences
+from bench.consumers.report.statistics import NOT_PAIRED, crossed_test, differences, mean_of_every
 from bench.core import metrics as m
 from bench.spec.suite import ABSENT, ReportOptions
 
@@ -69,7 +69,7 @@ def _at(axes: list[str], key: tuple, varying: set[str]) -> str:
 
 def _cost(arm: pd.DataFrame, reference: pd.DataFrame, metric: m.Metric, unit: str) -> str:
     """``baseline → level`` of a cost (mean over the runs of each) and their ratio."""
-    before, after = reference[metric.name].mean(), arm[metric.name].mean()
+    before, after = reference[metric.name].mean(skipna=False), arm[metric.name].mean(skipna=False)
     if not (math.isfinite(before) and math.isfinite(after)) or before == 0:
         return "-"
     return f"{metric.format(before)} → {metric.format(after)} {unit} (×{after / before:.2f})"
@@ -84,7 +84,7 @@ def _costs(axis: str, arm: pd.DataFrame, reference: pd.DataFrame) -> dict[str, s
 
 def _seed_means(runs: Runs, arm: pd.DataFrame, reference: pd.DataFrame) -> np.ndarray:
     """Seeds x 1: per seed, the arm's mean episode score minus the reference's (their test episodes differ)."""
-    means = runs.episodes.groupby("run_id")["score"].mean()
+    means = mean_of_every(runs.episodes.groupby("run_id")["score"])
     by_seed = [dict(zip(part["seed"], part["run_id"].map(means))) for part in (arm, reference)]
     common = sorted(by_seed[0].keys() & by_seed[1].keys(), key=int)
     return np.array([[by_seed[0][s] - by_seed[1][s]] for s in common]) if common else np.zeros((0, 0))

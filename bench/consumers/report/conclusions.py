@@ -22,7 +22,9 @@ def _mean(runs: Runs, learner: str, condition: dict[str, str]) -> float:
     mine = f[f["learner"] == learner]
     for axis, value in condition.items():
         mine = mine[(mine[axis] == value) | (mine[axis] == ABSENT)]
-    return float(mine[m.SCORES[runs.score].name].mean())
+    # over every seed: a seed without a finite score leaves the mean undefined, as in the results table (pandas
+    # would average the seeds left, a number no table shows)
+    return float(mine[m.SCORES[runs.score].name].mean(skipna=False))
 
 
 def _between_learners(runs: Runs, compared: pd.DataFrame) -> list[str]:
@@ -35,22 +37,27 @@ def _between_learners(runs: Runs, compared: pd.DataFrame) -> list[str]:
         condition = dict(zip(runs.conditions, key))
         learners = list(dict.fromkeys([*part["A"], *part["B"]]))
         means = {learner: _mean(runs, learner, condition) for learner in learners}
-        means = {learner: mean for learner, mean in means.items() if math.isfinite(mean)}  # exploded: said above
+        unscored = [learner for learner, mean in means.items() if not math.isfinite(mean)]
+        means = {learner: mean for learner, mean in means.items() if math.isfinite(mean)}
+        where = ", ".join(f"{a}={condition[a]}" for a in varying)
+        said = f"{', '.join(unscored)}: no finite mean {score.label} (non-finite test scores: see the diverged " \
+               f"episodes and the results table)" if unscored else ""
         if not means:
+            lines.append(f"{where + ': ' if where else ''}{said}")
             continue
         best = (max if score.direction == "higher" else min)(means, key=means.get)
         mine = part[(part["A"] == best) | (part["B"] == best)]
         other = [b if a == best else a for a, b in zip(mine["A"], mine["B"])]
         beaten = [o for o, verdict in zip(other, mine["verdict"]) if verdict == f"{best} better"]
         open_ = [o for o, verdict in zip(other, mine["verdict"]) if not verdict.endswith(" better")]
-        where = ", ".join(f"{a}={condition[a]}" for a in varying)
-        line = (f"{where + ': ' if where else ''}{best} scores best ({score.label} "
+        line = (f"{where + ': ' if where else ''}{best} scores best{' of those with a finite mean' if unscored else ''} "
+                f"({score.label} "
                 f"{score.format(means[best])}{score.unit}); "
                 + (f"better than {', '.join(beaten)} (seed-level verdicts)" if beaten else "no verdict that it is "
                    "better than any other"))
         if beaten and open_:
             line += f"; no verdict against {', '.join(open_)}"
-        lines.append(line)
+        lines.append(line + (f"; {said}" if said else ""))
     return lines
 
 

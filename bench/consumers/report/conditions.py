@@ -8,7 +8,7 @@ import math
 import pandas as pd
 
 from bench.consumers.report.loading import Runs
-from bench.consumers.report.statistics import seed_interval
+from bench.consumers.report.statistics import mean_of_every, seed_interval
 from bench.core import metrics as m
 from bench.spec import published as papers
 from bench.spec.suite import ABSENT, EvaluationSpec, ReportOptions
@@ -25,8 +25,8 @@ def per_run(runs: Runs, evaluation: EvaluationSpec) -> pd.DataFrame:
         return pd.DataFrame()
     key = ["run_id", "test_k_shot", "test_steps"]
     flags = c["diverged"].astype(bool)
-    without = c[~flags].groupby(key, sort=False)["score"].mean()
-    means = without if evaluation.exclude_diverged else c.groupby(key, sort=False)["score"].mean()
+    without = mean_of_every(c[~flags].groupby(key, sort=False)["score"])
+    means = without if evaluation.exclude_diverged else mean_of_every(c.groupby(key, sort=False)["score"])
     diverged = c.groupby(key, sort=False)["diverged"].sum()
     frame = pd.DataFrame({"score": means, "without_diverged": without, "diverged": diverged}).reset_index()
     info = runs.finished[["run_id", "learner", "definition", "config_hash", *runs.axes]]
@@ -73,7 +73,7 @@ def as_axes(runs: Runs, evaluation: EvaluationSpec) -> Runs:
     keys = c[["run_id", "id", "test_k_shot", "test_steps"]].drop_duplicates("id")
     finished = runs.finished.merge(keys, on="run_id").assign(
         run_id=lambda f: f["id"], test_k_shot=lambda f: f["test_k_shot"].astype(str)).drop(columns="id")
-    means = c.groupby("id")["score"].mean()
+    means = mean_of_every(c.groupby("id")["score"])
     finished[m.SCORES[runs.score].name] = finished["run_id"].map(means)
     # test episodes of another K are other episodes: the fingerprint says which K; and a run under another condition
     # is another definition (runs group by definition, seeds aside)
@@ -146,8 +146,16 @@ def against_published(runs: Runs, options: ReportOptions, evaluation: Evaluation
                 mean, half = seed_interval(per_seed) if per_seed else (math.nan, math.nan)
                 rows.append({"learner": label, "train K": int(first["k_shot"]), "test K": paper.test_k_shot,
                              "test steps": paper.test_steps, "seeds": len(per_seed),
-                             "measured": f"{mean:.3f} ± {half:.3f}", "published": f"{paper.value:g}",
-                             "difference": f"{verdict.difference:+.3f}", "allowed": f"±{verdict.half_width:.3f}",
+                             "measured": f"{_fixed(mean, '.3f')} ± {_fixed(half, '.3f')}" if math.isfinite(mean)
+                             else "-", "published": f"{paper.value:g}",
+                             "difference": _fixed(verdict.difference, "+.3f"),
+                             "allowed": "-" if not math.isfinite(verdict.half_width)
+                             else f"±{verdict.half_width:.3f}",
                              "diverged episodes": diverged, "verdict": verdict.verdict, "rule": rule,
                              "source": paper.citation})
     return pd.DataFrame(rows)
+
+
+def _fixed(value: float, spec: str) -> str:
+    """A number as ``spec`` formats it; "-" where it is not finite (a mean over a diverged episode is undefined)."""
+    return format(value, spec) if math.isfinite(value) else "-"

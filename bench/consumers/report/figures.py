@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -76,6 +77,21 @@ def _shown(runs: Runs, values):
     return values / m.SCORES[runs.score].scale
 
 
+def _finite_only(part: pd.DataFrame, by: list[str], column: str, ax) -> pd.DataFrame:
+    """``part`` less the groups (a bar, a point of a line) with a value that is not finite, each named on the axes.
+    Seaborn drops non-finite values before averaging: it would draw the mean of the seeds left, a number no table
+    shows (the tables' mean over such a group is "-")."""
+    finite = part.groupby(by, sort=False)[column].transform(lambda v: bool(np.isfinite(v.to_numpy(float)).all()))
+    finite = finite.astype(bool)
+    left_out = part[~finite][by].drop_duplicates()
+    if not left_out.empty:
+        names = "; ".join(" ".join([str(row[0])] + [f"{a}={v}" for a, v in zip(by[1:], row[1:])])
+                          for row in left_out.itertuples(index=False))
+        ax.text(0.01, 0.01, f"not drawn (a seed's value is not finite): {names}", transform=ax.transAxes,
+                fontsize=7, color="firebrick", va="bottom", wrap=True)
+    return part[finite]
+
+
 def _legend_outside(ax) -> None:
     if ax.get_legend() is not None:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
@@ -88,7 +104,7 @@ def score_by_learner(runs: Runs, folder: Path) -> Figure:
     fig, axes = plt.subplots(1, len(panels), figsize=(max(4.5, 1.1 * f["series"].nunique()) * len(panels), 4.5),
                              squeeze=False)
     for ax, panel in zip(axes[0], panels):
-        part = f[f["panel"] == panel]
+        part = _finite_only(f[f["panel"] == panel], ["series"], score.name, ax)
         sns.barplot(data=part, x="series", y=score.name, hue="series", palette=_series_palette(part),
                     errorbar=across_seeds, capsize=0.2, ax=ax, legend=False)
         sns.stripplot(data=part, x="series", y=score.name, color="black", size=4, ax=ax)
@@ -111,7 +127,7 @@ def against_axis(runs: Runs, axis: str, metric: m.Metric, folder: Path) -> Figur
     f = f.assign(value=f[metric.name] / metric.scale)
     fig, axes = plt.subplots(1, len(panels), figsize=(7.5 * len(panels), 4), squeeze=False)
     for ax, panel in zip(axes[0], panels):
-        part = f[f["panel"] == panel]
+        part = _finite_only(f[f["panel"] == panel], ["series", axis], "value", ax)
         sns.lineplot(data=part, x=axis, y="value", hue="series", style="series", palette=_series_palette(part),
                      markers=True, errorbar=across_seeds, ax=ax)
         _legend_outside(ax)
@@ -144,7 +160,7 @@ def validation_curves(runs: Runs, folder: Path) -> Figure:
     curves["val_score"] = _shown(runs, curves["val_score"])
     fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4), squeeze=False)
     for ax, panel in zip(axes[0], panels):
-        part = curves[curves["panel"] == panel]
+        part = _finite_only(curves[curves["panel"] == panel], ["series", "iteration"], "val_score", ax)
         # style as well as colour: variants that train identically would otherwise hide one another
         sns.lineplot(data=part, x="iteration", y="val_score", hue="series", style="series",
                      palette=_series_palette(part), markers=True, errorbar=across_seeds, ax=ax)
@@ -163,7 +179,7 @@ def adaptation_curves(runs: Runs, points: pd.DataFrame, folder: Path) -> Figure:
     ks = sorted(points["test_k_shot"].unique())
     fig, axes = plt.subplots(1, len(ks), figsize=(6 * len(ks), 4), squeeze=False)
     for ax, k_shot in zip(axes[0], ks):
-        part = points[points["test_k_shot"] == k_shot]
+        part = _finite_only(points[points["test_k_shot"] == k_shot], ["series", "step"], "score", ax)
         sns.lineplot(data=part, x="step", y="score", hue="series", style="series", palette=_series_palette(part),
                      markers=True, errorbar=across_seeds, ax=ax)
         _legend_outside(ax)

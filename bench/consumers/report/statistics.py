@@ -66,6 +66,12 @@ def holm(pvalues: list[float]) -> list[float]:
     return adjusted
 
 
+def mean_of_every(grouped) -> pd.Series:
+    """Each group's mean over every value: one that is not finite (a diverged episode) leaves it undefined, never
+    averaged away (pandas' own mean skips NaN). Portable: GroupBy.mean's skipna is pandas 3 only."""
+    return grouped.agg(lambda values: float(np.mean(values.to_numpy(dtype=float))))
+
+
 def seed_interval(per_seed: list[float]) -> tuple[float, float]:
     """Mean over seeds and the half-width of its 95% t interval (nan with one seed)."""
     values = np.asarray(per_seed, dtype=float)

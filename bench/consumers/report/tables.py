@@ -36,7 +36,7 @@ def results(runs: Runs) -> pd.DataFrame:
                f"{score.label} (mean ± 95% CI across seeds)": shown,
                "per seed": ", ".join(score.format(v) for v in part[score.name])}
         for metric in (m.TRAIN_MS, m.EVAL_MS, m.SAVED_MB, m.CUDA_MB, m.RSS_MB, m.TRAIN_SECONDS):
-            row[metric.label] = metric.format(part[metric.name].mean())
+            row[metric.label] = metric.format(part[metric.name].mean(skipna=False))  # "-" unless every seed has it
         rows.append(row)
     return _ordered(runs, pd.DataFrame(rows), runs.conditions) if rows else pd.DataFrame()
 
