@@ -144,7 +144,8 @@ def _adopt(name: str, loaded: object) -> tuple[type[MetaLearner], dict[str, str]
     """A plugin learner: a MetaLearner subclass with a Config dataclass. Its algorithm: the one it was registered
     under where its own module registered it too, else its ``algorithm`` attribute, else its name."""
     if not (isinstance(loaded, type) and issubclass(loaded, MetaLearner)):
-        raise PluginError(f"learner {name!r} names {loaded!r}, which is not a subclass of meta_bench.algorithms.base.MetaLearner")
+        raise PluginError(f"learner {name!r} names {loaded!r}, which is not a subclass of "
+                          f"meta_bench.algorithms.base.MetaLearner")
     if not dataclasses.is_dataclass(getattr(loaded, "Config", None)):
         raise PluginError(f"learner {name!r}: {loaded.__name__}.Config must be a dataclass of its options")
     registered = LEARNERS.registered_as(loaded)

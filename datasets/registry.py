@@ -25,7 +25,8 @@ class DatasetEntry:
 def _adopt(name: str, loaded: object) -> tuple[DatasetEntry, dict[str, str]]:
     """A plugin dataset: a ``DatasetEntry`` (its options dataclass, loader, backbone and version)."""
     if not isinstance(loaded, DatasetEntry):
-        raise PluginError(f"dataset {name!r} names {loaded!r}, which is not a meta_bench.datasets.registry.DatasetEntry")
+        raise PluginError(f"dataset {name!r} names {loaded!r}, which is not a "
+                          f"meta_bench.datasets.registry.DatasetEntry")
     return loaded, {}
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from meta_bench.datasets.base import SPLITS, DataRequestError, Dataset, TaskSource, check_episode_shape, check_split, episode_rng
+from meta_bench.datasets.base import (SPLITS, DataRequestError, Dataset, TaskSource, check_episode_shape, check_split,
+                                     episode_rng)
 from meta_bench.datasets.episode import Episode
 from meta_bench.datasets.registry import register_dataset
 

@@ -101,7 +101,8 @@ def run_checks(tolerance: float = 1e-6, echo=print, extra: tuple[str, ...] = ())
             for a, b, rel in agreement(here, options, case):
                 verdict = "ok" if rel <= tolerance else "DISAGREE"
                 ok &= rel <= tolerance
-                echo(f"{algorithm:8s} {case.dataset:9s} S={steps}  {a:20s} vs {b:20s} max rel diff {rel:.2e}  {verdict}")
+                echo(f"{algorithm:8s} {case.dataset:9s} S={steps}  {a:20s} vs {b:20s} max rel diff {rel:.2e}  "
+                     f"{verdict}")
     for name in second_order_learners(tuple(extra)):
         for case in [case for case in CASES if learns(name, case)]:
             options = {"inner_steps": 2, "inner_lr": 0.4 if case.dataset == "glyphs" else 0.01}

@@ -2,8 +2,9 @@
 
 Code is read from ``PROJECT_ROOT`` (the source checkout, or site-packages for an installed copy, where the folders
 ``algorithms``, ``datasets``, ``suites`` and ``benchmarks/baselines`` are the packages ``meta_bench.*``: see
-pyproject.toml); what the harness writes (stores, caches, reports) goes under ``WORK_ROOT``: ``METABENCH_HOME`` where set, else the checkout, else, for
-an installed copy, the directory the command runs in. Never into site-packages.
+pyproject.toml); what the harness writes (stores, caches, reports) goes under ``WORK_ROOT``: ``METABENCH_HOME``
+where set, else the checkout, else, for an installed copy, the directory the command runs in. Never into
+site-packages.
 """
 from __future__ import annotations
 

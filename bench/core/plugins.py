@@ -98,9 +98,11 @@ def snapshot(module_name: str) -> None:
     if hasattr(module, "__path__"):  # a package, regular or namespace (folders of its own on several paths)
         folders = [Path(p).resolve() for p in module.__path__ if Path(p).is_dir()]
         files = [(path, folder.parent) for folder in folders for path in sorted(folder.rglob("*.py"))]
-    else:
+    elif getattr(module, "__file__", None):
         path = Path(module.__file__).resolve()
         files = [(path, path.parent)]
+    else:
+        return  # built into the interpreter: no source to read
     keys = {f"plugin/{path.relative_to(base).as_posix()}": path for path, base in files}
     PACKAGES[top] = list(keys)
     PATHS.update(keys)

@@ -50,8 +50,8 @@ def _between_learners(runs: Runs, compared: pd.DataFrame) -> list[str]:
         other = [b if a == best else a for a, b in zip(mine["A"], mine["B"])]
         beaten = [o for o, verdict in zip(other, mine["verdict"]) if verdict == f"{best} better"]
         open_ = [o for o, verdict in zip(other, mine["verdict"]) if not verdict.endswith(" better")]
-        line = (f"{where + ': ' if where else ''}{best} scores best{' of those with a finite mean' if unscored else ''} "
-                f"({score.label} "
+        among = " of those with a finite mean" if unscored else ""
+        line = (f"{where + ': ' if where else ''}{best} scores best{among} ({score.label} "
                 f"{score.format(means[best])}{score.unit}); "
                 + (f"better than {', '.join(beaten)} (seed-level verdicts)" if beaten else "no verdict that it is "
                    "better than any other"))
