@@ -177,6 +177,12 @@ def cmd_list(args) -> int:
         fixed = ", ".join(f"{key}={value!r}" for key, value in getattr(cls.Config, "FIXED", {}).items())
         print(f"{name}\n    {doc}\n    defaults: {defaults}" + (f"\n    fixed: {fixed}" if fixed else "")
               + f"\n    origin: {LEARNERS.origin(name)}")
+    if not args.names:  # and the datasets, built in and installed (`bench datasets NAME` for their statistics)
+        from meta_bench.datasets import DATASETS
+
+        print("\ndatasets:")
+        for name in DATASETS.names():
+            print(f"{name}\n    origin: {DATASETS.origin(name)}")
     return 0
 
 

@@ -194,7 +194,10 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {shown(value)}")
         return value
-    raise TypeError(f"{where}: unsupported configuration type {annotation!r}")
+    # a plugin's options class is the user's code: said like any bad input (exit 2), not a traceback
+    raise ConfigError(f"{where}: its class declares the type {annotation!r}, which a suite cannot be read into; "
+                      f"declare bool, int, float, str, dict, a Literal, an Optional, a dataclass, or a list or tuple of "
+                      f"these (tuple[float, float], not a bare tuple)")
 
 
 def _float(value: Any, where: str, finite: bool) -> float:

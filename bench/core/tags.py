@@ -24,6 +24,7 @@ ALGORITHM = "algorithm"  # the algorithm the registry records for that name (``f
 ORIGIN = "learner_origin"  # where the learner comes from: "built in", or a plugin's entry point or import path
 LABEL = "label"  # how reports name the learner (also a trial's)
 DATASET = "dataset"
+DATASET_ORIGIN = "dataset_origin"  # where the dataset comes from: "built in", or a plugin's entry point or import path
 TRAINING_HASH = "training_hash"  # the configuration less what only testing reads: runs that train the same model
 AXIS_PREFIX = "axis."  # one tag per axis of the grid: ``axis.n_way``, ``axis.seed``, ``axis.inner_lr``, ...
 

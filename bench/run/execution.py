@@ -32,6 +32,7 @@ from bench.store import claims, ownership, tracking
 from bench.store.provenance import LOADED_AT, check_unchanged, code_identity, evaluation_identity, files_of
 from bench.store.tracking import FAILED, FINISHED, KILLED
 from meta_bench.algorithms.base import LEARNERS, algorithm_of
+from meta_bench.datasets import DATASETS
 
 CLAIM_POLL_S = 1.0  # how often a cell held by another invocation is looked at again
 DEFAULT_MAX_WAIT_S = 12 * 3600.0  # a cell held by a live invocation longer than this is left to a later run
@@ -137,7 +138,8 @@ def cell_tags(cell: Cell, parent: str, environment: str) -> dict[str, str]:
             t.CODE_IDENTITY: cell_code(cell),
             t.EVAL_FINGERPRINT: evaluation_fingerprint(cell), t.ENVIRONMENT: environment, t.LEARNER: cell.learner,
             t.ALGORITHM: algorithm_of(cell.learner), t.ORIGIN: LEARNERS.origin(cell.learner), t.LABEL: cell.label,
-            t.DATASET: cell.dataset.name, t.GIT_COMMIT: tracking.git_commit(), t.PARENT: parent,
+            t.DATASET: cell.dataset.name, t.DATASET_ORIGIN: DATASETS.origin(cell.dataset.name),
+            t.GIT_COMMIT: tracking.git_commit(), t.PARENT: parent,
             **{t.axis(name): value for name, value in cell.axes.items()}}
 
 

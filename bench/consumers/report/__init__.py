@@ -48,6 +48,8 @@ def _header(runs: Runs) -> list[render.Block]:
                      + "; ".join(h["environments"]))
     if h["plugins"]:
         items.append("learners from outside this repository: " + "; ".join(h["plugins"]))
+    if h["plugin datasets"]:
+        items.append("dataset from outside this repository: " + "; ".join(h["plugin datasets"]))
     if h["settings between learners"]:
         items.append("settings that differ between learners (each learner's own, as in a tuned suite: compared with "
                      "it): " + "; ".join(h["settings between learners"]))

@@ -109,7 +109,8 @@ def _frame(raw: pd.DataFrame, axes: list[str]) -> tuple[pd.DataFrame, str]:
                         ("algorithm", t.ALGORITHM), ("device_name", t.DEVICE_NAME), ("git_commit", t.GIT_COMMIT),
                         ("torch_version", t.TORCH_VERSION), ("score_name", t.SCORE), ("error", t.ERROR),
                         ("skip_reason", t.SKIP_REASON), ("task_batching", t.ran("task_batching")),
-                        ("environment", t.ENVIRONMENT), ("origin", t.ORIGIN)):
+                        ("environment", t.ENVIRONMENT), ("origin", t.ORIGIN), ("dataset_name", t.DATASET),
+                        ("dataset_origin", t.DATASET_ORIGIN)):
         frame[column] = _tag(raw, tag)
     # runs of versions that did not record it: what the registry says (a name no longer registered: itself)
     recorded = frame["registered"].map(lambda name: algorithm_of(name) if name in LEARNERS else name)
@@ -202,4 +203,6 @@ def _header(client: MlflowClient, experiment: str, suite: str, finished: pd.Data
             "environments": _environments(finished),
             "plugins": [f"{learner}: {origin}" for learner, origin in
                         dict(zip(finished["learner"], finished["origin"])).items() if origin not in ("", "built in")],
+            "plugin datasets": [f"{name}: {origin}" for name, origin in dict(zip(
+                finished["dataset_name"], finished["dataset_origin"])).items() if origin not in ("", "built in")],
             "dataset": json.loads(logged) if logged else {"note": "dataset statistics not logged with these runs"}}
