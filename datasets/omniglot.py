@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.datasets import Omniglot
+from torchvision.datasets.utils import list_dir, list_files
 
 from bench.core.seeding import Seed
 from meta_bench.datasets.base import ClassImages, DataMissingError, DataRequestError, ImageDataset
@@ -34,11 +36,6 @@ class OmniglotOptions:
 
 
 def _character_dirs(root: Path, download: bool) -> list[Path]:
-    # imported here: torchvision's import takes torch._dynamo with it (1.3 s of every command's start-up, measured
-    # with python -X importtime), and only Omniglot needs it
-    from torchvision.datasets import Omniglot  # noqa: PLC0415
-    from torchvision.datasets.utils import list_dir  # noqa: PLC0415
-
     base = root / Omniglot.folder
     if download:
         for background in (True, False):
@@ -53,8 +50,6 @@ def _character_dirs(root: Path, download: bool) -> list[Path]:
 
 
 def _decode(characters: list[Path], o: OmniglotOptions) -> ClassImages:
-    from torchvision.datasets.utils import list_files  # noqa: PLC0415  (see _character_dirs)
-
     order = np.random.default_rng(o.split_seed).permutation(len(characters))
     n_train, n_val = o.train_characters, o.val_characters
     if n_train + n_val >= len(characters):

@@ -60,17 +60,3 @@ def test_a_shipped_suite_runs_by_its_name_and_suites_lists_every_one(capsys, mon
     (tmp_path / "quickstart.yaml").write_text("suite: [")  # a file of that name is the user's, and wins
     assert main(["run", "quickstart.yaml", "--dry-run"]) == 2
     assert "quickstart.yaml" in capsys.readouterr().err
-
-
-def test_commands_that_train_nothing_start_without_torchvision():
-    """torchvision's import takes torch._dynamo with it (1.3 s of each start-up under python -X importtime): only
-    loading Omniglot imports it, so list, suites and a dry run start in about half the time."""
-    import subprocess
-    import sys
-
-    script = ("import contextlib, io, sys; from bench.__main__ import main\n"
-              "with contextlib.redirect_stdout(io.StringIO()):\n"
-              "    codes = [main(['list']), main(['suites']), main(['run', 'quickstart', '--dry-run'])]\n"
-              "print(codes, sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.stdout.split("\n")[0] == "[0, 0, 0] []", done.stdout + done.stderr
