@@ -232,7 +232,7 @@ def test_ctrl_c_marks_the_cell_killed_and_exits_130(write_suite, tmp_path):
         _, err = process.communicate(timeout=60)
     finally:
         process.kill()  # never leave an endless run behind a failed test
-    assert process.returncode == 130 and "rerun the same command to resume" in err
+    assert process.returncode == 130 and "rerun the same command to resume" in err, err[-3000:]
     (run,) = cell_runs(uri)
     assert run.info.status == "KILLED" and run.data.tags["outcome"] == "interrupted"
 
