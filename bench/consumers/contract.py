@@ -94,7 +94,7 @@ def _gradients(name: str, kind: str, tolerance: float) -> list[str]:
             problems.append(f"{name} vs {other} ({kind}): meta-gradients differ (max rel diff {rel:.2e} > "
                             f"{tolerance:g}): registered as algorithm {algorithm_of(name)!r}, it must compute "
                             f"the same meta-gradient as every other implementation of it")
-    if getattr(LEARNERS[name].Config(), "first_order", True) is False:
+    if verify.is_second_order(name):
         rel = verify.finite_difference_error(name, options, problem)
         if rel > tolerance:
             problems.append(f"{name} ({kind}): meta-gradient against central finite differences: rel diff {rel:.2e}")

@@ -83,10 +83,13 @@ def finite_difference_error(name: str, options: dict, case: Problem, directions:
     return worst
 
 
+def is_second_order(name: str) -> bool:
+    """Differentiates through adaptation by default: a `first_order` option that is off."""
+    return getattr(LEARNERS[name].Config(), "first_order", True) is False
+
+
 def second_order_learners(extra: tuple[str, ...] = ()) -> list[str]:
-    """Learners that differentiate through adaptation by default: a `first_order` option that is off."""
-    return [name for name in dict.fromkeys([*LEARNERS.names(), *extra])
-            if getattr(LEARNERS[name].Config(), "first_order", True) is False]
+    return [name for name in dict.fromkeys([*LEARNERS.names(), *extra]) if is_second_order(name)]
 
 
 def run_checks(tolerance: float = 1e-6, echo=print, extra: tuple[str, ...] = ()) -> bool:
