@@ -172,7 +172,7 @@ def finish_run(client, run_id: str, cell: Cell, result: CellResult, tags: dict[s
     """Log a cell's results (metrics, per-episode test scores, meta-parameters) and end its run FINISHED."""
     tracking.log_metrics(client, run_id, [(k, v, 0) for k, v in result.metrics.items() if math.isfinite(v)])
     tracking.log_file(client, run_id, _write_scores(result.test_scores, result.score_name), "test_episodes.csv")
-    if result.condition_scores:  # the suite names test conditions: every one's per-episode scores, whole curves
+    if result.condition_scores:  # every condition's per-episode scores and divergence flags, whole curves
         tracking.log_file(client, run_id, _write_rows(result.condition_scores), test_time.SCORES_FILE)
     tracking.log_file(client, run_id, lambda path: torch.save(result.state_dict, path), tracking.META_PARAMETERS)
     ran = {t.ran(k): v for k, v in result.execution.items()}

@@ -6,14 +6,15 @@ The primary condition (the first K, the largest step count) gives the cell's usu
 ``test_episodes.csv``; every condition gets ``metrics.under(...)`` metrics, and every episode's score after every
 step of the curve is kept (``test_scores.csv``: the report's condition tables and adaptation curves).
 
-A diverged episode (score non-finite, or an error above ``divergence_factor`` times its condition's median) is
+A diverged episode (score non-finite, or an error above ``divergence_factor`` times a scale that does not move
+with the failure: the dataset's stated error of predicting 0, else the episode's own error before adaptation) is
 flagged and counted per condition, and left out of the mean only where ``evaluation.exclude_diverged`` says so:
-never averaged in silently, never dropped silently.
+never averaged in silently, never dropped silently. Every cell records its flags (``test_scores.csv``), whatever
+test conditions its suite names, so every table and verdict of the report can honour them the same way.
 """
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass, field
 
 import torch
@@ -47,11 +48,24 @@ def exploded(score: str, value: float | None, zero_prediction_mse: float | None)
     return not math.isfinite(value) or value > EXPLOSION_FACTOR * zero_prediction_mse
 
 
-def diverged(scores: list[float], lower_is_better: bool, factor: float) -> list[bool]:
-    """Which scores are non-finite, or (for errors) above ``factor`` times the median of the finite ones."""
-    finite = [s for s in scores if math.isfinite(s)]
-    bound = factor * statistics.median(finite) if finite and lower_is_better else math.inf
-    return [not math.isfinite(s) or (lower_is_better and s > bound and bound > 0) for s in scores]
+def diverged(scores: list[float], lower_is_better: bool, factor: float,
+             scale: float | list[float] | None) -> list[bool]:
+    """Which scores are non-finite, or (errors only) above ``factor`` times ``scale``: one number for every episode
+    (the dataset's stated error of predicting 0) or one per episode (its error before adaptation); None: non-finite
+    only. Never relative to the scores themselves: if half the episodes blow up, their median does too."""
+    scales = scale if isinstance(scale, list) else [scale] * len(scores)
+    return [not math.isfinite(s) or (lower_is_better and reference is not None and math.isfinite(reference)
+                                      and reference > 0 and s > factor * reference)
+            for s, reference in zip(scores, scales)]
+
+
+def divergence_scale(data: Dataset, curve: dict) -> float | list[float] | None:
+    """What an episode's error is judged against: the dataset's stated scale, else each episode's error at step 0
+    of its adaptation curve (before any test-time step), else nothing (classification, or no curve)."""
+    stated = data.zero_prediction_mse()
+    if stated is not None:
+        return stated
+    return list(curve[0]) if 0 in curve else None
 
 
 def score_cell(cell: Cell, learner: MetaLearner, data: Dataset, device: torch.device, dtype: torch.dtype,
@@ -72,8 +86,9 @@ def score_cell(cell: Cell, learner: MetaLearner, data: Dataset, device: torch.de
             per_step = evaluate_curve(learner, source, evaluation.test_episodes, max(steps), device, dtype, timed,
                                       per_pass)
             curve = dict(enumerate(per_step))
+        scale = divergence_scale(data, curve)
         for step, scores in curve.items():
-            flags = diverged(scores, lower, evaluation.divergence_factor)
+            flags = diverged(scores, lower, evaluation.divergence_factor, scale)
             rows.extend((k_shot, ABSENT if step is None else step, episode, score, flag)
                         for episode, (score, flag) in enumerate(zip(scores, flags)))
             if step in steps:
@@ -88,4 +103,4 @@ def score_cell(cell: Cell, learner: MetaLearner, data: Dataset, device: torch.de
             results.update({m.under(name, k_shot, step): value for name, value in names})
         if (k_shot, step) == primary:
             results.update(dict(names))
-    return ConditionScores(results, by_condition[primary][0], rows if several or steps != (None,) else [])
+    return ConditionScores(results, by_condition[primary][0], rows)

@@ -48,9 +48,32 @@ def test_two_test_k_and_three_step_counts_score_as_six_separate_evaluations(lear
 
 
 def test_diverged_scores_are_the_non_finite_and_the_absurd():
-    assert test_time.diverged([1.0, 2.0, 1.5, 2500.0, math.inf, math.nan], True, 1000) == [
+    assert test_time.diverged([1.0, 2.0, 1.5, 2500.0, math.inf, math.nan], True, 1000, 2.0) == [
         False, False, False, True, True, True]
-    assert test_time.diverged([0.2, 0.9, math.nan], False, 1000) == [False, False, True]  # accuracy: non-finite only
+    assert test_time.diverged([0.2, 0.9, math.nan], False, 1000, None) == [False, False, True]  # accuracy
+    # per episode: each against its own error before adaptation
+    assert test_time.diverged([5.0, 5.0], True, 10, [1.0, 0.1]) == [False, True]
+
+
+def test_the_divergence_bound_does_not_move_with_the_failure():
+    """Half the episodes blown up: a bound relative to the median blew up with them and flagged none; an error of
+    0 on most episodes made it 0 and switched the rule off. The dataset's stated scale holds in both."""
+    half = [0.5, 0.4, 0.6, 1e9, 2e9, 3e9]
+    assert test_time.diverged(half, True, 1000, 4.25) == [False] * 3 + [True] * 3
+    mostly_zero = [0.0, 0.0, 0.0, 1e7]
+    assert test_time.diverged(mostly_zero, True, 1000, 4.25) == [False, False, False, True]
+    sinusoid = load_dataset("sinusoid")
+    assert test_time.divergence_scale(sinusoid, {0: [9.0], 1: [1.0]}) == pytest.approx(sinusoid.zero_prediction_mse())
+
+
+def test_a_plain_suite_records_every_episodes_divergence():
+    """No test conditions named: the flags are recorded all the same (the report reads them for every cell)."""
+    (cell,) = expand(parse_suite({**SINUSOID, "learners": [{"name": "maml", "config": {"inner_lr": 0.01}}],
+                                  "evaluation": {"test_episodes": 7, "query": 5}}))
+    result = run_cell(cell)
+    assert len(result.condition_scores) == 7
+    assert [score for *_, score, _ in result.condition_scores] == result.test_scores
+    assert {flag for *_, flag in result.condition_scores} == {False}
 
 
 @pytest.mark.parametrize("exclude", [False, True])
