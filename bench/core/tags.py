@@ -44,7 +44,6 @@ OUTCOME_HELD = "held"  # another invocation still ran it when this one gave up w
 ERROR, TRACEBACK = "error", "traceback"  # a failed or interrupted run: why
 SKIP_REASON = "skip_reason"  # a skipped cell (its device is not there): why
 SCORE = "score"  # a finished cell: what its test score is ("accuracy" or "mse")
-TRAINED_BY = "trained_by"  # a cell tested on the meta-parameters another run trained (a test condition added)
 RAN_PREFIX = "ran."  # a finished cell: how the learner actually ran (``ran.task_batching``: "auto" resolved)
 CELLS, FAILURES = "cells", "failures"  # a suite run: how many cells, how many failed
 
@@ -67,6 +66,16 @@ GIT_COMMIT = "git_commit"  # also a cell's at creation: the commit of the invoca
 TORCH_VERSION, CUDA_VERSION, PYTHON = "torch_version", "cuda_version", "python"
 CPU_MODEL, THREADS, DEVICE_NAME = "cpu_model", "threads", "device_name"
 HOST, MACHINE = "host", "machine"
+
+# -- a cell tested on the meta-parameters another run trained (a test condition added; bench.run.execution, when its
+# run is created): where that training came from. The run's own code identity, commit and environment are its
+# tester's; its training metrics (time, memory, final loss) were measured by the trainer, under these
+TRAINED_BY = "trained_by"  # the run that meta-trained them (past a donor that was itself only tested)
+TRAINED_CODE_IDENTITY = "trained_code_identity"
+TRAINED_COMMIT = "trained_git_commit"
+TRAINED_ENVIRONMENT = "trained_environment"
+TRAINED_AS = {TRAINED_CODE_IDENTITY: CODE_IDENTITY, TRAINED_COMMIT: GIT_COMMIT,
+              TRAINED_ENVIRONMENT: ENVIRONMENT}  # each, copied from this tag of the trainer
 
 # -- who owns a RUNNING run (bench.store.ownership): written when the run is created, the heartbeat refreshed -------
 OWNER_HOST, OWNER_MACHINE = "owner.host", "owner.machine"

@@ -143,6 +143,16 @@ def cell_tags(cell: Cell, parent: str, environment: str) -> dict[str, str]:
             **{t.axis(name): value for name, value in cell.axes.items()}}
 
 
+def training_provenance(donor) -> dict[str, str]:
+    """Where a donor run's meta-training came from, as the tags of a run tested on it (``tags.TRAINED_BY``,
+    ``tags.TRAINED_AS``): the donor's own code identity, commit and environment, or, where the donor was itself
+    only tested on another's training, the provenance it carries."""
+    tags = donor.data.tags
+    if t.TRAINED_BY in tags:
+        return {name: tags.get(name, "") for name in (t.TRAINED_BY, *t.TRAINED_AS)}
+    return {t.TRAINED_BY: donor.info.run_id, **{name: tags.get(own, "") for name, own in t.TRAINED_AS.items()}}
+
+
 def _write_scores(scores: list[float], score_name: str) -> Callable:
     def write(path):
         path.write_text("episode," + score_name + "\n" + "".join(f"{i},{s!r}\n" for i, s in enumerate(scores)))
@@ -253,19 +263,21 @@ class CellLoop:
         return floor
 
     def _reusable(self, cell: Cell, environment: str, key: str = t.CONFIG_HASH):
-        """A finished run this invocation may stand on instead of running the cell (None under --force); with
-        ``key`` ``t.TRAINING_HASH``, one whose meta-training the cell may stand on (it differs in testing alone)."""
+        """The run that stands for the cell (``tracking.standing_run``), where this invocation may stand on it
+        instead of running the cell: made by the same code in the same environment, or any under
+        --reuse-other-code; None under --force. An older run that would match is never taken instead: the report
+        shows the standing run, and a reuse must print the numbers it shows. With ``key`` ``t.TRAINING_HASH``, the
+        standing run of the cell's training (it may differ from the cell in testing alone)."""
         run = self.run
         if run.force:
             return None
-        code = cell_code(cell)
         value = cell.config_hash if key == t.CONFIG_HASH else cell.training_hash
-        for found in tracking.runs_of_cell(run.client, run.experiment, value, key):
-            tags = found.data.tags
-            if tracking.is_finished(found) and (run.reuse_other_code or (
-                    tags.get(t.CODE_IDENTITY) == code and tags.get(t.ENVIRONMENT) == environment)):
-                return found
-        return None
+        standing = tracking.standing_run(tracking.runs_of_cell(run.client, run.experiment, value, key))
+        if standing is None:
+            return None
+        tags = standing.data.tags
+        same = tags.get(t.CODE_IDENTITY) == cell_code(cell) and tags.get(t.ENVIRONMENT) == environment
+        return standing if same or run.reuse_other_code else None
 
     def _trained(self, cell: Cell, environment: str) -> Trained | None:
         """The meta-training of a finished run that differs from ``cell`` only in how it is tested, if any (never a
@@ -273,17 +285,17 @@ class CellLoop:
         donor = self._reusable(cell, environment, t.TRAINING_HASH)
         if donor is None or donor.data.tags.get(t.CONFIG_HASH) == cell.config_hash:
             return None
-        return Trained(donor.info.run_id, tracking.meta_parameters(self.run.client, donor.info.run_id),
+        return Trained(training_provenance(donor), tracking.meta_parameters(self.run.client, donor.info.run_id),
                        dict(donor.data.metrics))
 
     def _claim(self, cell: Cell, number: int, waiting: _Waiting | None = None) -> None:
         """Reuse, wait for, or claim and submit ``cell`` (``waiting``: how long we have waited for it so far)."""
         run, client = self.run, self.run.client
         environment = self.executor.environment_key(cell)
-        for _ in range(100):  # each pass either settles the cell or loses a reservation race to a new claim
+        for _ in range(100):  # each pass settles the cell, or loses a reservation race to a newer claim and looks again
             finished = self._reusable(cell, environment)
             if finished is not None:
-                self._done(Outcome(cell, t.OUTCOME_REUSED, dict(finished.data.metrics), run_id=finished.info.run_id))
+                self._reuse(cell, finished)
                 return
             trained = self._trained(cell, environment)  # before the claim is read: the window to reserve stays short
             holder = claims.holder(client, run.suite, cell.config_hash, self.floor.get(cell.config_hash, -1))
@@ -291,24 +303,28 @@ class CellLoop:
                 self._wait(cell, number, holder, waiting)
                 return
             if holder.run is not None and tracking.is_finished(holder.run):
-                if run.force:
-                    self._done(Outcome(cell, t.OUTCOME_REUSED, dict(holder.run.data.metrics),
-                                       run_id=holder.run.info.run_id))
-                    return  # a concurrent --force finished it after this invocation started
-                if self._reusable(cell, environment) is not None:
-                    continue  # another invocation finished it since we looked: the next pass reuses it
+                # another invocation finished it since we looked (under --force: a concurrent --force, after this
+                # invocation started): reuse it here, or, where the run standing now is not ours to reuse (other
+                # code or environment), claim the cell below; no pass is spent looking again
+                finished = holder.run if run.force else self._reusable(cell, environment)
+                if finished is not None:
+                    self._reuse(cell, finished)
+                    return
             generation = max(holder.latest.generation, self.floor.get(cell.config_hash, -1)) + 1
             # never start a run under an identity the disk no longer has
             check_unchanged(files_of(cell.learner, cell.dataset.name))
             tags = cell_tags(cell, run.parent, environment)
             if trained is not None:
-                tags[t.TRAINED_BY] = trained.run_id
+                tags.update(trained.provenance)
             run_id = tracking.start_run(client, run.experiment, cell.title, tags)
             if claims.reserve(client, run.suite, cell.config_hash, generation, run_id):
                 self._start(Attempt(cell, run_id, number, generation, trained))
                 return
             tracking.delete_run(client, run_id)  # another claimant reserved this generation first: step back
         raise RuntimeError(f"{cell.title}: lost 100 claim races in a row; is another invocation looping?")
+
+    def _reuse(self, cell: Cell, finished) -> None:
+        self._done(Outcome(cell, t.OUTCOME_REUSED, dict(finished.data.metrics), run_id=finished.info.run_id))
 
     def _start(self, attempt: Attempt) -> None:
         client, cell = self.run.client, attempt.cell

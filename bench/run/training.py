@@ -57,9 +57,10 @@ class CurveWindow:
 @dataclass(frozen=True)
 class Trained:
     """A finished run's meta-training, for a cell that differs from it only in how it is tested: the trained
-    meta-parameters and the training metrics, carried over (validation is not: it follows the test-time settings)."""
+    meta-parameters and the training metrics, carried over (validation is not: it follows the test-time settings),
+    and where they came from: the tags ``tags.TRAINED_BY`` and ``tags.TRAINED_AS`` of the run tested on them."""
 
-    run_id: str
+    provenance: dict[str, str]
     state: dict[str, torch.Tensor]
     metrics: dict[str, float]
 

@@ -143,24 +143,20 @@ class ReportOptions:
     (fewer tests, so more power after the multiple-comparison correction); alpha: the family-wise level of the
     Holm-corrected verdicts; min_seeds: training seeds needed before a verdict is given; output_dir: where
     reports/<suite>/ is written; published: learner label -> the published series its cells should reproduce
-    (the report shows measured against published for each N and K the series has); published_tolerance: for a
-    published value the paper gives no interval for, the relative widening of the across-seed interval that counts
-    as reproducing it (bench.spec.published.standing_without_interval); baselines: axis -> the value its ablation
-    effects are measured from (default: the first value the suite lists)."""
+    (the report shows measured against published for each N and K the series has, by the equivalence rule of
+    bench.consumers.report.reproduction with the margin the series declares); baselines: axis -> the value its
+    ablation effects are measured from (default: the first value the suite lists)."""
 
     reference: str = ""
     alpha: float = 0.05
     min_seeds: int = 3
     output_dir: str = "reports"
     published: dict = field(default_factory=dict)  # learner label -> published series (bench/data/published.yaml)
-    published_tolerance: float = 0.1  # a published value without an interval: relative widening (published.py)
     baselines: dict = field(default_factory=dict)  # axis (n_way, k_shot, a grid option, test_k_shot, test_steps) -> value
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
             raise ValueError(f"report.alpha must lie strictly between 0 and 1, got {self.alpha}")
-        if not 0 <= self.published_tolerance < 1:
-            raise ValueError(f"report.published_tolerance must be in [0, 1), got {self.published_tolerance}")
         if self.min_seeds < 2:
             raise ValueError(f"report.min_seeds must be at least 2 (a verdict needs a between-seed variance), "
                              f"got {self.min_seeds}")

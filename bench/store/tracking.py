@@ -170,11 +170,18 @@ META_PARAMETERS = "meta_parameters.pt"  # a finished cell's artifact: its learne
 
 
 def runs_of_cell(client: MlflowClient, experiment: str, config_hash: str, key: str = t.CONFIG_HASH) -> list:
-    """Every active run of one cell configuration (``key``: or of one training, ``t.TRAINING_HASH``), oldest first
-    (ties broken by run id: one order for everyone)."""
-    runs = client.search_runs([experiment], filter_string=t.matching({t.ROLE: t.ROLE_CELL, key: config_hash}),
+    """Every active run of one cell configuration (``key``: or of one training, ``t.TRAINING_HASH``), in no order:
+    ``standing_run`` decides which of them counts."""
+    return client.search_runs([experiment], filter_string=t.matching({t.ROLE: t.ROLE_CELL, key: config_hash}),
                               max_results=10000)
-    return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+
+def standing_run(runs: Iterable):
+    """The run that stands for a cell among ``runs`` (of one config hash, or of one training hash): the newest
+    finished one, ties broken by run id; None where none finished. The runner reuses it, tests a new test condition
+    on its training, and the report shows it: one rule, so that after ``--force`` all three see the forced run."""
+    return max((run for run in runs if is_finished(run)), key=lambda r: (r.info.start_time, r.info.run_id),
+               default=None)
 
 
 def meta_parameters(client: MlflowClient, run_id: str) -> dict:

@@ -142,19 +142,26 @@ def test_a_named_baseline_turns_the_comparison_around(tracking_uri, tmp_path):
     assert points(row["difference"]) == pytest.approx(-5.0, abs=0.3)
 
 
-def test_an_effect_of_k_is_tested_on_per_seed_means(tracking_uri, tmp_path):
-    """K changes the test episodes themselves: nothing pairs episode by episode, so the effect of K is the paired t
-    test over seeds of the per-seed mean scores (computed here independently with scipy)."""
+def test_an_effect_of_k_adds_each_levels_test_episode_draw_to_the_variance(tracking_uri, tmp_path):
+    """K changes the test episodes themselves: nothing pairs episode by episode. Each K's episodes are one draw shared
+    by every seed, so the variance adds each level's between-episode variance of its seed-averaged scores to the
+    spread of the per-seed differences (Welch-Satterthwaite): computed here independently with numpy and scipy."""
     def score(cell, episode):
-        return 0.4 + 0.1 * (cell.k_shot == 2) + 0.03 * noise("seed", cell.seed) + 0.1 * noise(cell.seed, cell.k_shot,
-                                                                                              episode)
+        return 0.4 + 0.1 * (cell.k_shot == 2) + 0.03 * noise("seed", cell.seed) + 0.1 * noise(cell.k_shot, episode) \
+            + 0.02 * noise(cell.seed, cell.k_shot, episode)
     folder = constructed(tracking_uri, tmp_path, {}, score, grid={"k_shot": [1, 2]})
     (row,) = pd.read_csv(folder / "ablations.csv", dtype=str, keep_default_na=False).to_dict("records")
-    assert (row["component"], row["levels"], row["episodes"]) == ("k_shot", "1 → 2", "1")
-    means = {k: np.array([np.mean([score(type("Cell", (), {"k_shot": k, "seed": s}), e) for e in range(EPISODES)])
+    assert (row["component"], row["levels"], row["episodes"]) == ("k_shot", "1 → 2", str(EPISODES))
+    table = {k: np.array([[score(type("Cell", (), {"k_shot": k, "seed": s}), e) for e in range(EPISODES)]
                           for s in SEEDS]) for k in (1, 2)}
-    assert float(row["p"]) == pytest.approx(stats.ttest_rel(means[2], means[1]).pvalue, rel=1e-2)
-    assert points(row["difference"]) == pytest.approx(100 * (means[2] - means[1]).mean(), abs=0.006)
+    per_seed = table[2].mean(axis=1) - table[1].mean(axis=1)
+    parts = [(per_seed.var(ddof=1) / len(SEEDS), len(SEEDS) - 1)] + [
+        (table[k].mean(axis=0).var(ddof=1) / EPISODES, EPISODES - 1) for k in (2, 1)]
+    variance = sum(v for v, _ in parts)
+    df = variance ** 2 / sum(v ** 2 / d for v, d in parts)
+    p = 2 * stats.t.sf(abs(per_seed.mean()) / np.sqrt(variance), df)
+    assert float(row["p"]) == pytest.approx(p, rel=1e-2)
+    assert points(row["difference"]) == pytest.approx(100 * per_seed.mean(), abs=0.006)
 
 
 def test_the_conclusions_say_where_a_validation_curve_fell_or_still_rises(tracking_uri, tmp_path):

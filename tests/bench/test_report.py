@@ -88,7 +88,7 @@ def test_one_seed_gives_the_difference_and_no_verdict(write_suite, tracking_uri,
     assert row["verdict"] == "no verdict: one training run per arm (3 seeds needed)"
     assert row["A - B"] != "-" and row["p (Holm)"] == "-"  # the difference is shown; no p-value enters the family
     results = pd.read_csv(folder / "results.csv")
-    assert results["test accuracy (mean ± 95% CI across seeds)"].str.endswith("(1 seed: CI over episodes)").all()
+    assert results["test accuracy (mean ± 95% CI, seeds and episodes)"].str.endswith("(1 seed: CI over episodes)").all()
 
 
 def test_changed_evaluation_is_a_new_definition_never_paired_with_the_old(write_suite, tracking_uri, tmp_path):

@@ -68,6 +68,43 @@ def test_rerun_reuses_finished_cells_and_force_reruns(write_suite, tracking_uri)
     assert len(cell_runs(tracking_uri)) == 6
 
 
+def test_after_force_the_forced_run_stands_for_the_cell_in_reuse_and_in_the_report(tracking_uri):
+    """Reuse once took the oldest finished run and the report the newest: after --force, a plain run printed the
+    first run's numbers as "reused" while the report showed the forced run's."""
+    from bench.consumers.report.loading import load_runs
+    from bench.run.runner import run_suite
+    from bench.store import tracking
+
+    suite = parse_suite({**TINY, "learners": ["maml"]})
+
+    def run(force=False):
+        (outcome,) = run_suite(suite, "", tracking_uri, force=force, progress=False, echo=lambda _: None)
+        return outcome
+
+    first, forced = run(), run(force=True)
+    assert (first.outcome, forced.outcome) == ("finished", "finished") and forced.run_id != first.run_id
+    again = run()
+    client = tracking.client_for(tracking_uri)
+    assert (again.outcome, again.run_id) == ("reused", forced.run_id)
+    assert again.metrics == client.get_run(forced.run_id).data.metrics
+    assert list(load_runs(client, [suite]).finished["run_id"]) == [forced.run_id]
+
+
+def test_the_standing_run_is_the_newest_finished_one_ties_broken_by_run_id():
+    from types import SimpleNamespace
+
+    from bench.store import tracking
+
+    def run(run_id, start, outcome="finished", status="FINISHED"):
+        return SimpleNamespace(info=SimpleNamespace(run_id=run_id, start_time=start, status=status),
+                               data=SimpleNamespace(tags={"outcome": outcome}))
+
+    runs = [run("b", 1), run("a", 2), run("c", 2), run("d", 3, "failed", "FAILED"), run("e", 4, "interrupted")]
+    assert tracking.standing_run(runs).info.run_id == "c"
+    assert tracking.standing_run(list(reversed(runs))).info.run_id == "c"
+    assert tracking.standing_run(runs[3:]) is None
+
+
 def test_missing_device_is_a_skipped_run_with_its_reason(write_suite, tracking_uri, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     path = write_suite({"learners": ["fomaml/functional"], "grid": {**TINY["grid"], "devices": ["cpu", "cuda"]}})

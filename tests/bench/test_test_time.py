@@ -117,13 +117,13 @@ def test_the_report_shows_every_test_condition_the_curves_and_the_published_rows
     assert set(zip(table["test K"], table["test steps"])) == {(k, s) for k in (2, 6) for s in (1, 2, 4)}
     assert (folder / "adaptation_curves.png").exists()
     compared = pd.read_csv(folder / "comparisons_by_test_condition.csv")  # pairs only under one test condition
-    assert sorted(zip(compared["test_k_shot"], compared["test_steps"])) == sorted((k, s) for k in (2, 6)
-                                                                                  for s in (1, 2, 4))
+    assert sorted(zip(compared["test_k_shot"], compared["test_steps"])) == sorted(  # the primary is compared once
+        (k, s) for k in (2, 6) for s in (1, 2, 4) if (k, s) != (2, 4))
     assert set(compared["seeds"]) == {2} and set(compared["episodes"]) == {7}
     rows = pd.read_csv(folder / "published_test_conditions.csv")
     assert list(rows["test steps"]) == [1, 5, 10] and set(rows["learner"]) == {"maml"}
     assert rows["verdict"].str.contains("test K 5 after 1 steps was not measured").iloc[0]
-    assert rows["rule"].str.contains("widened on each side by 10%").all()
+    assert set(rows["margin"]) == {"±0.134", "±0.076", "±0.07"}  # 20% of each published error, declared
     text = (folder / "report.md").read_text()
     assert "## Test conditions" in text and "0 diverged episode(s)" in text
     # the test-time axes are ablations too: more steps against the first listed at each test K (the same episodes),
@@ -133,7 +133,7 @@ def test_the_report_shows_every_test_condition_the_curves_and_the_published_rows
         mine = effects[effects["learner"] == learner]
         assert sorted(zip(mine["component"], mine["levels"], mine["at"], mine["episodes"])) == sorted(
             [("test_steps", f"1 → {s}", f"test_k_shot={k}", "7") for s in (2, 4) for k in (2, 6)]
-            + [("test_k_shot", "2 → 6", f"test_steps={s}", "1") for s in (1, 2, 4)])
+            + [("test_k_shot", "2 → 6", f"test_steps={s}", "7") for s in (1, 2, 4)])
 
 
 def test_a_test_condition_added_later_tests_the_finished_runs_without_training_them(tmp_path, monkeypatch):
@@ -163,6 +163,58 @@ def test_a_test_condition_added_later_tests_the_finished_runs_without_training_t
     assert iterations  # --force trains again
 
 
+def test_after_force_a_test_condition_added_later_is_tested_on_the_forced_training(tmp_path):
+    """The training a new test condition stands on is the run that stands for that training (as the report shows
+    it): after --force, the forced run, not the first."""
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    base = {**SINUSOID, "learners": [{"name": "maml", "config": {"inner_lr": 0.01}}]}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump({**base, "evaluation": {**base["evaluation"], "k_shot": [2], "inner_steps": [1]}}))
+    args = ["run", str(path), "--tracking-uri", uri, "--no-progress", "--no-report"]
+    assert main(args) == 0
+    (first,) = cell_runs(uri)
+    assert main(args + ["--force"]) == 0
+    (forced,) = [r for r in cell_runs(uri) if r.info.run_id != first.info.run_id]
+    path.write_text(yaml.safe_dump(base))  # test K 6 and 2 and 4 steps added
+    assert main(args) == 0
+    (tested,) = [r for r in cell_runs(uri) if r.info.run_id not in (first.info.run_id, forced.info.run_id)]
+    assert tested.data.tags["trained_by"] == forced.info.run_id
+
+
+def test_a_run_tested_on_another_training_records_and_shows_where_that_training_came_from(tmp_path, monkeypatch):
+    """Its own code identity, commit and environment are its tester's; the trainer's are recorded beside them, and
+    the report shows the trainer and warns of the mixed code and environments."""
+    from bench.run import execution, runner
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    base = {**SINUSOID, "learners": [{"name": "maml", "config": {"inner_lr": 0.01}}],
+            "report": {"output_dir": str(tmp_path / "reports")}}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump({**base, "evaluation": {**base["evaluation"], "k_shot": [2], "inner_steps": [1]}}))
+    assert main(["run", str(path), "--tracking-uri", uri, "--no-progress", "--no-report"]) == 0
+    (donor,) = cell_runs(uri)
+    # since then maml's code was edited and the machine changed; its finished training is reused all the same
+    real = execution.code_identity
+    monkeypatch.setattr(execution, "code_identity",
+                        lambda learner, v: "edited" if learner == "maml" else real(learner, v))
+    monkeypatch.setattr(runner.InProcess, "environment_key", lambda self, cell: "elsewhere")
+    path.write_text(yaml.safe_dump(base))  # a test condition added
+    assert main(["run", str(path), "--tracking-uri", uri, "--no-progress", "--reuse-other-code"]) == 0
+    (tested,) = [r for r in cell_runs(uri) if r.info.run_id != donor.info.run_id]
+    tags, trainer = tested.data.tags, donor.data.tags
+    assert (tags["code_identity"], tags["environment"]) == ("edited", "elsewhere")
+    assert {name: tags[name] for name in ("trained_by", "trained_code_identity", "trained_git_commit",
+                                          "trained_environment")} == {
+        "trained_by": donor.info.run_id, "trained_code_identity": trainer["code_identity"],
+        "trained_git_commit": trainer["git_commit"], "trained_environment": trainer["environment"]}
+    folder = tmp_path / "reports" / "tiny"
+    assert list(pd.read_csv(folder / "runs.csv")["trained by"]) == [donor.info.run_id]
+    text = (folder / "report.md").read_text()
+    assert "more than one code version (--reuse-other-code) for: maml" in text
+    assert f"trained by code {trainer['code_identity']}" in text
+    assert f"trained in {trainer['environment']}" in text
+
+
 def scores_of(uri, run):
     folder = MlflowClient(uri).download_artifacts(run.info.run_id, test_time.SCORES_FILE)
     rows = pd.read_csv(folder, dtype={"test_steps": str})
@@ -190,13 +242,15 @@ def test_a_comparison_over_diverged_scores_gets_no_verdict(tmp_path, monkeypatch
     assert summary.count("DIVERGED: 1 test episode(s)") == 4  # every cell's row in the run's summary says so
     compared = pd.read_csv(tmp_path / "reports" / "diverging" / "comparisons_by_test_condition.csv")
     verdicts = dict(zip(compared["test_steps"], compared["verdict"]))
-    assert verdicts[4].startswith("no verdict: non-finite") and not verdicts[1].startswith("no verdict")
+    assert 4 not in verdicts and not verdicts[1].startswith("no verdict")  # the primary condition: compared once,
+    (primary,) = pd.read_csv(tmp_path / "reports" / "diverging" / "comparisons.csv")["verdict"]  # in the main view
+    assert primary.startswith("no verdict: 4 diverged episode score(s)")  # episode 3 of 2 seeds x 2 learners
     conditions = pd.read_csv(tmp_path / "reports" / "diverging" / "test_conditions.csv")
     assert set(conditions[conditions["test steps"] == 4]["diverged episodes"]) == {2}  # one per seed
     # a mean over a NaN episode is undefined ("-"), not the mean of the episodes left (pandas skips NaN); that one is
     # shown beside it
     last = conditions[conditions["test steps"] == 4]
-    assert set(last["mse (mean ± 95% CI across seeds)"]) == {"-"} and "-" not in set(last["without the diverged"])
+    assert set(last["mse (mean ± 95% CI, seeds and episodes)"]) == {"-"} and "-" not in set(last["without the diverged"])
 
 
 def test_a_cell_whose_test_error_explodes_is_flagged_in_the_summary_and_the_report(tmp_path, capsys):

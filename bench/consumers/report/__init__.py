@@ -6,6 +6,7 @@ runs of other definitions are counted, never mixed in.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -56,6 +57,16 @@ def _header(runs: Runs) -> list[render.Block]:
     return [render.Items(tuple(items)), render.Heading("Dataset"), render.Items(_dataset_lines(h["dataset"]))]
 
 
+PUBLISHED_RULE = ("Measured (mean ± 95% interval over seeds and test episodes) against the published value, by one "
+                 "equivalence rule with a margin declared in advance per published series: reproduced when the 90% "
+                 "interval of measured - published lies inside ±margin (two one-sided tests at 5%), not reproduced "
+                 "when its 95% interval lies wholly outside, else inconclusive (with roughly how many seeds would "
+                 "decide). The published interval, where there is one, is folded in; 'from the test-episode draw' is "
+                 "the part of the difference's variance that comes from which test episodes were drawn (more seeds do "
+                 "not shrink it). Not comparable when the data or a protocol setting the paper fixes differs "
+                 "(listed).")
+
+
 def _with_p(tested: pd.DataFrame) -> int:
     """How many of ``tested`` entered the Holm family (those with an adjusted p-value)."""
     return int(tested["p_holm"].notna().sum()) if not tested.empty else 0
@@ -67,7 +78,8 @@ def _family(counts: dict[str, int]) -> str:
             + (f" ({parts})." if parts else "."))
 
 
-def _comparison_blocks(runs: Runs, frames: dict, options: ReportOptions, family: str) -> list[render.Block]:
+def _comparison_blocks(a: Analysis, folder: Path) -> list[render.Block]:
+    runs, frames, options, family = a.runs, a.frames, a.options, a.family
     grouped = {}
     for label, stand_in in representatives(runs).items():
         grouped.setdefault(stand_in, []).append(label)
@@ -85,19 +97,23 @@ def _comparison_blocks(runs: Runs, frames: dict, options: ReportOptions, family:
             render.Table(frames["variant_comparisons"])]
 
 
-def _condition_blocks(frames: dict, diverged: int, evaluation, published: bool) -> list[render.Block]:
+def _condition_blocks(a: Analysis, folder: Path) -> list[render.Block]:
+    if a.under is None:
+        return []
+    frames, diverged, evaluation, published = a.frames, a.diverged, a.evaluation, bool(a.options.published)
     excluded = "left out of the means" if evaluation.exclude_diverged else "kept in the means (exclude_diverged: false)"
     blocks = [render.Heading("Test conditions"),
               render.Text("One trained model per run, scored under every test support size K and test-time step "
-                          "count the suite names (no retraining); per condition, the mean over seeds of each "
-                          "seed's mean over the same test episodes, with its 95% t interval across seeds. An "
-                          f"episode is diverged when its score is non-finite or above {evaluation.divergence_factor:g} "
-                          f"times its condition's median error; diverged episodes are {excluded}."),
+                          "count the suite names (no retraining); per condition, the mean score with its 95% interval "
+                          "over seeds and test episodes (both samples), and how much of it the test-episode draw "
+                          "makes. An episode is diverged when its score is non-finite or its error above "
+                          f"{evaluation.divergence_factor:g} times the dataset's stated error of predicting 0 (else "
+                          f"the episode's own error before adaptation); diverged episodes are {excluded}."),
               render.Table(frames["test_conditions"]),
               render.Heading("Comparisons by test condition", 3),
-              render.Text("The comparisons above, under every named test condition (learners pair only under the "
-                          "same test K and step count, on the same episodes; Holm's correction covers every "
-                          "condition)."),
+              render.Text("The comparisons above, under every other named test condition (learners pair only under "
+                          "the same test K and step count, on the same episodes; the primary condition is compared "
+                          "above, once; Holm's correction covers every condition)."),
               render.Table(frames["comparisons_by_test_condition"]),
               render.Heading("Diverged test episodes", 3),
               render.Text(f"{diverged} diverged episode(s) under the named conditions"
@@ -106,15 +122,16 @@ def _condition_blocks(frames: dict, diverged: int, evaluation, published: bool) 
               render.Table(frames["diverged_episodes"])]
     if published:
         blocks += [render.Heading("Against published results, by test condition", 3),
-                   render.Text("Each published value beside the same test condition measured across seeds; the rule "
-                               "of each verdict is printed beside it."),
+                   render.Text(PUBLISHED_RULE),
                    render.Table(frames["published_test_conditions"])]
     return blocks
 
 
-def _ablation_blocks(runs: Runs, effects: pd.DataFrame, table: pd.DataFrame, notes: list[str],
-                     folder: Path) -> list[render.Block]:
+def _ablation_blocks(a: Analysis, folder: Path) -> list[render.Block]:
     """Per learner with effects: its ablation table and forest figure."""
+    runs, effects, table, notes = a.runs, a.effects, a.frames["ablations"], a.notes
+    if table.empty and not notes:
+        return []
     blocks = [render.Heading("Ablations"),
               render.Text("Within each learner, every value of every swept axis against the axis's baseline (the "
                           "first value the suite lists, or report.baselines), at every setting of the other axes; "
@@ -136,27 +153,36 @@ def _ablation_blocks(runs: Runs, effects: pd.DataFrame, table: pd.DataFrame, not
     return blocks
 
 
-def build_reports(suites: list[Suite], uri_flag: str | None) -> list[Path]:
-    """One report per suite name among ``suites`` (the documents of one file share a name and a report), each from
-    the store its suite names (``uri_flag``: the command line's, which wins)."""
-    reports = []
-    for name in dict.fromkeys(s.suite for s in suites):
-        named = [s for s in suites if s.suite == name]
-        reports.append(build_report(name, tracking.resolve_uri(named[0].tracking.uri, uri_flag), named))
-    return reports
+@dataclass
+class Analysis:
+    """Every verdict and table of a report, computed from its runs alone (no store, no files): what ``build_report``
+    writes and what the calibration (bench.consumers.calibration) checks against simulated truth."""
+
+    suites: list[Suite]
+    runs: Runs
+    under: Runs | None  # the runs with the test conditions as axes (suites that name test conditions)
+    compared: pd.DataFrame
+    compared_under: pd.DataFrame
+    effects: pd.DataFrame
+    notes: list[str]
+    family: str
+    frames: dict[str, pd.DataFrame]
+    diverged: int
+
+    @property
+    def options(self) -> ReportOptions:
+        return self.suites[0].report
+
+    @property
+    def evaluation(self):
+        return self.suites[0].evaluation
 
 
-def build_report(suite: str, uri: str, suites: list[Suite] | None = None) -> Path:
-    """``suites``: the suite documents named ``suite`` as they stand now; None: those logged with the runs."""
-    client = tracking.client_for(uri)
-    suites = suites or logged_suites(client, suite)
-    options = suites[0].report
-    runs = load_runs(client, suites)
-    folder = Path(options.output_dir)
-    folder = (folder if folder.is_absolute() else paths.WORK_ROOT / folder) / suite
-    folder.mkdir(parents=True, exist_ok=True)
-    evaluation = suites[0].evaluation
-    tested = not runs.condition_scores.empty
+def analyse(runs: Runs, suites: list[Suite]) -> Analysis:
+    """The report's statistics: every test in one Holm family (between learners, by test condition, ablation
+    effects), and every table."""
+    options, evaluation = suites[0].report, suites[0].evaluation
+    tested = not runs.condition_scores.empty and bool(evaluation.k_shot or evaluation.steps_list)
     under = conditions.as_axes(runs, evaluation) if tested else None
     compared = comparisons(runs, options)
     compared_under = comparisons(under, options) if tested else pd.DataFrame()
@@ -172,41 +198,79 @@ def build_report(suite: str, uri: str, suites: list[Suite] | None = None) -> Pat
               "ablations": tables.ablations(runs, effects),
               "failed_and_skipped": tables.problems(runs), "other_definitions": tables.other_definitions(runs),
               "published": tables.against_published(runs, options)}
+    diverged = 0
     if tested:
-        frames["test_conditions"] = conditions.table(runs, evaluation)
+        frames["test_conditions"] = conditions.table(runs, under)
         frames["comparisons_by_test_condition"] = tables.verdicts(under, compared_under, "algorithms")
-        frames["published_test_conditions"] = conditions.against_published(runs, options, evaluation)
+        frames["published_test_conditions"] = conditions.against_published(runs, under, options)
         frames["diverged_episodes"], diverged = conditions.diverged_episodes(runs, evaluation)
-    for name, frame in frames.items():
-        frame.to_csv(folder / f"{name}.csv", index=False)
-    made = figures.all_figures(runs, folder)
-    points = conditions.curves(runs, evaluation) if tested else None
+    return Analysis(suites, runs, under, compared, compared_under, effects, notes, family, frames, diverged)
+
+
+def _title_blocks(a: Analysis, folder: Path) -> list[render.Block]:
+    concluded = conclusions.lines(a.runs, a.compared, a.compared_under, a.effects, a.frames["ablations"])
+    return [render.Heading(f"meta-bench report: {a.suites[0].suite}", 1),
+            *([render.Heading("Conclusions"), render.Items(concluded)] if concluded else []), *_header(a.runs)]
+
+
+def _results_blocks(a: Analysis, folder: Path) -> list[render.Block]:
+    return [render.Heading("Results"), render.Table(a.frames["results"])]
+
+
+def _published_blocks(a: Analysis, folder: Path) -> list[render.Block]:
+    if not a.options.published:
+        return []
+    return [render.Heading("Against published results"), render.Text(PUBLISHED_RULE),
+            render.Table(a.frames["published"])]
+
+
+def _figure_blocks(a: Analysis, folder: Path) -> list[render.Block]:
+    made = figures.all_figures(a.runs, folder)
+    points = conditions.curves(a.runs, a.evaluation) if a.under is not None else None
     if points is not None and not points.empty:
-        made.append(figures.adaptation_curves(runs, points, folder))
-    concluded = conclusions.lines(runs, compared, compared_under, effects, frames["ablations"])
-    blocks: list[render.Block] = [render.Heading(f"meta-bench report: {suite}", 1),
-                                  *([render.Heading("Conclusions"), render.Items(concluded)] if concluded else []),
-                                  *_header(runs), render.Heading("Results"), render.Table(frames["results"]),
-                                  *_comparison_blocks(runs, frames, options, family)]
-    if tested:
-        blocks += _condition_blocks(frames, diverged, evaluation, bool(options.published))
-    if not frames["ablations"].empty or notes:
-        blocks += _ablation_blocks(runs, effects, frames["ablations"], notes, folder)
-    if options.published:
-        blocks += [render.Heading("Against published results"),
-                   render.Text("Measured (mean ± 95% CI across seeds) against the published number; the difference's "
-                               "interval combines both. Reproduced when it holds 0; not comparable when the data or "
-                               "a protocol setting the paper fixes differs (listed)."),
-                   render.Table(frames["published"])]
-    blocks.append(render.Heading("Figures"))
+        made.append(figures.adaptation_curves(a.runs, points, folder))
+    blocks: list[render.Block] = [render.Heading("Figures")]
     for title, path in made:
         blocks += [render.Heading(title, 3), render.Image(title, path)]
-    blocks += [render.Heading("Every run"), render.Table(frames["runs"]),
-               render.Heading("Failed and skipped cells"), render.Table(frames["failed_and_skipped"]),
-               render.Heading("Runs of other suite definitions (not included)"),
-               render.Text("Runs in this experiment that match no cell of the suite as it stands now (an option, "
-                           "the evaluation or the grid changed since, or made by an older harness)."),
-               render.Table(frames["other_definitions"])]
+    return blocks
+
+
+def _run_blocks(a: Analysis, folder: Path) -> list[render.Block]:
+    return [render.Heading("Every run"), render.Table(a.frames["runs"]),
+            render.Heading("Failed and skipped cells"), render.Table(a.frames["failed_and_skipped"]),
+            render.Heading("Runs of other suite definitions (not included)"),
+            render.Text("Runs in this experiment that match no cell of the suite as it stands now (an option, "
+                        "the evaluation or the grid changed since, or made by an older harness)."),
+            render.Table(a.frames["other_definitions"])]
+
+
+# the report's sections in order: each turns the analysis into its blocks (none where it does not apply); a new
+# section is one function here and its place in this list
+SECTIONS = (_title_blocks, _results_blocks, _comparison_blocks, _condition_blocks, _ablation_blocks,
+            _published_blocks, _figure_blocks, _run_blocks)
+
+
+def build_reports(suites: list[Suite], uri_flag: str | None) -> list[Path]:
+    """One report per suite name among ``suites`` (the documents of one file share a name and a report), each from
+    the store its suite names (``uri_flag``: the command line's, which wins)."""
+    reports = []
+    for name in dict.fromkeys(s.suite for s in suites):
+        named = [s for s in suites if s.suite == name]
+        reports.append(build_report(name, tracking.resolve_uri(named[0].tracking.uri, uri_flag), named))
+    return reports
+
+
+def build_report(suite: str, uri: str, suites: list[Suite] | None = None) -> Path:
+    """``suites``: the suite documents named ``suite`` as they stand now; None: those logged with the runs."""
+    client = tracking.client_for(uri)
+    suites = suites or logged_suites(client, suite)
+    analysis = analyse(load_runs(client, suites), suites)
+    folder = Path(analysis.options.output_dir)
+    folder = (folder if folder.is_absolute() else paths.WORK_ROOT / folder) / suite
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, frame in analysis.frames.items():
+        frame.to_csv(folder / f"{name}.csv", index=False)
+    blocks = [block for section in SECTIONS for block in section(analysis, folder)]
     (folder / "report.md").write_text(render.markdown(blocks), encoding="utf-8")
     (folder / "report.html").write_text(render.page(f"meta-bench: {suite}", blocks), encoding="utf-8")
     return folder / "report.md"

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from bench.consumers.report.loading import Runs
-from bench.consumers.report.statistics import NOT_PAIRED, crossed_test, differences, mean_of_every
+from bench.consumers.report.statistics import (NOT_PAIRED, aligned, crossed_test, differences, levels_test,
+                                               with_counts)
 from bench.core import metrics as m
 from bench.spec.suite import ABSENT, ReportOptions
 
@@ -30,7 +31,7 @@ MODEL = ("Every effect is a contrast of cell means computed separately for each 
          "interaction is how much one option's effect changes when the other moves from its baseline (averaged over "
          "the rest). Each contrast's seeds x episodes table is then tested like a comparison between learners, so "
          "seeds are the unit of replication (effects of N and K, whose levels are scored on other test episodes, are "
-         "tested on per-seed mean differences).")
+         "tested on per-seed mean differences with each level's own test-episode draw added to the variance).")
 
 WORDS = {"simple effect": ("helps", "hurts"), "main effect": ("helps", "hurts"),
          "interaction": ("stronger together", "weaker together")}
@@ -82,27 +83,21 @@ def _costs(axis: str, arm: pd.DataFrame, reference: pd.DataFrame) -> dict[str, s
             "saved for backward": _cost(arm, reference, m.SAVED_MB, "MB")}
 
 
-def _seed_means(runs: Runs, arm: pd.DataFrame, reference: pd.DataFrame) -> np.ndarray:
-    """Seeds x 1: per seed, the arm's mean episode score minus the reference's (their test episodes differ)."""
-    means = mean_of_every(runs.episodes.groupby("run_id")["score"])
-    by_seed = [dict(zip(part["seed"], part["run_id"].map(means))) for part in (arm, reference)]
-    common = sorted(by_seed[0].keys() & by_seed[1].keys(), key=int)
-    return np.array([[by_seed[0][s] - by_seed[1][s]] for s in common]) if common else np.zeros((0, 0))
-
-
 def _tested(runs: Runs, axis: str, arm: pd.DataFrame, reference: pd.DataFrame) -> tuple[object, str]:
     """The test of arm - reference and, where none could be made, why."""
     if set(arm["eval_fingerprint"]) == set(reference["eval_fingerprint"]):
-        table = differences(runs, arm, reference)
-    elif axis in EPISODE_AXES:
-        table = _seed_means(runs, arm, reference)
+        table, counts = differences(runs, arm, reference)
+        test = crossed_test(table) if table.size else None
+    elif axis in EPISODE_AXES:  # each level is scored on its own test episodes
+        counts = aligned(runs, [arm, reference], shared_episodes=False)
+        test = levels_test(*counts.tables) if counts.seeds else None
     else:
         return NOT_PAIRED, (f"not compared: scored on different test episodes or by different evaluation code "
                             f"(fingerprints {', '.join(sorted(set(arm['eval_fingerprint'])))} against "
                             f"{', '.join(sorted(set(reference['eval_fingerprint'])))})")
-    if table.size == 0:
+    if test is None:
         return NOT_PAIRED, "not compared: no training seed in common"
-    return crossed_test(table), ""
+    return with_counts(test, counts), ""
 
 
 def _row(label: str, kind: str, component: str, levels: str, at: str, test, why: str, costs: dict) -> dict:
@@ -139,16 +134,6 @@ def simple_effects(runs: Runs, options: ReportOptions, test_view: bool = False) 
     return pd.DataFrame(rows)
 
 
-def _cell_scores(runs: Runs, part: pd.DataFrame, seeds: list[str]) -> np.ndarray:
-    """Seeds x episodes: the scores of ``part``'s run of each seed, by episode id."""
-    rows = []
-    for seed in seeds:
-        run_id = part.loc[part["seed"] == seed, "run_id"].iloc[0]
-        scores = runs.episodes[runs.episodes["run_id"] == run_id].sort_values("episode")
-        rows.append(scores["score"].to_numpy(dtype=float))
-    return np.array(rows)
-
-
 def factorial_effects(runs: Runs, options: ReportOptions) -> tuple[pd.DataFrame, list[str]]:
     """Per learner whose runs cross two or more options: each option's main effect per non-baseline level and each
     two-way interaction, at every setting of the axes that are not crossed. Also what could not be analysed so."""
@@ -171,14 +156,14 @@ def factorial_effects(runs: Runs, options: ReportOptions) -> tuple[pd.DataFrame,
                        + " not run") if set(cells) != wanted else "its runs were scored on different test episodes"
                 notes.append(f"{label} ({at}): main effects and interactions not estimated: {why}")
                 continue
-            seeds = sorted(set.intersection(*(set(part["seed"]) for part in cells.values())), key=int)
-            if not seeds:
+            table = aligned(runs, list(cells.values()))
+            if not table.seeds:
                 notes.append(f"{label} ({at}): no training seed ran every combination of {', '.join(factors)}")
                 continue
-            scores = {combo: _cell_scores(runs, part, seeds) for combo, part in cells.items()}
+            scores = dict(zip(cells, table.tables))
             base = {a: _baseline(options, a, levels[a]) for a in factors}
-            rows += _main_effects(label, at, factors, levels, base, scores, cells)
-            rows += _interactions(label, at, factors, levels, base, scores)
+            rows += _main_effects(label, at, factors, levels, base, scores, cells, table)
+            rows += _interactions(label, at, factors, levels, base, scores, table)
     return pd.DataFrame(rows), notes
 
 
@@ -188,19 +173,20 @@ def _mean_where(scores: dict[tuple, np.ndarray], factors: list[str], fixed: dict
     return np.mean(chosen, axis=0)
 
 
-def _main_effects(label, at, factors, levels, base, scores, cells) -> list[dict]:
+def _main_effects(label, at, factors, levels, base, scores, cells, table) -> list[dict]:
     rows = []
     for axis in factors:
         for level in (v for v in levels[axis] if v != base[axis]):
             contrast = _mean_where(scores, factors, {axis: level}) - _mean_where(scores, factors, {axis: base[axis]})
             arm = pd.concat([p for c, p in cells.items() if c[factors.index(axis)] == level])
             reference = pd.concat([p for c, p in cells.items() if c[factors.index(axis)] == base[axis]])
-            rows.append(_row(label, "main effect", axis, f"{base[axis]} → {level}", at, crossed_test(contrast), "",
+            rows.append(_row(label, "main effect", axis, f"{base[axis]} → {level}", at,
+                             with_counts(crossed_test(contrast), table), "",
                              _costs(axis, arm, reference)))
     return rows
 
 
-def _interactions(label, at, factors, levels, base, scores) -> list[dict]:
+def _interactions(label, at, factors, levels, base, scores, table) -> list[dict]:
     rows = []
     for a, b in itertools.combinations(factors, 2):
         for x, y in itertools.product((v for v in levels[a] if v != base[a]), (v for v in levels[b] if v != base[b])):
@@ -209,5 +195,6 @@ def _interactions(label, at, factors, levels, base, scores) -> list[dict]:
 
             contrast = (mean(x, y) - mean(x, base[b])) - (mean(base[a], y) - mean(base[a], base[b]))
             rows.append(_row(label, "interaction", f"{a} × {b}", f"{base[a]} → {x} × {base[b]} → {y}", at,
-                             crossed_test(contrast), "", {"time / meta-iteration": "-", "saved for backward": "-"}))
+                             with_counts(crossed_test(contrast), table), "",
+                             {"time / meta-iteration": "-", "saved for backward": "-"}))
     return rows

@@ -3,12 +3,12 @@ seeds, the adaptation curves, the diverged episodes, and the published results t
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import pandas as pd
 
 from bench.consumers.report.loading import Runs
-from bench.consumers.report.statistics import mean_of_every, seed_interval
+from bench.consumers.report import reproduction
+from bench.consumers.report.statistics import aligned, crossed_test, mean_of_every
 from bench.core import metrics as m
 from bench.spec import published as papers
 from bench.spec.suite import ABSENT, EvaluationSpec, ReportOptions
@@ -39,25 +39,31 @@ def _listed(frame: pd.DataFrame, evaluation: EvaluationSpec) -> pd.DataFrame:
     return frame[frame["test_steps"].isin(listed)]
 
 
-def table(runs: Runs, evaluation: EvaluationSpec) -> pd.DataFrame:
-    """Each learner and cell definition under each named test condition: the mean over seeds of the per-seed means
-    with its 95% t interval across seeds, and the diverged episodes summed over seeds."""
-    frame = per_run(runs, evaluation)
-    if frame.empty:
-        return frame
+def table(runs: Runs, under: Runs) -> pd.DataFrame:
+    """Each learner and cell definition under each named test condition (``under``: the runs with the test
+    conditions as axes): the mean score with its 95% interval over seeds and test episodes (both samples), how much of
+    that interval the test-episode draw makes, and the diverged episodes (kept or left out as the suite says)."""
     rows = []
-    conditions = runs.conditions  # the cell's axes but the seed
-    for (_, k_shot, steps), part in _listed(frame, evaluation).groupby(["definition", "test_k_shot", "test_steps"],
-                                                                       sort=False):
-        mean, half = seed_interval(list(part["score"]))
-        clean, clean_half = seed_interval(list(part["without_diverged"]))
+    clean = _without_diverged(under)
+    c = runs.condition_scores
+    flagged = _condition_ids(c[c["diverged"].astype(bool)]).value_counts()
+    for _, part in under.finished.groupby("definition", sort=False):
         first = part.iloc[0]
-        rows.append({"learner": first["learner"], **{a: first[a] for a in conditions}, "test K": k_shot,
-                     "test steps": steps, "seeds": len(part),
-                     f"{runs.score} (mean ± 95% CI across seeds)": m.format_score(runs.score, mean, half),
-                     "diverged episodes": int(part["diverged"].sum()),
-                     "without the diverged": m.format_score(runs.score, clean, clean_half)})
+        kept, without = aligned(under, [part]), aligned(clean, [part])
+        test, clean_test = crossed_test(kept.tables[0]), crossed_test(without.tables[0])
+        rows.append({"learner": first["learner"], **{a: first[a] for a in runs.conditions},
+                     "test K": first["test_k_shot"], "test steps": first["test_steps"], "seeds": len(part),
+                     f"{runs.score} (mean ± 95% CI, seeds and episodes)": m.format_score(runs.score, test.mean,
+                                                                                          test.half_width),
+                     "from the test-episode draw": reproduction.share(test.episode_share),
+                     "diverged episodes": int(sum(flagged.get(run_id, 0) for run_id in part["run_id"])),
+                     "without the diverged": m.format_score(runs.score, clean_test.mean, clean_test.half_width)})
     return pd.DataFrame(rows)
+
+
+def _condition_ids(scores: pd.DataFrame) -> pd.Series:
+    """The id of a run under one test condition: ``<run id>|k<K>|s<steps>``."""
+    return scores["run_id"] + "|k" + scores["test_k_shot"].astype(str) + "|s" + scores["test_steps"]
 
 
 def as_axes(runs: Runs, evaluation: EvaluationSpec) -> Runs:
@@ -69,7 +75,7 @@ def as_axes(runs: Runs, evaluation: EvaluationSpec) -> Runs:
     c = _listed(runs.condition_scores, evaluation)
     if evaluation.exclude_diverged:
         c = c[~c["diverged"].astype(bool)]
-    c = c.assign(id=c["run_id"] + "|k" + c["test_k_shot"].astype(str) + "|s" + c["test_steps"])
+    c = c.assign(id=_condition_ids(c))
     keys = c[["run_id", "id", "test_k_shot", "test_steps"]].drop_duplicates("id")
     finished = runs.finished.merge(keys, on="run_id").assign(
         run_id=lambda f: f["id"], test_k_shot=lambda f: f["test_k_shot"].astype(str)).drop(columns="id")
@@ -79,7 +85,12 @@ def as_axes(runs: Runs, evaluation: EvaluationSpec) -> Runs:
     # is another definition (runs group by definition, seeds aside)
     finished["eval_fingerprint"] = finished["eval_fingerprint"] + "|k" + finished["test_k_shot"]
     finished["definition"] = finished["definition"] + "|k" + finished["test_k_shot"] + "|s" + finished["test_steps"]
-    episodes = c[["id", "episode", "score"]].rename(columns={"id": "run_id"})
+    # the primary condition (first test K, most steps) is the report's own view: compared there, once
+    first_k = str(evaluation.k_shot[0]) if evaluation.k_shot else finished["k_shot"]
+    most = str(max(evaluation.steps_list)) if evaluation.steps_list else ABSENT
+    finished["primary"] = (finished["test_k_shot"] == first_k) & finished["test_steps"].isin([most, ABSENT])
+    episodes = c[["id", "episode", "score", "diverged"]].rename(columns={"id": "run_id"})
+    episodes["diverged"] = episodes["diverged"].astype(bool)
     levels = {**runs.levels, "test_k_shot": [str(k) for k in evaluation.k_shot] or list(dict.fromkeys(
         finished["test_k_shot"])), "test_steps": [str(s) for s in evaluation.steps_list or ()]}
     return dataclasses.replace(runs, finished=finished, episodes=episodes,
@@ -106,56 +117,29 @@ def diverged_episodes(runs: Runs, evaluation: EvaluationSpec) -> tuple[pd.DataFr
     return listed.head(LISTED_DIVERGED), len(listed)
 
 
-def _standing(paper: papers.Published, per_seed: list[float], options: ReportOptions,
-              why: list[str]) -> tuple[papers.Standing, str]:
-    """The verdict on measured per-seed means against ``paper``, and the rule it follows, as text."""
-    if paper.ci95 is None:
-        return (papers.standing_without_interval(paper, per_seed, options.published_tolerance, why),
-                papers.TOLERANCE_RULE.format(tolerance=options.published_tolerance))
-    mean, half = seed_interval(per_seed) if per_seed else (math.nan, math.nan)
-    return papers.standing(paper, mean, half, why), "the difference's 95% interval (both in quadrature) holds 0"
+def _without_diverged(runs: Runs) -> Runs:
+    return dataclasses.replace(runs, episodes=runs.episodes[~runs.episodes["diverged"].astype(bool)])
 
 
-def against_published(runs: Runs, options: ReportOptions, evaluation: EvaluationSpec) -> pd.DataFrame:
-    """Published results that name a test condition, against the same condition measured (across seeds)."""
-    frame = per_run(runs, evaluation)
-    if frame.empty:
-        return frame
+def against_published(runs: Runs, under: Runs, options: ReportOptions) -> pd.DataFrame:
+    """Published results that name a test condition, against the same condition measured (``under``: the runs with
+    the test conditions as axes), by the equivalence rule (bench.consumers.report.reproduction)."""
     statistics = runs.header["dataset"]
+    clean = _without_diverged(under)
     rows = []
     for label, name in options.published.items():
-        mine = frame[frame["learner"] == label]
+        mine = runs.finished[runs.finished["learner"] == label]
         for definition, part in mine.groupby("definition", sort=False):
             first = part.iloc[0]
             for paper in papers.under_conditions(name, int(first["n_way"]), int(first["k_shot"])):
-                here = part[(part["test_k_shot"] == paper.test_k_shot) & (part["test_steps"] == str(paper.test_steps))]
+                here = under.finished[under.finished["definition"]
+                                      == f"{definition}|k{paper.test_k_shot}|s{paper.test_steps}"]
                 why = papers.differences(paper, runs.resolved[first["config_hash"]], statistics.get("dataset", ""),
                                          statistics)
                 if here.empty:
                     why = why + [f"test K {paper.test_k_shot} after {paper.test_steps} steps was not measured"]
-                scale = 100 if paper.score == "accuracy" else 1
-                per_seed, clean = list(here["score"] * scale), list(here["without_diverged"] * scale)
-                verdict, rule = _standing(paper, per_seed, options, why)
-                diverged = int(here["diverged"].sum())
-                if diverged and not evaluation.exclude_diverged and not why:  # a mean that diverged episodes
-                    # dominate tests nothing: no verdict on it; the verdict without them is given beside
-                    cleaned, _ = _standing(paper, clean, options, why)
-                    verdict = papers.Standing(verdict.difference, verdict.half_width, (
-                        f"no verdict: {diverged} diverged episode(s) in the mean; without them "
-                        f"{seed_interval(clean)[0]:.3f}: {cleaned.verdict}"))
-                mean, half = seed_interval(per_seed) if per_seed else (math.nan, math.nan)
+                kept, without = (None, None) if here.empty else (aligned(under, [here]), aligned(clean, [here]))
                 rows.append({"learner": label, "train K": int(first["k_shot"]), "test K": paper.test_k_shot,
-                             "test steps": paper.test_steps, "seeds": len(per_seed),
-                             "measured": f"{_fixed(mean, '.3f')} ± {_fixed(half, '.3f')}" if math.isfinite(mean)
-                             else "-", "published": f"{paper.value:g}",
-                             "difference": _fixed(verdict.difference, "+.3f"),
-                             "allowed": "-" if not math.isfinite(verdict.half_width)
-                             else f"±{verdict.half_width:.3f}",
-                             "diverged episodes": diverged, "verdict": verdict.verdict, "rule": rule,
-                             "source": paper.citation})
+                             "test steps": paper.test_steps,
+                             **reproduction.columns(kept, paper, options, why, without)})
     return pd.DataFrame(rows)
-
-
-def _fixed(value: float, spec: str) -> str:
-    """A number as ``spec`` formats it; "-" where it is not finite (a mean over a diverged episode is undefined)."""
-    return format(value, spec) if math.isfinite(value) else "-"

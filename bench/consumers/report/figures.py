@@ -1,5 +1,5 @@
 """The report's figures, one function each; only what the runs hold is drawn. Seeds are aggregated (mean, and the
-95% t interval across seeds: the tables' interval), every other axis that varies stays apart in the series' names.
+95% t interval across seeds; the tables also count the test-episode draw), every other axis that varies stays apart in the series' names.
 Scores are shown in the tables' unit (accuracy in %)."""
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from bench.core import metrics as m  # noqa: E402
 from bench.spec.suite import ABSENT  # noqa: E402
 
 Figure = tuple[str, Path]  # title, PNG file
-INTERVAL = "mean ± 95% t interval across seeds, as in the tables"
+INTERVAL = "mean ± 95% t interval across seeds (the tables add the test-episode draw)"
 
 
 def across_seeds(values) -> tuple[float, float]:

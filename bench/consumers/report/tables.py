@@ -9,7 +9,8 @@ from bench.core import metrics as m
 from bench.core import tags as t
 from bench.spec import published as papers
 from bench.consumers.report.loading import Runs
-from bench.consumers.report.statistics import seed_interval
+from bench.consumers.report import reproduction
+from bench.consumers.report.statistics import aligned, crossed_test
 from bench.spec.suite import ReportOptions
 
 
@@ -20,25 +21,36 @@ def _ordered(runs: Runs, frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def results(runs: Runs) -> pd.DataFrame:
-    """One row per learner and condition: the score over seeds with its across-seed interval, and the costs. Only
-    runs of one definition (differing in the seed alone) are averaged; their learner and conditions name it."""
+    """One row per learner and condition: the score with its 95% interval over seeds and test episodes (both are
+    samples: the test-episode draw is shared by every seed, so an interval across seeds alone leaves it out), how much
+    of it the test-episode draw makes, and the costs. Only runs of one definition (differing in the seed alone) are
+    pooled; their learner and conditions name it."""
     score = m.SCORES[runs.score]
     rows = []
     for _, part in runs.finished.groupby("definition", sort=False):
         part = part.sort_values("seed", key=lambda s: s.astype(int))
         first = part.iloc[0]
-        mean, half = seed_interval(list(part[score.name]))
+        table = aligned(runs, [part])
+        test = crossed_test(table.tables[0])
         if len(part) == 1:  # one training run: only the episode-level interval exists
-            shown = m.format_score(runs.score, mean, part[m.ci95(runs.score)].iloc[0]) + " (1 seed: CI over episodes)"
+            shown = m.format_score(runs.score, test.mean, part[m.ci95(runs.score)].iloc[0]) + " (1 seed: CI over episodes)"
         else:
-            shown = m.format_score(runs.score, mean, half)
+            shown = m.format_score(runs.score, test.mean, test.half_width)
         row = {"learner": first["learner"], **{a: first[a] for a in runs.conditions}, "seeds": len(part),
-               f"{score.label} (mean ± 95% CI across seeds)": shown,
-               "per seed": ", ".join(score.format(v) for v in part[score.name])}
+               f"{score.label} (mean ± 95% CI, seeds and episodes)": shown,
+               "from the test-episode draw": reproduction.share(test.episode_share),
+               "per seed": ", ".join(score.format(v) for v in table.tables[0].mean(axis=1)),
+               "diverged episodes": _diverged(runs, part)}
         for metric in (m.TRAIN_MS, m.EVAL_MS, m.SAVED_MB, m.CUDA_MB, m.RSS_MB, m.TRAIN_SECONDS):
             row[metric.label] = metric.format(part[metric.name].mean(skipna=False))  # "-" unless every seed has it
         rows.append(row)
     return _ordered(runs, pd.DataFrame(rows), runs.conditions) if rows else pd.DataFrame()
+
+
+def _diverged(runs: Runs, part: pd.DataFrame) -> str:
+    """The diverged primary test episodes of ``part``'s runs, and whether the scores beside keep them."""
+    flagged = int(runs.diverged_primary.reindex(part["run_id"]).fillna(0).sum())
+    return str(flagged) + (" (left out)" if flagged and runs.excluded_diverged else " (kept)" if flagged else "")
 
 
 def per_run(runs: Runs) -> pd.DataFrame:
@@ -50,7 +62,8 @@ def per_run(runs: Runs) -> pd.DataFrame:
                           m.TRAIN_MS.label: f[m.TRAIN_MS.name].map(m.TRAIN_MS.format),
                           m.SAVED_MB.label: f[m.SAVED_MB.name].map(m.SAVED_MB.format),
                           "task batching (as run)": f["task_batching"].replace("", "-"),
-                          "code identity": f["code_identity"], "commit": f["git_commit"].str[:12]})
+                          "code identity": f["code_identity"], "commit": f["git_commit"].str[:12],
+                          "trained by": f["trained_by"].replace("", "-")})  # a run tested on another's training
     return _ordered(runs, table, runs.axes)
 
 
@@ -68,7 +81,9 @@ def _p(value: float) -> str:
 def _tested(score: str, values: dict) -> dict:
     """The columns every tested difference shows: seeds, episodes, the difference with its interval, p, verdict."""
     test = values["test"]
-    return {"seeds": test.seeds, "episodes": test.episodes, "difference": _signed(score, test.mean),
+    episodes = str(test.episodes) + (f" ({test.left_out} left out: not kept by every seed and side)"
+                                     if test.left_out else "")
+    return {"seeds": test.seeds, "episodes": episodes, "difference": _signed(score, test.mean),
             "95% CI": "-" if math.isnan(test.half_width) else
             f"[{_signed(score, test.mean - test.half_width)}, {_signed(score, test.mean + test.half_width)}]",
             "p": _p(test.p), "p (Holm)": _p(values["p_holm"]),
@@ -115,7 +130,8 @@ def other_definitions(runs: Runs) -> pd.DataFrame:
 
 
 def against_published(runs: Runs, options: ReportOptions) -> pd.DataFrame:
-    """Each cell a suite ties to a published series: measured (across seeds) against published, with a verdict."""
+    """Each cell a suite ties to a published series: measured (seeds x test episodes) against published, by the
+    equivalence rule (bench.consumers.report.reproduction)."""
     rows = []
     f = runs.finished
     statistics = runs.header["dataset"]
@@ -125,16 +141,8 @@ def against_published(runs: Runs, options: ReportOptions) -> pd.DataFrame:
             paper = papers.find(name, int(first["n_way"]), int(first["k_shot"]))
             if paper is None:
                 continue
-            mean, half = seed_interval(list(100 * part[m.SCORES["accuracy"].name]))
-            if len(part) == 1:
-                half = 100 * float(first[m.ci95("accuracy")])
             why = papers.differences(paper, runs.resolved[first["config_hash"]], statistics.get("dataset", ""),
                                      statistics)
-            verdict = papers.standing(paper, mean, half, why)
-            ci = "-" if math.isnan(verdict.half_width) else f"±{verdict.half_width:.2f}"
-            rows.append({"learner": label, **{a: first[a] for a in runs.conditions}, "seeds": len(part),
-                         "measured %": f"{mean:.2f} ± {half:.2f}",
-                         "published %": f"{paper.accuracy:.2f}" + (f" ± {paper.ci95:.2f}" if paper.ci95 else ""),
-                         "difference (pp)": f"{verdict.difference:+.2f} {ci}", "verdict": verdict.verdict,
-                         "source": paper.citation})
+            rows.append({"learner": label, **{a: first[a] for a in runs.conditions},
+                         **reproduction.columns(aligned(runs, [part]), paper, options, why)})
     return pd.DataFrame(rows)
