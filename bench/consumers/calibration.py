@@ -82,7 +82,7 @@ def suite_of(regime: Regime) -> list[Suite]:
         evaluation.update({"k_shot": [5, 10], "inner_steps": [1, 5]})
     elif regime.design == "published":
         raw = yaml.safe_load(_shipped("sinusoid_finn2017"))
-        raw["grid"]["seeds"] = list(range(regime.seeds))
+        raw["grid"].update({"seeds": list(range(regime.seeds)), "k_shot": [10]})
         raw["learners"] = raw["learners"][:1]
         raw["evaluation"].update({"k_shot": [5], "inner_steps": [1, 5, 10], "exclude_diverged": regime.exclude_diverged})
         raw["report"] = {"min_seeds": 2, "published": {"maml": "finn2017.sinusoid.maml"}}

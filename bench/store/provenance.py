@@ -31,7 +31,7 @@ RESULT_PACKAGES = ("algorithms", "datasets", "bench")
 # modules that never touch a number a cell produces: editing them must not rerun anything
 PRESENTATION_ONLY = ("bench/__main__.py", "bench/store/", "bench/consumers/report/", "bench/consumers/summary.py",
                      "bench/consumers/verify.py", "bench/spec/conditions.py", "bench/run/runner.py",
-                     "bench/run/execution.py")
+                     "bench/run/execution.py", "bench/consumers/calibration.py")
 
 
 def _folders(root: Path | None) -> dict[str, Path]:

@@ -145,7 +145,8 @@ def test_a_named_baseline_turns_the_comparison_around(tracking_uri, tmp_path):
 def test_an_effect_of_k_adds_each_levels_test_episode_draw_to_the_variance(tracking_uri, tmp_path):
     """K changes the test episodes themselves: nothing pairs episode by episode. Each K's episodes are one draw shared
     by every seed, so the variance adds each level's between-episode variance of its seed-averaged scores to the
-    spread of the per-seed differences (Welch-Satterthwaite): computed here independently with numpy and scipy."""
+    spread of the per-seed differences, each source's standard error scaled by its own t quantile and added in
+    quadrature: computed here independently with numpy and scipy."""
     def score(cell, episode):
         return 0.4 + 0.1 * (cell.k_shot == 2) + 0.03 * noise("seed", cell.seed) + 0.1 * noise(cell.k_shot, episode) \
             + 0.02 * noise(cell.seed, cell.k_shot, episode)
@@ -157,10 +158,13 @@ def test_an_effect_of_k_adds_each_levels_test_episode_draw_to_the_variance(track
     per_seed = table[2].mean(axis=1) - table[1].mean(axis=1)
     parts = [(per_seed.var(ddof=1) / len(SEEDS), len(SEEDS) - 1)] + [
         (table[k].mean(axis=0).var(ddof=1) / EPISODES, EPISODES - 1) for k in (2, 1)]
-    variance = sum(v for v, _ in parts)
-    df = variance ** 2 / sum(v ** 2 / d for v, d in parts)
-    p = 2 * stats.t.sf(abs(per_seed.mean()) / np.sqrt(variance), df)
-    assert float(row["p"]) == pytest.approx(p, rel=1e-2)
+    def half(level):
+        return np.sqrt(sum(stats.t.ppf(0.5 + level / 2, d) ** 2 * v for v, d in parts))
+
+    low, high = (points(x) for x in row["95% CI"].strip("[]").split(", "))
+    assert (high - low) / 2 == pytest.approx(100 * half(0.95), abs=0.006)
+    p = float(row["p"])  # the level at which the interval just reaches 0
+    assert half(1 - p) == pytest.approx(abs(per_seed.mean()), rel=2e-2)
     assert points(row["difference"]) == pytest.approx(100 * per_seed.mean(), abs=0.006)
 
 

@@ -37,7 +37,7 @@ def _header(runs: Runs) -> list[render.Block]:
              f"devices: {h['devices']}"]
     if h["mixed code"]:
         items.append("WARNING: runs made by more than one code version (--reuse-other-code) for: "
-                     + ", ".join(h["mixed code"]) + "; see the code identity column of the per-run table")
+                     + ", ".join(h["mixed code"]) + "; see the code identity and trained-by columns of the per-run table")
     if h["code versions"]:
         items.append("WARNING: the runs compared were made at more than one commit or by more than one code "
                      "version (a cell is reused while its code identity is unchanged, or whatever it is under "

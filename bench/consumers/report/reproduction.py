@@ -17,7 +17,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from bench.consumers.report.statistics import Aligned, Test, crossed_test, shifted
 from bench.core import metrics as m
@@ -58,8 +57,7 @@ def decide(test: Test, margin: float, min_seeds: int) -> str:
         return "inconclusive: one seed gives no interval across seeds"
     if test.se == 0:
         return "reproduced" if abs(test.mean) < margin else "not reproduced"
-    half90 = float(stats.t.ppf(0.95, test.df)) * test.se
-    half95 = float(stats.t.ppf(0.975, test.df)) * test.se
+    half90, half95 = test.half(0.90), test.half(0.95)
     if abs(test.mean) + half90 < margin:
         return "reproduced"
     if abs(test.mean) - half95 > margin:
@@ -112,7 +110,7 @@ def columns(kept: Aligned | None, paper: papers.Published, options: ReportOption
         verdict += f"; without them {clean.test.mean + paper.value:.3f}: {clean.verdict}"
     measured = crossed_test(scores) if scores.size else Test(math.nan, math.nan, math.nan, 0, 0)
     test = judged.test
-    half90 = float(stats.t.ppf(0.95, test.df)) * test.se if math.isfinite(test.se) else math.nan
+    half90 = test.half(0.90) if math.isfinite(test.se) else math.nan
     return {"seeds": measured.seeds, "episodes": measured.episodes,
             "measured": f"{_fixed(measured.mean, '.3f')} ± {_fixed(measured.half_width, '.3f')}",
             "published": f"{paper.value:g}" + (f" ± {paper.ci95:g}" if paper.ci95 else ""),
