@@ -61,9 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replicates", type=int, default=200)
     parser.add_argument("--out", type=Path, help="also write the table (Markdown) here")
+    parser.add_argument("--only", default="", help="only the regimes whose name holds this text")
     args = parser.parse_args(argv)
     started, table = time.time(), []
-    for regime, margin_case in regimes():
+    for regime, margin_case in (r for r in regimes() if args.only in r[0].name):
         outcome = calibrate(regime, args.replicates, margin_case)
         for row in rows(outcome):
             row["regime"] += ", true difference at the margin" if margin_case else ""
@@ -82,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         shown = frame[["verdict kind", "regime", "effect", "replicates", "tests",
                        "false-verdict rate (95% MC interval)", "coverage", "power", "within bound"]]
+        only = f" --only '{args.only}'" if args.only else ""
         args.out.write_text(f"# Calibration of the report's verdicts\n\ncommit {commit}; command: `python -m "
-                            f"benchmarks.calibration --replicates {args.replicates}`; {time.time() - started:.0f} s\n\n"
+                            f"benchmarks.calibration --replicates {args.replicates}{only}`; "
+                            f"{time.time() - started:.0f} s\n\n"
                             + render.markdown([render.Table(shown.round(3))]) + f"\n{verdict}\n", encoding="utf-8")
     return 0 if every else 1
 

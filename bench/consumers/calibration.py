@@ -281,8 +281,10 @@ def _judge_results(outcome: Outcome, regime: Regime, analysis, truth: dict) -> N
     """The results table's printed interval of each learner's mean score against its true mean."""
     runs = analysis.runs
     column = next(c for c in analysis.frames["results"].columns if c.startswith(m.SCORES["mse"].label))
-    for row, (_, part) in zip(analysis.frames["results"].to_dict("records"),
-                              runs.finished.groupby("definition", sort=False)):
+    for row in analysis.frames["results"].to_dict("records"):  # each row's runs: its learner and conditions
+        f = runs.finished
+        part = f[(f["learner"] == row["learner"]) & np.logical_and.reduce(
+            [f[a] == row[a] for a in runs.conditions])]
         cell_hash = part["config_hash"].iloc[0]
         mu = truth[(cell_hash, "primary")]
         printed = _interval(row[column])
