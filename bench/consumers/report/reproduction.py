@@ -23,16 +23,15 @@ from bench.core import metrics as m
 from bench.spec import published as papers
 from bench.spec.suite import ReportOptions
 
-RULE = ("reproduced when the 90% interval of measured - published lies inside ±{margin} (two one-sided tests); not "
-        "reproduced when its 95% interval lies outside; else inconclusive. Seeds and test episodes both enter the "
-        "interval{published}")
-
-
 @dataclass(frozen=True)
 class Judged:
+    measured: Test  # the measured mean's own test (seeds and test episodes)
     test: Test  # of measured - published (nan where no difference could be formed)
     margin: float
     verdict: str
+
+
+NOTHING = Test(math.nan, math.nan, math.nan, 0, 0)
 
 
 def _seeds_to_decide(test: Test, margin: float, z: float, room: float) -> str:
@@ -71,25 +70,19 @@ def judge(scores: np.ndarray, paper: papers.Published, options: ReportOptions, w
           diverged: int = 0) -> Judged:
     """``scores[s, e]``: the measured seeds x test episodes in the published unit (percent for accuracy)."""
     margin = paper.margin_value
+    measured = crossed_test(scores) if scores.size else NOTHING
     if why:
-        return Judged(Test(math.nan, math.nan, math.nan, 0, 0), margin, "not comparable (" + "; ".join(why) + ")")
+        return Judged(measured, NOTHING, margin, "not comparable (" + "; ".join(why) + ")")
     if scores.size == 0:
-        return Judged(Test(math.nan, math.nan, math.nan, 0, 0), margin, "no verdict: nothing measured")
-    published_se = (paper.ci95 or 0.0) / 1.96
-    test = crossed_test(scores)
-    if test.seeds >= 2:
-        test = shifted(test, paper.value, published_se)
+        return Judged(measured, NOTHING, margin, "no verdict: nothing measured")
+    if measured.seeds >= 2:
+        test = shifted(measured, paper.value, (paper.ci95 or 0.0) / 1.96)
     else:
-        test = Test(test.mean - paper.value, math.nan, math.nan, test.seeds, test.episodes)
+        test = Test(measured.mean - paper.value, math.nan, math.nan, measured.seeds, measured.episodes)
     verdict = decide(test, margin, options.min_seeds)
     if diverged:
         verdict = f"no verdict: {diverged} diverged episode score(s) in the mean"
-    return Judged(test, margin, verdict)
-
-
-def rule(paper: papers.Published) -> str:
-    return RULE.format(margin=f"{paper.margin_value:g}", published=(
-        f", the published ±{paper.ci95:g} too" if paper.ci95 else " (no published interval)"))
+    return Judged(measured, test, margin, verdict)
 
 
 def _fixed(value: float, spec: str) -> str:
@@ -108,8 +101,7 @@ def columns(kept: Aligned | None, paper: papers.Published, options: ReportOption
     if diverged and without is not None and without.seeds and not why:
         clean = judge(without.tables[0] * scale, paper, options, why)
         verdict += f"; without them {clean.test.mean + paper.value:.3f}: {clean.verdict}"
-    measured = crossed_test(scores) if scores.size else Test(math.nan, math.nan, math.nan, 0, 0)
-    test = judged.test
+    measured, test = judged.measured, judged.test
     half90 = test.half(0.90) if math.isfinite(test.se) else math.nan
     return {"seeds": measured.seeds, "episodes": measured.episodes,
             "measured": f"{_fixed(measured.mean, '.3f')} ± {_fixed(measured.half_width, '.3f')}",
