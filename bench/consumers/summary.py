@@ -23,7 +23,7 @@ def _note(outcome: Outcome) -> str:
     cell = outcome.cell
     reference = None if error is None else load_dataset(cell.dataset.name, cell.dataset_options).zero_prediction_mse()
     notes = [f"EXPLODED: test MSE above {EXPLOSION_FACTOR:g}x predicting 0 ({reference:.3g})"
-             if exploded("mse", error, reference) else "",
+             if exploded(m.SCORES["mse"], error, reference) else "",
              f"DIVERGED: {diverged} test episode(s)" if diverged else "", outcome.detail[:60]]
     return "; ".join(note for note in notes if note)
 

@@ -22,11 +22,30 @@ class Metric:
     direction: Literal["higher", "lower", "none"]  # which way is better
     scale: float = 1.0  # stored value / scale = displayed value
     digits: int = 1
+    difference_unit: str = ""  # a difference's unit ("pp": percentage points of accuracy)
+    # what a score is, for what is drawn and checked beside it: a proportion of correct answers (chance is 1/N), an
+    # error (non-negative, spans orders of magnitude, judged against predicting 0); a cost is neither
+    kind: Literal["proportion", "error", "cost"] = "cost"
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.direction == "higher"
 
     def format(self, value: float | None) -> str:
         if value is None or not math.isfinite(value):
             return "-"
         return f"{value / self.scale:.{self.digits}f}"
+
+    def signed(self, difference: float) -> str:
+        """A difference of two values in the displayed unit: ``+1.25pp`` for accuracy, ``-0.0123`` for MSE."""
+        if not math.isfinite(difference):
+            return "-"
+        return f"{difference / self.scale:+.{self.digits}f}{self.difference_unit}"
+
+    def axis_label(self) -> str:
+        """``test accuracy (%, higher is better)``: the label with its unit and which way is better."""
+        unit = f"{self.unit}, " if self.unit else ""
+        return f"{self.label} ({unit}{self.direction} is better)"
 
 
 def phase(prefix: str, suffix: str) -> str:
@@ -34,9 +53,11 @@ def phase(prefix: str, suffix: str) -> str:
 
 
 SCORES = {
-    "accuracy": Metric("test_accuracy", "test accuracy", "%", "higher", scale=0.01, digits=2),
-    "mse": Metric("test_mse", "test MSE", "", "lower", digits=4),
+    "accuracy": Metric("test_accuracy", "test accuracy", "%", "higher", scale=0.01, digits=2, difference_unit="pp",
+                       kind="proportion"),
+    "mse": Metric("test_mse", "test MSE", "", "lower", digits=4, kind="error"),
 }
+DEFAULT_SCORE = "accuracy"  # a run that recorded no score name (none finished)
 TRAIN_MS = Metric(phase("train", MS_MEDIAN), "ms / meta-iter (median)", "ms", "lower")
 TRAIN_MS_P90 = Metric(phase("train", MS_P90), "ms / meta-iter (p90)", "ms", "lower")
 TRAIN_SECONDS = Metric(phase("train", SECONDS_TOTAL), "timed meta-iterations s (no warm-up, no validation)", "s",

@@ -40,10 +40,10 @@ class ConditionScores:
 EXPLOSION_FACTOR = 10.0  # a regression cell's test MSE this many times predicting 0 everywhere: it exploded
 
 
-def exploded(score: str, value: float | None, zero_prediction_mse: float | None) -> bool:
+def exploded(score: m.Metric, value: float | None, zero_prediction_mse: float | None) -> bool:
     """A regression cell whose mean test error is non-finite or ``EXPLOSION_FACTOR`` times the error of predicting 0
     (every episode may be off, so no episode stands out as diverged: the cell as a whole did not learn)."""
-    if score != "mse" or value is None or zero_prediction_mse is None:
+    if score.kind != "error" or value is None or zero_prediction_mse is None:
         return False
     return not math.isfinite(value) or value > EXPLOSION_FACTOR * zero_prediction_mse
 

@@ -8,6 +8,7 @@ from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from bench.__main__ import main
+from bench.core import metrics as m
 from bench.consumers.report.statistics import crossed_test, decide, holm
 from bench.spec.suite import ReportOptions
 from tests.suites import TINY
@@ -230,9 +231,23 @@ def test_runs_that_score_the_same_everywhere_are_called_identical():
     rows = [{"test": crossed_test(table), "unpaired": "", "better": "A better", "worse": "B better"}
             for table in (np.zeros((3, 5)), np.full((3, 5), 1e-12))]
     frame = pd.DataFrame(rows)
-    decide([frame], ReportOptions(), "accuracy")
+    decide([frame], ReportOptions(), m.SCORES["accuracy"])
     assert list(frame["verdict"]) == ["identical (the same score on every seed and episode)",
                                       "A better"]  # a difference, however small, that every seed and episode shows
+
+
+def test_a_verdict_reads_the_direction_of_its_score():
+    """A higher error is worse, a higher accuracy better: the verdict's words follow the metric's direction."""
+    table = np.random.default_rng(0).normal(0.5, 0.1, (4, 50))  # A - B clearly positive
+    verdicts = {}
+    for name in ("accuracy", "mse"):
+        frame = pd.DataFrame([{"test": crossed_test(table), "unpaired": "", "better": "A better",
+                               "worse": "B better"}])
+        decide([frame], ReportOptions(), m.SCORES[name])
+        verdicts[name] = frame["verdict"].iloc[0]
+    assert verdicts == {"accuracy": "A better", "mse": "B better"}
+    assert m.SCORES["accuracy"].signed(0.0125) == "+1.25pp" and m.SCORES["mse"].signed(-0.0123) == "-0.0123"
+    assert m.SCORES["accuracy"].signed(float("nan")) == "-"
 
 
 def test_a_learner_without_a_finite_mean_is_said_not_averaged_over_the_seeds_left():

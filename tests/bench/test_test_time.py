@@ -250,7 +250,7 @@ def test_a_comparison_over_diverged_scores_gets_no_verdict(tmp_path, monkeypatch
     # a mean over a NaN episode is undefined ("-"), not the mean of the episodes left (pandas skips NaN); that one is
     # shown beside it
     last = conditions[conditions["test steps"] == 4]
-    assert set(last["mse (mean ± 95% CI, seeds and episodes)"]) == {"-"} and "-" not in set(last["without the diverged"])
+    assert set(last["test MSE (mean ± 95% CI, seeds and episodes)"]) == {"-"} and "-" not in set(last["without the diverged"])
 
 
 def test_a_cell_whose_test_error_explodes_is_flagged_in_the_summary_and_the_report(tmp_path, capsys):

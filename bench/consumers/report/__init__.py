@@ -189,7 +189,7 @@ def analyse(runs: Runs, suites: list[Suite]) -> Analysis:
     factorial, notes = ablations.factorial_effects(runs, options)
     effects = pd.concat([ablations.simple_effects(runs, options), factorial] + (
         [ablations.simple_effects(under, options, test_view=True)] if tested else []), ignore_index=True)
-    decide([compared, compared_under, effects], options, runs.score)
+    decide([compared, compared_under, effects], options, runs.metric)
     family = _family({"between learners": _with_p(compared), "by test condition": _with_p(compared_under),
                       "ablation effects": _with_p(effects)})
     frames = {"results": tables.results(runs), "runs": tables.per_run(runs),

@@ -116,7 +116,7 @@ def _exploded(runs: Runs) -> list[str]:
     comparisons say (the dataset's statistics give that error: zero_prediction_mse)."""
     reference = runs.header["dataset"].get("zero_prediction_mse")
     score = m.SCORES[runs.score]
-    found = [row for row in runs.finished.to_dict("records") if exploded(runs.score, row[score.name], reference)]
+    found = [row for row in runs.finished.to_dict("records") if exploded(score, row[score.name], reference)]
     return [f"EXPLODED: {row['learner']} ({', '.join(f'{a}={v}' for a, v in _condition(runs, row['run_id']).items())}"
             f"{', ' if runs.varying() else ''}seed {row['seed']}): {score.label} {_value(score, row[score.name])}, "
             f"non-finite or above {EXPLOSION_FACTOR:g} times the error of predicting 0 ({reference})" for row in found]

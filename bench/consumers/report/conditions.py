@@ -53,7 +53,7 @@ def table(runs: Runs, under: Runs) -> pd.DataFrame:
         test, clean_test = crossed_test(kept.tables[0]), crossed_test(without.tables[0])
         rows.append({"learner": first["learner"], **{a: first[a] for a in runs.conditions},
                      "test K": first["test_k_shot"], "test steps": first["test_steps"], "seeds": len(part),
-                     f"{runs.score} (mean ± 95% CI, seeds and episodes)": m.format_score(runs.score, test.mean,
+                     f"{runs.metric.label} (mean ± 95% CI, seeds and episodes)": m.format_score(runs.score, test.mean,
                                                                                           test.half_width),
                      "from the test-episode draw": reproduction.share(test.episode_share),
                      "diverged episodes": int(sum(flagged.get(run_id, 0) for run_id in part["run_id"])),

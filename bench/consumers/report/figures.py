@@ -66,15 +66,9 @@ def _series_palette(frame: pd.DataFrame) -> dict[str, tuple]:
     return {series: colours[learner] for series, learner in zip(frame["series"], frame["learner"])}
 
 
-def _score_label(runs: Runs) -> str:
-    """The score's axis label with its unit and direction."""
-    score = m.SCORES[runs.score]
-    return f"{score.label} (%, higher is better)" if runs.score == "accuracy" else f"{score.label} (lower is better)"
-
-
 def _shown(runs: Runs, values):
     """Scores in the tables' unit: accuracy in %, MSE as it is."""
-    return values / m.SCORES[runs.score].scale
+    return values / runs.metric.scale
 
 
 def _finite_only(part: pd.DataFrame, by: list[str], column: str, ax) -> pd.DataFrame:
@@ -108,14 +102,14 @@ def score_by_learner(runs: Runs, folder: Path) -> Figure:
         sns.barplot(data=part, x="series", y=score.name, hue="series", palette=_series_palette(part),
                     errorbar=across_seeds, capsize=0.2, ax=ax, legend=False)
         sns.stripplot(data=part, x="series", y=score.name, color="black", size=4, ax=ax)
-        if runs.score == "accuracy":
+        if score.kind == "proportion":  # chance: one class in N
             n_way = int(part["n_way"].iloc[0])
             ax.axhline(_shown(runs, 1.0 / n_way), color="grey", linestyle="--", linewidth=1,
                        label=f"chance (1/{n_way})")
             ax.legend(fontsize=8, loc="lower right")
         ax.set_title(panel, fontsize=9)
         ax.set_xlabel("")
-        ax.set_ylabel(f"{_score_label(runs)} (dots: seeds)")
+        ax.set_ylabel(f"{runs.metric.axis_label()} (dots: seeds)")
         ax.tick_params(axis="x", rotation=30, labelsize=8)
     return f"Test score by learner (bars: {INTERVAL}; dots: one per seed)", _save(fig, folder, "score_by_learner")
 
@@ -150,7 +144,7 @@ def score_vs_time(runs: Runs, folder: Path) -> Figure:
                     palette=_series_palette(f), ax=ax)
     _legend_outside(ax)
     ax.set_xlabel(m.TRAIN_SECONDS.label)
-    ax.set_ylabel(_score_label(runs))
+    ax.set_ylabel(runs.metric.axis_label())
     return "Score against training time (one point per run)", _save(fig, folder, "score_vs_time")
 
 
@@ -166,7 +160,7 @@ def validation_curves(runs: Runs, folder: Path) -> Figure:
                      palette=_series_palette(part), markers=True, errorbar=across_seeds, ax=ax)
         _legend_outside(ax)
         ax.set_title(panel, fontsize=9)
-        ax.set_ylabel("validation " + _score_label(runs).removeprefix("test "))
+        ax.set_ylabel("validation " + runs.metric.axis_label().removeprefix("test "))
     return f"Validation curves ({INTERVAL})", _save(fig, folder, "validation_curves")
 
 
@@ -185,8 +179,8 @@ def adaptation_curves(runs: Runs, points: pd.DataFrame, folder: Path) -> Figure:
         _legend_outside(ax)
         ax.set_title(f"test K = {k_shot}", fontsize=9)
         ax.set_xlabel("test-time adaptation steps")
-        ax.set_ylabel(_score_label(runs))
-        if runs.score == "mse":
+        ax.set_ylabel(runs.metric.axis_label())
+        if runs.metric.kind == "error":  # errors span orders of magnitude
             ax.set_yscale("log")
     return f"Adaptation curves: test score after each test-time step ({INTERVAL})", _save(
         fig, folder, "adaptation_curves")
@@ -224,7 +218,7 @@ def ablation_forest(runs: Runs, label: str, effects: pd.DataFrame, folder: Path)
     """One row per effect of ``label`` (simple effects, main effects, interactions): the effect in the score's unit
     with its 95% interval across seeds and episodes, coloured by its Holm-adjusted verdict; zero marked."""
     score = m.SCORES[runs.score]
-    scale, unit = (100.0, "pp") if runs.score == "accuracy" else (1.0, score.unit or "MSE")
+    scale, unit = 1 / score.scale, score.difference_unit or score.unit or score.label
     rows = effects[effects["learner"] == label].reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(10.5, 1.2 + 0.32 * len(rows)))
     for i, row in rows.iterrows():
@@ -238,7 +232,7 @@ def ablation_forest(runs: Runs, label: str, effects: pd.DataFrame, folder: Path)
     ax.set_yticks(range(len(rows)), names, fontsize=7)
     ax.invert_yaxis()
     ax.axvline(0.0, color="black", linewidth=1)
-    better = "right" if score.direction == "higher" else "left"
+    better = "right" if score.higher_is_better else "left"
     ax.set_xlabel(f"effect on {score.label} ({unit}; {better} is better), with its 95% CI", fontsize=8)
     ax.set_title(f"{label}: green helps, red hurts, grey no evidence; squares: interactions", fontsize=8)
     name = "ablation_" + "".join(c if c.isalnum() else "_" for c in label)

@@ -40,7 +40,7 @@ class Runs:
     learners: list[str]  # labels in the suite's order
     resolved: dict[str, dict]  # config hash -> the cell's resolved configuration (current definitions)
     header: dict
-    score: str  # "accuracy" or "mse"
+    score: str  # a key of metrics.SCORES: the score every cell of the suite is measured by
     # every test condition's per-episode scores, whole adaptation curves (runs whose suite names test conditions):
     # run_id, test_k_shot, test_steps, episode, score, diverged
     condition_scores: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -51,6 +51,10 @@ class Runs:
     diverged_primary: pd.Series = field(default_factory=lambda: pd.Series(dtype=int))
     excluded_diverged: bool = False
     _by_run: dict | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def metric(self) -> m.Metric:
+        return m.SCORES[self.score]
 
     def scores_of(self, run_id: str) -> pd.DataFrame:
         """One run's test scores by episode id (score, diverged)."""
@@ -142,7 +146,7 @@ def _frame(raw: pd.DataFrame, axes: list[str]) -> tuple[pd.DataFrame, str]:
     frame["algorithm"] = frame["algorithm"].mask(frame["algorithm"] == "", recorded)
     for axis in axes:
         frame[axis] = _tag(raw, t.axis(axis)).replace("", ABSENT)
-    score = "mse" if (frame["score_name"] == "mse").any() else "accuracy"
+    score = next((name for name in frame["score_name"].unique() if name in m.SCORES), m.DEFAULT_SCORE)
     for name in (m.SCORES[score].name, m.ci95(score)) + tuple(metric.name for metric in m.COSTS):
         frame[name] = _metric(raw, name).values
     return frame, score

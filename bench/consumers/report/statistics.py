@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from bench.core import metrics as m
 from bench.consumers.report.loading import Runs
 from bench.spec.suite import ABSENT, ReportOptions
 from meta_bench.algorithms.base import IMPLEMENTATION_OPTIONS
@@ -303,7 +304,7 @@ def comparisons(runs: Runs, options: ReportOptions) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def decide(tested: list[pd.DataFrame], options: ReportOptions, score: str) -> None:
+def decide(tested: list[pd.DataFrame], options: ReportOptions, score: m.Metric) -> None:
     """Holm-adjust every test of the report as one family and give each its verdict, in place: each frame has the
     columns ``test`` (a Test), ``unpaired`` (why it was not made, or ""), ``better`` and ``worse`` (the verdict's
     words when the difference is positive or negative in the score's good direction). The family: the tests with a
@@ -318,7 +319,7 @@ def decide(tested: list[pd.DataFrame], options: ReportOptions, score: str) -> No
                             zip(frame["test"], frame["p_holm"], frame["better"], frame["worse"], frame["unpaired"])]
 
 
-def _verdict(test: Test, adjusted: float, score: str, options: ReportOptions, better: str, worse: str) -> str:
+def _verdict(test: Test, adjusted: float, score: m.Metric, options: ReportOptions, better: str, worse: str) -> str:
     """``better``: the words for a significant positive difference where higher scores are better (accuracy)."""
     if test.mean == 0 and test.half_width == 0:  # every difference exactly 0 (float64 variants train identically)
         return "identical (the same score on every seed and episode)"
@@ -331,5 +332,5 @@ def _verdict(test: Test, adjusted: float, score: str, options: ReportOptions, be
     if not math.isfinite(test.mean) or math.isnan(adjusted):  # a diverged episode (inf, NaN) tests nothing
         return "no verdict: non-finite episode scores (diverged episodes, listed in the report)"
     if adjusted < options.alpha:
-        return better if (test.mean > 0) == (score == "accuracy") else worse
+        return better if (test.mean > 0) == score.higher_is_better else worse
     return "no evidence of a difference"

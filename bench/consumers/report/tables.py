@@ -67,25 +67,18 @@ def per_run(runs: Runs) -> pd.DataFrame:
     return _ordered(runs, table, runs.axes)
 
 
-def _signed(score: str, value: float) -> str:
-    """A difference of scores in the score's unit (percentage points for accuracy)."""
-    if math.isnan(value):
-        return "-"
-    return f"{value * 100:+.2f}pp" if score == "accuracy" else f"{value:+.4f}"
-
-
 def _p(value: float) -> str:
     return "-" if math.isnan(value) else f"{value:.4f}" if value >= 1e-3 else f"{value:.2e}"
 
 
-def _tested(score: str, values: dict) -> dict:
+def _tested(score: m.Metric, values: dict) -> dict:
     """The columns every tested difference shows: seeds, episodes, the difference with its interval, p, verdict."""
     test = values["test"]
     episodes = str(test.episodes) + (f" ({test.left_out} left out: not kept by every seed and side)"
                                      if test.left_out else "")
-    return {"seeds": test.seeds, "episodes": episodes, "difference": _signed(score, test.mean),
+    return {"seeds": test.seeds, "episodes": episodes, "difference": score.signed(test.mean),
             "95% CI": "-" if math.isnan(test.half_width) else
-            f"[{_signed(score, test.mean - test.half_width)}, {_signed(score, test.mean + test.half_width)}]",
+            f"[{score.signed(test.mean - test.half_width)}, {score.signed(test.mean + test.half_width)}]",
             "p": _p(test.p), "p (Holm)": _p(values["p_holm"]),
             "verdict": values["verdict"]}
 
@@ -95,7 +88,7 @@ def verdicts(runs: Runs, compared: pd.DataFrame, kind: str) -> pd.DataFrame:
         return pd.DataFrame()
     rows = []
     for values in compared[compared["kind"] == kind].to_dict("records"):
-        tested = _tested(runs.score, values)
+        tested = _tested(runs.metric, values)
         tested["A - B"] = tested.pop("difference")
         rows.append({"A": values["A"], "B": values["B"], **{a: values[a] for a in runs.conditions}, **tested})
     return pd.DataFrame(rows)[["A", "B", *runs.conditions, "seeds", "episodes", "A - B", "95% CI", "p", "p (Holm)",
@@ -108,7 +101,7 @@ def ablations(runs: Runs, effects: pd.DataFrame) -> pd.DataFrame:
     if effects.empty:
         return pd.DataFrame()
     rows = [{"learner": v["learner"], "effect": v["kind"], "component": v["component"], "levels": v["levels"],
-             "at": v["at"], **_tested(runs.score, v), "time / meta-iteration": v["time / meta-iteration"],
+             "at": v["at"], **_tested(runs.metric, v), "time / meta-iteration": v["time / meta-iteration"],
              "saved for backward": v["saved for backward"]} for v in effects.to_dict("records")]
     return _ordered(runs, pd.DataFrame(rows), [])
 
