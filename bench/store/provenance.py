@@ -1,8 +1,8 @@
 """Which code made a result: the identity a finished cell is reused under, and the commit it is shown with.
 
-A cell's code identity hashes the *content* of every source file that can change its numbers (the packages
-``algorithms``, ``datasets`` and ``bench`` less the modules that only present, track or orchestrate), with the torch
-version and the dataset's version. Learner modules of other learners are left out, so adding or editing one learner
+A cell's code identity hashes the *content* of every source file that can change its numbers (``result_code``: the
+modules a cell's work loads, derived from their imports, and the ``algorithms`` and ``datasets`` packages), with the
+torch version and the dataset's version. Learner modules of other learners are left out, so adding or editing one learner
 reruns that learner's cells alone. Content, not the commit: an uncommitted edit changes the identity, and a commit
 that changes nothing the cell runs does not.
 
@@ -26,12 +26,9 @@ import torch
 
 from bench.core import plugins
 from bench.core.paths import CHECKOUT, PROJECT_ROOT, SOURCE_DIRS
+from bench.store import result_code
 
 RESULT_PACKAGES = ("algorithms", "datasets", "bench")
-# modules that never touch a number a cell produces: editing them must not rerun anything
-PRESENTATION_ONLY = ("bench/__main__.py", "bench/store/", "bench/consumers/report/", "bench/consumers/summary.py",
-                     "bench/consumers/verify.py", "bench/spec/conditions.py", "bench/run/runner.py",
-                     "bench/run/execution.py", "bench/consumers/calibration.py")
 
 
 def _folders(root: Path | None) -> dict[str, Path]:
@@ -57,15 +54,9 @@ def relative_name(path: Path) -> str:
 
 
 def source_files(root: Path | None = None) -> list[Path]:
-    """The result-affecting source files, by source-tree path, in a fixed order: this copy's, or those under a
-    ``root`` laid out as the source tree."""
-    files = []
-    for package, folder in _folders(root).items():
-        for path in sorted(folder.rglob("*.py")):
-            relative = f"{package}/{path.relative_to(folder).as_posix()}"
-            if not relative.startswith(PRESENTATION_ONLY):
-                files.append(Path(relative))
-    return files
+    """The result-affecting source files (``result_code``: what a cell's work loads), by source-tree path, in a
+    fixed order: this copy's, or those under a ``root`` laid out as the source tree."""
+    return [Path(relative) for relative in sorted(result_code.result_code(result_code.every_source(_folders(root))))]
 
 
 def learner_modules() -> dict[str, set[str]]:
