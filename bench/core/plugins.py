@@ -6,9 +6,11 @@ Two ways in, both resolved by the registries when a name is first looked up:
 - an entry point of an installed distribution, in the group ``meta_bench.learners`` or ``meta_bench.datasets``:
   its name is the name suites use, its value the import path.
 
-The source of a plugin's top-level package is read when it is imported (``SOURCES``), like the repository's own
-source at start-up (``bench.store.provenance``): it is part of the code identity of the cells that use it, so
-editing a plugin reruns its cells, and an edit while a run is under way is refused like any other.
+The source of a plugin's top-level package, and of every local package it imports (``bench.core.dependencies``), is
+read when it is imported (``SOURCES``), like the repository's own source at start-up (``bench.store.provenance``),
+and the installed distributions it imports are named with their versions: all part of the code identity of the
+cells that use it, so editing a plugin or a helper it imports reruns its cells, and an edit while a run is under way
+is refused like any other.
 """
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from bench.core import dependencies
+from bench.core.dependencies import OWN_PACKAGES
+
 
 IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 HOW = ("; or a {kind} of your own: its import path ('package.module:Class', the module installed or on PYTHONPATH), "
@@ -28,7 +33,7 @@ HOW = ("; or a {kind} of your own: its import path ('package.module:Class', the 
 SOURCES: dict[str, bytes] = {}
 PATHS: dict[str, Path] = {}  # the same keys -> the file on disk
 PACKAGES: dict[str, list[str]] = {}  # a plugin's top-level package -> its keys
-OWN_PACKAGES = ("bench", "meta_bench")  # meta-bench's own top-level packages, wherever they are installed
+DISTRIBUTION = "distribution/"  # the SOURCES key prefix of an installed distribution a plugin imports
 
 
 class PluginError(Exception):
@@ -43,6 +48,12 @@ def _entry_points(group: str | None) -> tuple[metadata.EntryPoint, ...]:
 
 def entry_point_names(group: str | None) -> list[str]:
     return [ep.name for ep in _entry_points(group)]
+
+
+def offering(group: str | None, name: str) -> list[str]:
+    """The distributions (``name version``) whose entry points of ``group`` are named ``name``."""
+    return sorted(f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None
+                  else f"an installed distribution ({ep.value})" for ep in _entry_points(group) if ep.name == name)
 
 
 def find(kind: str, group: str | None, name: str) -> tuple[object, str] | None:
@@ -62,6 +73,7 @@ def find(kind: str, group: str | None, name: str) -> tuple[object, str] | None:
 
 def _load(kind: str, name: str, target: str) -> object:
     module_name, _, attribute = target.partition(":")
+    before = set(sys.modules)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
@@ -76,7 +88,7 @@ def _load(kind: str, name: str, target: str) -> object:
         if not hasattr(loaded, part):
             raise PluginError(f"{kind} {name!r}: module {module_name} has no attribute {attribute!r}")
         loaded = getattr(loaded, part)
-    snapshot(module_name)
+    snapshot(module_name, set(sys.modules) - before)
     return loaded
 
 
@@ -89,21 +101,20 @@ def is_plugin_module(module_name: str) -> bool:
     return module_name.split(".")[0] in PACKAGES
 
 
-def snapshot(module_name: str) -> None:
-    """Read the source of ``module_name``'s top-level package (once), unless it is meta-bench's own."""
+def snapshot(module_name: str, brought_in: set[str] = frozenset()) -> None:
+    """Read the source of ``module_name``'s top-level package and of every local package it depends on, and name
+    the installed distributions it imports (``dependencies``), once, unless it is meta-bench's own."""
     top = module_name.split(".")[0]
     if top in PACKAGES or top in OWN_PACKAGES:
         return  # meta-bench's own modules are read at start-up already
-    module = sys.modules[top]
-    if hasattr(module, "__path__"):  # a package, regular or namespace (folders of its own on several paths)
-        folders = [Path(p).resolve() for p in module.__path__ if Path(p).is_dir()]
-        files = [(path, folder.parent) for folder in folders for path in sorted(folder.rglob("*.py"))]
-    elif getattr(module, "__file__", None):
-        path = Path(module.__file__).resolve()
-        files = [(path, path.parent)]
-    else:
-        return  # built into the interpreter: no source to read
-    keys = {f"plugin/{path.relative_to(base).as_posix()}": path for path, base in files}
-    PACKAGES[top] = list(keys)
+    package = [name for name in sys.modules if name == top or name.startswith(top + ".")]
+    local, installed = dependencies.dependencies(package, set(brought_in))
+    keys: dict[str, Path] = {}
+    for name in sorted(local | {top}):
+        keys.update({f"plugin/{path.relative_to(base).as_posix()}": path
+                     for path, base in dependencies.package_files(name)})
     PATHS.update(keys)
-    SOURCES.update({key: path.read_bytes() for key, path in keys.items()})
+    SOURCES.update({key: path.read_bytes() for key, path in keys.items() if key not in SOURCES})
+    for distribution in sorted(installed):  # by name and version: the installed code itself is not read
+        SOURCES[f"{DISTRIBUTION}{distribution}"] = distribution.encode()
+    PACKAGES[top] = sorted(keys) + sorted(f"{DISTRIBUTION}{d}" for d in installed)

@@ -18,6 +18,10 @@ class UnknownNameError(KeyError):
         return str(self.args[0])
 
 
+class AmbiguousNameError(UnknownNameError):
+    """A name two sources offer (a built-in and an entry point, or two distributions): refused, never one chosen."""
+
+
 def did_you_mean(name: str, known: list[str]) -> str:
     close = difflib.get_close_matches(name, known, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -77,7 +81,23 @@ class Registry(Generic[T]):
         self.register(name, origin=found[1], **facts)(entry)
         return True
 
+    def _refuse_ambiguous(self, name: str) -> None:
+        """Refuse a name offered twice: by entry points of more than one distribution, or by an entry point and an
+        entry registered otherwise (built in, or by a module)."""
+        offers = plugins.offering(self.group, name) if isinstance(name, str) else []
+        if not offers:
+            return
+        if len(offers) > 1:
+            raise AmbiguousNameError(f"{self.kind} {name!r} is offered by the entry points of {' and '.join(offers)}; "
+                                     f"uninstall one, or name the one meant by its import path")
+        if name in self._entries and not self._facts[name].get("origin", "").startswith("entry point of"):
+            module = getattr(self._entries[name], "__module__", "")
+            other = f"one registered by module {module}" if plugins.is_plugin_module(module) else "a built-in one"
+            raise AmbiguousNameError(f"{self.kind} {name!r}: the entry point of {offers[0]} has the name of {other}; "
+                                     f"rename the entry point, or name the plugin by its import path")
+
     def __getitem__(self, name: str) -> T:
+        self._refuse_ambiguous(name)
         if name not in self._entries and not self._plugin(name):
             raise UnknownNameError(f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; "
                                    f"known: {', '.join(self.names())}"

@@ -109,6 +109,8 @@ def check_unchanged(files: Iterable[Path]) -> None:
     process loaded: results computed now could be of either version, so none may be logged."""
     changed, loaded = [], loaded_sources()
     for relative in files:
+        if relative.as_posix().startswith(plugins.DISTRIBUTION):  # named by version: the loaded code is in memory
+            continue
         path = plugins.PATHS.get(relative.as_posix()) or source_path(relative)
         if not path.exists() or path.read_bytes() != loaded[relative.as_posix()]:
             changed.append(path.as_posix() if relative.as_posix() in plugins.PATHS else relative.as_posix())

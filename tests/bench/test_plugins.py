@@ -155,6 +155,41 @@ def test_a_namespace_package_plugin_is_part_of_its_cells_code_identity(tmp_path)
     assert (included, identity()[1] != before) == ("True", True)
 
 
+def test_a_plugin_identity_covers_the_local_modules_it_imports_and_names_installed_ones_by_version(tmp_path):
+    """A helper module beside the plugin's package (imported before the plugin, so its import is no news), a config
+    file in the package, and an installed distribution: an edit of the helper or the config changes the identity,
+    the distribution enters it by name and version."""
+    source = write_plugin(tmp_path)
+    (tmp_path / "mb_helper_demo.py").write_text("SCALE = 1\n")
+    (source.parent / "defaults.yaml").write_text("temperature: 1.0\n")
+    source.write_text("import yaml\nimport mb_helper_demo\n" + source.read_text())
+    script = textwrap.dedent('''
+        import mb_helper_demo  # loaded first: the plugin's import brings nothing new
+        from bench.store import provenance
+        from meta_bench.algorithms import LEARNERS
+        LEARNERS["mb_plugin_demo.learners:Centroid"]
+        files = {f.as_posix() for f in provenance.files_of("mb_plugin_demo.learners:Centroid", "glyphs")}
+        print(sorted(f for f in files if not f.startswith(("algorithms/", "datasets/", "bench/"))))
+        print(provenance.code_identity("mb_plugin_demo.learners:Centroid", "glyphs"))
+    ''')
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.getcwd()])}
+
+    def identity():
+        done = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    files, before = identity()
+    assert "plugin/mb_helper_demo.py" in files and "plugin/mb_plugin_demo/defaults.yaml" in files
+    assert re.search(r"distribution/PyYAML \d", files), files
+    (tmp_path / "mb_helper_demo.py").write_text("SCALE = 100\n")
+    edited_helper = identity()[1]
+    (source.parent / "defaults.yaml").write_text("temperature: 2.0\n")
+    edited_config = identity()[1]
+    assert len({before, edited_helper, edited_config}) == 3
+
+
 def outcomes(uri):
     return sorted((r.data.tags["label"], r.data.tags["outcome"]) for r in cell_runs(uri))
 
@@ -193,6 +228,34 @@ def test_an_installed_entry_point_is_listed_and_named_by_a_suite(tmp_path, track
     planned = bench(["run", str(suite(tmp_path, "centroid", tracking_uri)), "--dry-run"], tmp_path / "site", tmp_path)
     assert planned.returncode == 0, planned.stderr
     assert "centroid 3-way 1-shot cpu seed=0" in planned.stdout and "CentroidConfig(temperature=1.0)" in planned.stdout
+
+
+def test_an_entry_point_named_like_a_built_in_or_like_another_distribution_is_refused(tmp_path, tracking_uri):
+    """Never one chosen silently: a name offered by two distributions, or by a distribution and the built-ins, is
+    refused with exit 2 naming the distributions."""
+    write_plugin(tmp_path / "a")
+    write_distribution(tmp_path / "a", "mb-plugin-a 0.1", "learners",
+                       "centroid = \"mb_plugin_demo.learners:Centroid\"\nmaml = \"mb_plugin_demo.learners:Centroid\"",
+                       "mb_plugin_demo")
+    other = tmp_path / "b" / "mb_plugin_other"
+    other.mkdir(parents=True)
+    (other / "__init__.py").write_text("")
+    (other / "learners.py").write_text(PLUGIN)
+    write_distribution(tmp_path / "b", "mb-plugin-b 0.2", "learners",
+                       "centroid = \"mb_plugin_other.learners:Centroid\"", "mb_plugin_other")
+    installed = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
+                                "--no-build-isolation", "--target", str(tmp_path / "site"), str(tmp_path / "a"),
+                                str(tmp_path / "b")], capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr
+    both = bench(["run", str(suite(tmp_path, "centroid", tracking_uri)), "--dry-run"], tmp_path / "site", tmp_path)
+    assert both.returncode == 2, both.stdout + both.stderr
+    assert "learner 'centroid' is offered by the entry points of mb-plugin-a 0.1 and mb-plugin-b 0.2" in both.stderr
+    shadow = bench(["run", str(suite(tmp_path, "maml", tracking_uri)), "--dry-run"], tmp_path / "site", tmp_path)
+    assert shadow.returncode == 2, shadow.stdout + shadow.stderr
+    assert "learner 'maml': the entry point of mb-plugin-a 0.1 has the name of a built-in one" in shadow.stderr
+    by_path = bench(["run", str(suite(tmp_path, "mb_plugin_other.learners:Centroid", tracking_uri)), "--dry-run"],
+                    tmp_path / "site", tmp_path)
+    assert by_path.returncode == 0, by_path.stderr  # the way out the message names
 
 
 @pytest.mark.parametrize("name, message", [
