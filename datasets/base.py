@@ -52,6 +52,9 @@ class Dataset(ABC):
     name: str
     task_kind: str  # "classification" or "regression"
     input_shape: tuple[int, ...]
+    # what its episodes are made from (meta_bench.datasets.content): the files it read, or what it is generated
+    # from; a loader that leaves it empty gets one of its options alone (load_dataset), which files do not enter
+    content_identity: str = ""
 
     @property
     def score_name(self) -> str:
@@ -120,9 +123,10 @@ class ImageDataset(Dataset):
 
     task_kind = "classification"
 
-    def __init__(self, name: str, data: ClassImages):
+    def __init__(self, name: str, data: ClassImages, content_identity: str = ""):
         self.name = name
         self.data = data
+        self.content_identity = content_identity
         self.input_shape = tuple(data.images.shape[1:])
 
     def num_classes(self, split: str) -> int:

@@ -21,6 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from bench.core.seeding import Seed
 from meta_bench.datasets.base import ClassImages, ImageDataset
 from meta_bench.datasets.cache import cached_class_images
+from meta_bench.datasets.content import generated, of_files as content_of
 from meta_bench.datasets.registry import register_dataset
 
 VERSION = 3  # bump whenever rendering, selection or splitting changes: the cache is keyed by it
@@ -201,5 +202,8 @@ def render(o: GlyphsOptions) -> ClassImages:
 
 @register_dataset("glyphs", GlyphsOptions, backbone="conv4", version=VERSION)
 def load_glyphs(o: GlyphsOptions) -> ImageDataset:
-    key = {"version": VERSION, "fonts": list(FONT_FILES), "options": o.__dict__}
-    return ImageDataset("glyphs", cached_class_images("glyphs", key, lambda: render(o)))
+    # rendered from the fonts with the options: both are what the images are made from
+    content = generated({"fonts": content_of("glyphs-fonts", FONT_DIR, [FONT_DIR / f for f in FONT_FILES]),
+                         "options": o.__dict__})
+    key = {"version": VERSION, "content": content, "options": o.__dict__}
+    return ImageDataset("glyphs", cached_class_images("glyphs", key, lambda: render(o)), content)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from meta_bench.datasets.base import SPLITS, ClassImages, DataMissingError, DataRequestError, ImageDataset
 from meta_bench.datasets.cache import cached_class_images
+from meta_bench.datasets.content import of_files as content_of
 from meta_bench.datasets.registry import register_dataset
 
 VERSION = 1
@@ -59,6 +60,13 @@ def load_miniimagenet(o: MiniImageNetOptions) -> ImageDataset:
         raise DataMissingError(
             f"miniimagenet: {', '.join(missing)} not found under {root}. Put Ravi & Larochelle's train.csv, val.csv, "
             f"test.csv (filename,label) and the images/ folder there, or set dataset.options.root to where they are")
-    stamp = [(root / f"{s}.csv").stat().st_mtime_ns for s in SPLITS]
-    key = {"version": VERSION, "root": str(root), "csv_mtimes": stamp, "options": o.__dict__}
-    return ImageDataset("miniimagenet", cached_class_images("miniimagenet", key, lambda: _decode(root, o)))
+    # the split files and every image they name, by path, size and content
+    images = {root / "images" / name for split in SPLITS for names in _read_split(root, split).values()
+              for name in names}
+    missing = sorted(path.name for path in images if not path.is_file())
+    if missing:
+        raise DataRequestError(f"miniimagenet: {len(missing)} image(s) named in the split files are not in "
+                               f"{root / 'images'}: {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+    content = content_of("miniimagenet", root, [root / f"{s}.csv" for s in SPLITS] + sorted(images))
+    key = {"version": VERSION, "content": content, "options": o.__dict__}
+    return ImageDataset("miniimagenet", cached_class_images("miniimagenet", key, lambda: _decode(root, o)), content)

@@ -18,6 +18,7 @@ from torchvision.datasets.utils import list_dir, list_files
 from bench.core.seeding import Seed
 from meta_bench.datasets.base import ClassImages, DataMissingError, DataRequestError, ImageDataset
 from meta_bench.datasets.cache import cached_class_images
+from meta_bench.datasets.content import of_files as content_of
 from meta_bench.datasets.registry import register_dataset
 
 VERSION = 1
@@ -80,5 +81,7 @@ def _decode(characters: list[Path], o: OmniglotOptions) -> ClassImages:
 def load_omniglot(o: OmniglotOptions) -> ImageDataset:
     root = Path(o.root).expanduser().resolve()
     characters = _character_dirs(root, o.download)
-    key = {"version": VERSION, "root": str(root), "characters": len(characters), "options": o.__dict__}
-    return ImageDataset("omniglot", cached_class_images("omniglot", key, lambda: _decode(characters, o)))
+    images = [folder / f for folder in characters for f in list_files(str(folder), ".png")]
+    content = content_of("omniglot", root, images)  # every image it decodes, by path, size and content
+    key = {"version": VERSION, "content": content, "options": o.__dict__}
+    return ImageDataset("omniglot", cached_class_images("omniglot", key, lambda: _decode(characters, o)), content)

@@ -8,6 +8,7 @@ from bench.core.config import from_mapping
 from bench.core.plugins import PluginError
 from bench.core.registry import Registry
 from meta_bench.datasets.base import Dataset
+from meta_bench.datasets.content import of_options
 
 
 @dataclass(frozen=True)
@@ -57,5 +58,8 @@ def load_dataset(name: str, options: Any = None) -> Dataset:
         options = parse_options(name, options)
     key = (name, options)
     if key not in _LOADED:
-        _LOADED[key] = entry.load(options)
+        data = entry.load(options)
+        if not data.content_identity:  # a plugin's loader that says nothing of its files: its options, said so
+            data.content_identity = of_options(name, options)
+        _LOADED[key] = data
     return _LOADED[key]

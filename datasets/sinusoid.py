@@ -14,6 +14,7 @@ import torch
 from meta_bench.datasets.base import (SPLITS, DataRequestError, Dataset, TaskSource, check_episode_shape, check_split,
                                      episode_rng)
 from meta_bench.datasets.episode import Episode
+from meta_bench.datasets.content import generated
 from meta_bench.datasets.registry import register_dataset
 
 
@@ -70,6 +71,7 @@ class Sinusoid(Dataset):
 
     def __init__(self, o: SinusoidOptions):
         self.o = o
+        self.content_identity = generated({"dataset": self.name, "options": o.__dict__})
 
     def num_classes(self, split: str) -> int:
         check_split(split)

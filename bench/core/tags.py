@@ -17,6 +17,8 @@ PARENT = "mlflow.parentRunId"  # MLflow's own: the suite run of a cell, the stud
 # -- a cell's run as it is created (bench.run.execution.cell_tags): what resuming and pairing match on ------------
 CONFIG_HASH = "config_hash"  # the cell's resolved configuration
 CODE_IDENTITY = "code_identity"  # the source the cell's results depend on (bench.store.provenance)
+DATA_IDENTITY = "data_identity"  # what the episodes are made from: files' content, or generation parameters
+DATA_UNKNOWN = "unknown"  # the planning process could not read the data: the worker's is recorded when it ends
 EVAL_FINGERPRINT = "eval_fingerprint"  # equal exactly when two runs were scored on the same test episodes
 ENVIRONMENT = "environment"  # the executor's environment key: what timings depend on, known before running
 LEARNER = "learner"  # the registered name (``fomaml/functional``)
@@ -81,9 +83,15 @@ TRAINED_AS = {TRAINED_CODE_IDENTITY: CODE_IDENTITY, TRAINED_COMMIT: GIT_COMMIT,
 OWNER_HOST, OWNER_MACHINE = "owner.host", "owner.machine"
 OWNER_PID, OWNER_STARTED = "owner.pid", "owner.started"
 OWNER_HEARTBEAT, OWNER_STALE_AFTER = "owner.heartbeat", "owner.stale_after"
+# + a digest of a reader's machine: "<heartbeat> <that machine's monotonic clock>" when it first saw that heartbeat,
+# written by the reader (another machine's clock is never compared with ours)
+OWNER_SEEN_PREFIX = "owner.seen."
 
-# -- the claim on a cell (bench.store.claims): a tag of the claim's record, an MLflow experiment, not of a run ------
+# -- the claim on a cell (bench.store.claims): tags of the claim's record, an MLflow experiment, not of a run -----
 CLAIM_RUN_ID = "claim.run_id"
+# MLflow's own tag of the experiments its AI gateway makes: its UI's experiment list (3.x) leaves out every experiment
+# that has it, and claim records are live experiments (`mlflow gc` purges deleted ones) that nobody needs to browse
+HIDDEN = "mlflow.experiment.isGateway"
 
 # -- `bench tune` (bench.consumers.tune): studies and their trials --------------------------------------------------
 STUDY = "study"  # the study's name, on the study run and on each trial

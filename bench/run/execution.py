@@ -32,7 +32,7 @@ from bench.store import claims, ownership, tracking
 from bench.store.provenance import LOADED_AT, check_unchanged, code_identity, evaluation_identity, files_of
 from bench.store.tracking import FAILED, FINISHED, KILLED
 from meta_bench.algorithms.base import LEARNERS, algorithm_of
-from meta_bench.datasets import DATASETS
+from meta_bench.datasets import DATASETS, DataMissingError, load_dataset
 
 CLAIM_POLL_S = 1.0  # how often a cell held by another invocation is looked at again
 DEFAULT_MAX_WAIT_S = 12 * 3600.0  # a cell held by a live invocation longer than this is left to a later run
@@ -126,16 +126,26 @@ def cell_code(cell: Cell) -> str:
     return code_identity(cell.learner, cell.dataset.name)
 
 
-def evaluation_fingerprint(cell: Cell) -> str:
-    """Equal for two runs exactly when their test episodes are identical and were made and scored by the same code."""
-    return f"{cell.evaluation_fingerprint}-{evaluation_identity(cell.dataset.name)}"
+def data_identity(cell: Cell) -> str:
+    """What the cell's episodes are made from (``meta_bench.datasets.content``) as this process reads the data;
+    ``tags.DATA_UNKNOWN`` where it cannot (a cluster whose data lies on the workers alone: the worker records it)."""
+    try:
+        return load_dataset(cell.dataset.name, cell.dataset_options).content_identity
+    except DataMissingError:
+        return t.DATA_UNKNOWN
+
+
+def evaluation_fingerprint(cell: Cell, data: str | None = None) -> str:
+    """Equal for two runs exactly when their test episodes are identical: made from the same data by the same code,
+    and scored by the same code (``data``: the data identity, where known other than from this process)."""
+    return f"{cell.evaluation_fingerprint}-{evaluation_identity(cell.dataset.name)}-{data or data_identity(cell)}"
 
 
 def cell_tags(cell: Cell, parent: str, environment: str) -> dict[str, str]:
     """The tags a cell's run is created with: what resuming and pairing match on. Where it ran is added when it ends
     (``Done.environment``), from the process that ran it."""
     return {t.ROLE: t.ROLE_CELL, t.CONFIG_HASH: cell.config_hash, t.TRAINING_HASH: cell.training_hash,
-            t.CODE_IDENTITY: cell_code(cell),
+            t.CODE_IDENTITY: cell_code(cell), t.DATA_IDENTITY: data_identity(cell),
             t.EVAL_FINGERPRINT: evaluation_fingerprint(cell), t.ENVIRONMENT: environment, t.LEARNER: cell.learner,
             t.ALGORITHM: algorithm_of(cell.learner), t.ORIGIN: LEARNERS.origin(cell.learner), t.LABEL: cell.label,
             t.DATASET: cell.dataset.name, t.DATASET_ORIGIN: DATASETS.origin(cell.dataset.name),
@@ -179,7 +189,17 @@ def fail_run(client, run_id: str, cell: Cell, message: str, trace: str = "",
 
 
 def finish_run(client, run_id: str, cell: Cell, result: CellResult, tags: dict[str, str]) -> Outcome:
-    """Log a cell's results (metrics, per-episode test scores, meta-parameters) and end its run FINISHED."""
+    """Log a cell's results (metrics, per-episode test scores, meta-parameters) and end its run FINISHED; the data
+    it was made from as the process that ran it read it: where the planning process could not read the data, the
+    run's data identity and evaluation fingerprint are the worker's; where both read it and they differ, the data
+    changed in between and the run fails."""
+    ran_on = result.execution.get("data_identity", "")
+    planned = data_identity(cell)
+    if ran_on and planned != t.DATA_UNKNOWN and ran_on != planned:
+        return fail_run(client, run_id, cell, f"the data changed between planning and running the cell (identity "
+                                              f"{planned} when planned, {ran_on} when run): run the suite again")
+    if ran_on and planned == t.DATA_UNKNOWN:
+        tags = {**tags, t.DATA_IDENTITY: ran_on, t.EVAL_FINGERPRINT: evaluation_fingerprint(cell, ran_on)}
     tracking.log_metrics(client, run_id, [(k, v, 0) for k, v in result.metrics.items() if math.isfinite(v)])
     tracking.log_file(client, run_id, _write_scores(result.test_scores, result.score_name), "test_episodes.csv")
     if result.condition_scores:  # every condition's per-episode scores and divergence flags, whole curves
@@ -277,6 +297,10 @@ class CellLoop:
             return None
         tags = standing.data.tags
         same = tags.get(t.CODE_IDENTITY) == cell_code(cell) and tags.get(t.ENVIRONMENT) == environment
+        # never across data: not even --reuse-other-code stands on a run of other (or unknown) data
+        data = data_identity(cell)
+        if data == t.DATA_UNKNOWN or tags.get(t.DATA_IDENTITY) != data:
+            return None
         return standing if same or run.reuse_other_code else None
 
     def _trained(self, cell: Cell, environment: str) -> Trained | None:
@@ -376,6 +400,9 @@ class CellLoop:
             if done.lost:
                 return self._lost(done)
             self._done(self._outcome(done))
+        except claims.DamagedStore as error:  # no claim in the store can be trusted: this run ends FAILED, all stop
+            self.refuse(attempt, str(error), traceback.format_exc(), done.environment)
+            raise
         except Exception as error:  # noqa: BLE001  (logging failed, e.g. ENOSPC: the cell ends FAILED with the reason)
             self.refuse(attempt, f"could not record the result: {type(error).__name__}: {error}",
                        traceback.format_exc(), done.environment)

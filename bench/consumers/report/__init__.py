@@ -34,7 +34,12 @@ def _dataset_lines(statistics: dict) -> tuple[str, ...]:
 def _header(runs: Runs) -> list[render.Block]:
     h = runs.header
     items = [f"generated: {h['generated']}", f"git commit(s): {h['git commits']}", f"torch: {h['torch']}",
-             f"devices: {h['devices']}"]
+             f"devices: {h['devices']}",
+             "data: " + (", ".join(h["data identities"]) or "- (runs of versions that did not record it)")]
+    if len(h["data identities"]) > 1:
+        items.append("WARNING: the runs read more than one version of the data (its files were replaced, or its "
+                     "options differ between learners); runs pair only where their evaluation fingerprints, which "
+                     "hold the data identity, agree")
     if h["mixed code"]:
         items.append("WARNING: runs made by more than one code version (--reuse-other-code) for: "
                      + ", ".join(h["mixed code"]) + "; see the code identity and trained-by columns of the per-run table")
@@ -256,7 +261,8 @@ def build_reports(suites: list[Suite], uri_flag: str | None) -> list[Path]:
     reports = []
     for name in dict.fromkeys(s.suite for s in suites):
         named = [s for s in suites if s.suite == name]
-        reports.append(build_report(name, tracking.resolve_uri(named[0].tracking.uri, uri_flag), named))
+        reports.append(build_report(name, tracking.resolve_uri(named[0].tracking.uri, uri_flag, read_only=True),
+                                    named))
     return reports
 
 

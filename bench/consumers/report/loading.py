@@ -137,7 +137,8 @@ def _frame(raw: pd.DataFrame, axes: list[str]) -> tuple[pd.DataFrame, str]:
                         ("torch_version", t.TORCH_VERSION), ("score_name", t.SCORE), ("error", t.ERROR),
                         ("skip_reason", t.SKIP_REASON), ("task_batching", t.ran("task_batching")),
                         ("environment", t.ENVIRONMENT), ("origin", t.ORIGIN), ("dataset_name", t.DATASET),
-                        ("dataset_origin", t.DATASET_ORIGIN), ("trained_by", t.TRAINED_BY)):
+                        ("data_identity", t.DATA_IDENTITY), ("dataset_origin", t.DATASET_ORIGIN),
+                        ("trained_by", t.TRAINED_BY)):
         frame[column] = _tag(raw, tag)
     for column, (tag, own) in _TRAINING.items():  # a run that trained itself: its own
         frame[column] = _tag(raw, tag).mask(frame["trained_by"] == "", frame[own])
@@ -181,7 +182,7 @@ def load_runs(client: MlflowClient, suites: list[Suite]) -> Runs:
     name = suites[0].suite
     experiment = tracking.experiment_id(client, name, create=False)
     if experiment is None:
-        known = ", ".join(e.name for e in client.search_experiments()) or "none"
+        known = ", ".join(e.name for e in client.search_experiments() if t.CLAIM_RUN_ID not in e.tags) or "none"
         raise LookupError(f"no MLflow experiment named {name!r} at {client.tracking_uri}; known experiments: {known}")
     runs = tracking.child_runs(client, experiment)
     if not runs:
@@ -302,6 +303,7 @@ def _header(suite: str, finished: pd.DataFrame, between: list[str], dataset: dic
             "torch": ", ".join(sorted(set(finished["torch_version"]))) or "-",
             "devices": ", ".join(sorted({f"{d} ({n})" for d, n in zip(finished["device"], finished["device_name"])}))
             or "-",
+            "data identities": sorted(set(finished["data_identity"]) - {""}),
             "mixed code": mixed, "code versions": _code_versions(finished, mixed), "settings between learners": between,
             "environments": _environments(finished),
             "plugins": [f"{learner}: {origin}" for learner, origin in
