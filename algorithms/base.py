@@ -119,6 +119,12 @@ class MetaLearner(ABC):
         """Run as ``choice`` (one of ``execution_candidates``) from now on."""
         raise ValueError(f"{type(self).__name__} has no execution left to choose")
 
+    def execution_phase(self, iteration: int) -> str:
+        """A label for what about meta-iteration ``iteration`` decides which execution is fastest or fits in memory
+        (the order of differentiation, the graphs kept): where it changes, the harness chooses the execution again.
+        One phase unless the learner's schedule changes its computation."""
+        return ""
+
     @abstractmethod
     def meta_gradient(self, batch: Episode) -> StepResult:
         """Accumulate the meta-gradient of ``batch`` (B episodes) into ``.grad``."""

@@ -147,14 +147,26 @@ class FunctionalLearner(InnerLoopLearner):
 
     @property
     def second_order(self) -> bool:
-        return not self.config.first_order and self.epoch >= self.config.first_order_epochs
+        return self._second_order(self.epoch)
+
+    def _second_order(self, epoch: int) -> bool:
+        return not self.config.first_order and epoch >= self.config.first_order_epochs
+
+    def _multi_step(self, epoch: int) -> bool:
+        return self.config.multi_step_loss and self.config.inner_steps > 0 and epoch < self.config.msl_epochs
 
     def step_loss_weights(self) -> list[float] | None:
         """Weights of the query loss after each inner step in the meta-objective; None: the final step's alone."""
-        steps = self.config.inner_steps
-        if not self.config.multi_step_loss or steps == 0 or self.epoch >= self.config.msl_epochs:
+        if not self._multi_step(self.epoch):
             return None
-        return step_loss_weights(steps, self.epoch, self.config.msl_epochs)
+        return step_loss_weights(self.config.inner_steps, self.epoch, self.config.msl_epochs)
+
+    def execution_phase(self, iteration: int) -> str:
+        """The order of differentiation and whether every step's query graph is kept (the multi-step loss): second
+        order and the multi-step loss hold more graph, so an execution that fitted before may not fit after."""
+        epoch = iteration // self.config.epoch_iterations
+        order = "second order" if self._second_order(epoch) else "first order"
+        return order + (", multi-step loss" if self._multi_step(epoch) else "")
 
     def _model(self, mode: str, differentiated_twice: bool = False) -> Callable[[Params, torch.Tensor],
                                                                                 torch.Tensor]:

@@ -8,17 +8,29 @@ Why threads are a candidate: for small models oversubscription costs more than t
 several times slower with 2 intra-op threads than with 1 while another job used the other core), and for Conv-4
 the second thread pays; only a measurement on the cell's shapes, on this machine, now, tells.
 
+A candidate that raises (out of memory; vmap over batch norm that keeps running statistics: "Batch norm got a
+batched tensor") is no candidate: it is left out with its reason (``ran.autotune_failed``); only where every one
+fails does the cell fail, naming each reason. Measuring leaves the learner as it found it: its parameters, every
+buffer (batch norm's running statistics and counts), its attributes (the execution chosen) and the thread count are
+put back on every exit, gradients are cleared and the random streams forked.
+
+Through meta-training (``Autotuner``) the execution is decided again where the learner's ``execution_phase``
+changes (MAML++'s first-order epochs turning second order, the multi-step loss ending: more graph, so what fitted
+may not), and a step that runs out of device memory is retried, from the state it started in, on the next fastest
+candidate that ran (``ran.autotune`` ``fallback``; every switch in ``ran.autotune_history``).
+
 The decision is cached in ``results/autotune.json`` (``METABENCH_AUTOTUNE`` overrides the path) under everything it
-depends on: the learner, its whole config, the code identity, the batch's and the model's shapes, device, dtype,
-torch version and thread budget; a suite decides once per shape. The cache holds choices, never results: a stale
-or damaged entry can cost speed, not correctness (every candidate computes the same meta-gradient, tested), and a
-damaged file is set aside and decided afresh. Tuning steps take no optimiser step and leave no gradient behind.
+depends on: the learner, its whole config, its execution phase, the code identity, the batch's shapes, the model's
+structure (its modules as ``repr`` prints them) with its parameters' and buffers' names and shapes, dtype, torch
+version, thread budget and the machine (``bench.core.hardware.machine_facts``: cores, affinity, cgroup CPU quota;
+on CUDA the device's memory, multiprocessors and UUID, so a MIG slice is its own machine); a suite decides once per
+shape. The cache holds choices, never results: a stale or damaged entry can cost speed, not correctness (every
+candidate computes the same meta-gradient, tested), and a damaged file is set aside and decided afresh.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import statistics
 import tempfile
@@ -27,32 +39,39 @@ from pathlib import Path
 
 import torch
 
-from bench.core.hardware import device_description
+from bench.core.hardware import machine_facts
 from bench.core.paths import AUTOTUNE_CACHE
 from bench.run.measure import time_steps
 from bench.run.problems import meta_iteration
-from meta_bench.algorithms import MetaLearner
+from meta_bench.algorithms import MetaLearner, StepResult
 from meta_bench.datasets import Episode
 
 TIMED_ITERATIONS = 3  # each candidate: one untimed warm-up, then the median of these
-MEASURED, CACHED, EXPLICIT = "measured", "cached", "explicit"
+MEASURED, CACHED, EXPLICIT, FALLBACK = "measured", "cached", "explicit", "fallback"
+Candidate = tuple[dict[str, str], int]  # an execution choice and its intra-op threads
 
 
 @dataclass(frozen=True)
 class Decision:
     """What runs the cell: the learner's execution choice (empty: nothing was open), the intra-op threads, how it
-    was decided and every candidate's median milliseconds per meta-iteration (empty unless measured here)."""
+    was decided, every candidate's median milliseconds per meta-iteration (empty unless measured here), the
+    candidates that could not run with their reasons, and those that ran, fastest first (the chosen one first; the
+    next takes over where it runs out of memory)."""
 
     choice: dict[str, str]
     threads: int
     how: str
     times_ms: dict[str, float] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    ranking: tuple[Candidate, ...] = ()
 
     def tags(self) -> dict[str, str]:
         """For the cell's ``ran.*`` tags, beside the learner's own ``execution()``."""
         tags = {"threads": str(self.threads), "autotune": self.how}
         if self.times_ms:
             tags["autotune_ms"] = json.dumps({k: round(v, 3) for k, v in self.times_ms.items()})
+        if self.failed:
+            tags["autotune_failed"] = json.dumps(self.failed, sort_keys=True)
         return tags
 
 
@@ -67,12 +86,14 @@ def cache_path() -> Path:
 
 
 def cache_key(learner: MetaLearner, name: str, code: str, batch: Episode, device: torch.device,
-              dtype: torch.dtype, budget: int) -> str:
-    facts = {"learner": name, "config": repr(learner.config), "code": code,
+              dtype: torch.dtype, budget: int, phase: str = "") -> str:
+    model = learner.model
+    facts = {"learner": name, "config": repr(learner.config), "phase": phase, "code": code,
              "batch": [list(t.shape) for t in (batch.support_x, batch.support_y, batch.query_x, batch.query_y)],
-             "model": [[n, list(p.shape)] for n, p in learner.model.named_parameters()],
-             "device": f"{device.type}:{device_description(device)}", "dtype": str(dtype), "torch": torch.__version__,
-             "threads": budget}
+             "model": [[n, list(p.shape)] for n, p in model.named_parameters()],
+             "buffers": [[n, list(b.shape)] for n, b in model.named_buffers()],
+             "modules": repr(model),  # batch norm with or without running statistics, pooling, layer types
+             "machine": machine_facts(device), "dtype": str(dtype), "torch": torch.__version__, "threads": budget}
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -97,47 +118,166 @@ def _write(path: Path, key: str, entry: dict) -> None:
 
 
 def decide(learner: MetaLearner, name: str, code: str, batch: Episode, device: torch.device,
-           budget: int | None = None, cache: Path | None = None) -> Decision:
+           budget: int | None = None, cache: Path | None = None, iteration: int = 0) -> Decision:
     """Choose and apply (``use_execution``, ``torch.set_num_threads``) the fastest exact execution of ``batch``
-    for ``learner`` with at most ``budget`` intra-op threads (default: the current count)."""
+    for ``learner`` with at most ``budget`` intra-op threads (default: the current count). ``iteration``: the
+    meta-iteration the learner stands at (its ``start_iteration`` called): measured as it computes there, and its
+    ``execution_phase`` is part of the cache key."""
     budget = budget or torch.get_num_threads()
     candidates = learner.execution_candidates(len(batch), device)
     if not candidates:
         return Decision({}, torch.get_num_threads(), EXPLICIT)
     thread_counts = list(range(1, budget + 1)) if device.type == "cpu" else [torch.get_num_threads()]
     cache = cache or cache_path()
-    key = cache_key(learner, name, code, batch, device, batch.query_x.dtype, budget)
+    key = cache_key(learner, name, code, batch, device, batch.query_x.dtype, budget,
+                    learner.execution_phase(iteration))
     entry = _read(cache).get(key)
-    if isinstance(entry, dict) and entry.get("choice") in candidates and entry.get("threads") in thread_counts:
-        return _apply(learner, Decision(entry["choice"], entry["threads"], CACHED))
-    times: dict[str, float] = {}
-    by_label: dict[str, tuple[dict[str, str], int]] = {}
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for threads in thread_counts:
-            torch.set_num_threads(threads)
-            for choice in candidates:
-                learner.use_execution(choice)
-                by_label[label(choice, threads)] = (choice, threads)
-                times[label(choice, threads)] = _median_ms(learner, batch, device)
-    for parameter in learner.meta_parameters():
-        parameter.grad = None
-    best = min(times, key=times.get)
-    if not math.isfinite(times[best]):
-        raise RuntimeError(f"no execution candidate could run: {times}")
-    choice, threads = by_label[best]
-    _write(cache, key, {"choice": choice, "threads": threads, "times_ms": times, "learner": name})
-    return _apply(learner, Decision(choice, threads, MEASURED, times))
+    ranking = _cached_ranking(entry, candidates, thread_counts)
+    if ranking:
+        failed = entry.get("failed") if isinstance(entry.get("failed"), dict) else {}
+        return _apply(learner, Decision(*ranking[0], CACHED, failed=failed, ranking=ranking))
+    times, failed = _measure(learner, batch, device, candidates, thread_counts)
+    if not times:
+        raise RuntimeError("no execution candidate could run: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+    ranking = tuple(candidate for candidate, _ in sorted(times, key=lambda timed: timed[1]))
+    by_label = {label(*candidate): ms for candidate, ms in times}
+    _write(cache, key, {"ranking": [list(c) for c in ranking], "times_ms": by_label, "failed": failed,
+                        "learner": name})
+    return _apply(learner, Decision(*ranking[0], MEASURED, by_label, failed, ranking))
+
+
+def _cached_ranking(entry: object, candidates: list[dict[str, str]], thread_counts: list[int]
+                    ) -> tuple[Candidate, ...]:
+    """A cache entry's ranking where all of it is still on offer; empty (decide afresh) where anything is off."""
+    ranking = entry.get("ranking") if isinstance(entry, dict) else None
+    if not isinstance(ranking, list) or not ranking:
+        return ()
+    if not all(isinstance(r, list) and len(r) == 2 and r[0] in candidates and r[1] in thread_counts for r in ranking):
+        return ()
+    return tuple((dict(choice), threads) for choice, threads in ranking)
+
+
+def _measure(learner: MetaLearner, batch: Episode, device: torch.device, candidates: list[dict[str, str]],
+             thread_counts: list[int]) -> tuple[list[tuple[Candidate, float]], dict[str, str]]:
+    """Every candidate that ran with its median milliseconds, and the reason of each that could not."""
+    times: list[tuple[Candidate, float]] = []
+    failed: dict[str, str] = {}
+    threads, saved = torch.get_num_threads(), _Saved(learner)
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for count in thread_counts:
+                torch.set_num_threads(count)
+                for choice in candidates:
+                    try:
+                        learner.use_execution(choice)
+                        times.append(((choice, count), _median_ms(learner, batch, device)))
+                    except Exception as error:  # noqa: BLE001  (cannot run: no candidate; the reason is logged)
+                        failed[label(choice, count)] = _reason(error)
+    finally:
+        torch.set_num_threads(threads)
+        saved.restore()
+        _clear_gradients(learner)
+    return times, failed
 
 
 def _median_ms(learner: MetaLearner, batch: Episode, device: torch.device) -> float:
-    try:
-        return statistics.median(time_steps(meta_iteration(learner, batch), TIMED_ITERATIONS, device).times) * 1000
-    except torch.cuda.OutOfMemoryError:  # a candidate that does not fit is not a candidate
-        torch.cuda.empty_cache()
-        return float("inf")
+    return statistics.median(time_steps(meta_iteration(learner, batch), TIMED_ITERATIONS, device).times) * 1000
+
+
+def _reason(error: BaseException) -> str:
+    """An exception as one short line for a tag."""
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0][:200]}" if message else type(error).__name__
+
+
+def _clear_gradients(learner: MetaLearner) -> None:
+    """What a step left in ``.grad`` (timing, or a step that ran out of memory) must not add to the next."""
+    for parameter in learner.meta_parameters():
+        parameter.grad = None
 
 
 def _apply(learner: MetaLearner, decision: Decision) -> Decision:
     learner.use_execution(decision.choice)
     torch.set_num_threads(decision.threads)
     return decision
+
+
+class _Saved:
+    """A learner's state, to put back after running it outside training (timing candidates, a step that ran out of
+    memory): its ``state_dict`` (parameters, learned rates, persistent buffers), every buffer of its model (batch
+    norm's running statistics and batch counts; non-persistent ones too) and its attributes (the execution chosen,
+    the iteration)."""
+
+    def __init__(self, learner: MetaLearner):
+        self.learner = learner
+        self.attributes = dict(vars(learner))
+        self.state = {k: v.detach().clone() for k, v in learner.state_dict().items()}
+        self.buffers = {n: b.detach().clone() for n, b in learner.model.named_buffers()}
+
+    def restore(self) -> None:
+        vars(self.learner).clear()
+        vars(self.learner).update(self.attributes)
+        self.learner.load_state_dict(self.state)  # in place: the outer optimiser keeps the same tensors
+        with torch.no_grad():
+            for name, buffer in self.learner.model.named_buffers():
+                buffer.copy_(self.buffers[name])
+
+
+class Autotuner:
+    """A cell's execution through meta-training: decided before the first meta-iteration, again where the
+    learner's ``execution_phase`` changes, and handed to the next fastest candidate that ran where a step runs out
+    of device memory. The runner calls ``before`` after ``start_iteration`` and outside the clock, and takes the
+    step's meta-gradient from ``meta_gradient``."""
+
+    def __init__(self, learner: MetaLearner, name: str, code: str, batch: Episode, device: torch.device):
+        self.learner, self.name, self.code, self.device = learner, name, code, device
+        self.budget = torch.get_num_threads()  # the cell's: a decision's own thread count never narrows the next
+        self.iteration, self.phase = 0, learner.execution_phase(0)  # a new learner stands at iteration 0
+        self.decision = decide(learner, name, code, batch, device, self.budget)
+        self.history = [(self.iteration, self.phase, self.decision)]
+        self.saved: _Saved | None = None
+
+    def before(self, iteration: int, batch: Episode) -> None:
+        """Ready meta-iteration ``iteration`` (the learner's ``start_iteration`` called): a new phase is decided
+        again, measured as the learner now computes."""
+        self.iteration = iteration
+        phase = self.learner.execution_phase(iteration)
+        if phase != self.phase and self.decision.how != EXPLICIT:
+            self.phase, self.decision = phase, decide(self.learner, self.name, self.code, batch, self.device,
+                                                      self.budget, iteration=iteration)
+            self.history.append((iteration, phase, self.decision))
+        # a retried step must start from this one's state; a step changes buffers alone (the contract: not the
+        # weights), so without buffers there is nothing to keep
+        keep = self._fallback() is not None and any(True for _ in self.learner.model.buffers())
+        self.saved = _Saved(self.learner) if keep else None
+
+    def meta_gradient(self, batch: Episode) -> StepResult:
+        """The learner's meta-gradient of ``batch``; out of device memory, the step again on the next candidate."""
+        while True:
+            try:
+                return self.learner.meta_gradient(batch)
+            except torch.cuda.OutOfMemoryError as error:
+                fallback = self._fallback()
+                if fallback is None:
+                    raise
+                if self.saved is not None:
+                    self.saved.restore()
+                _clear_gradients(self.learner)
+                out = label(self.decision.choice, self.decision.threads)
+                failed = {**self.decision.failed, out: f"{_reason(error)} (meta-iteration {self.iteration})"}
+                rest = tuple(c for c in self.decision.ranking if c[0] != self.decision.choice)
+                self.decision = _apply(self.learner, Decision(*fallback, FALLBACK, self.decision.times_ms, failed,
+                                                              rest))
+                self.history.append((self.iteration, self.phase, self.decision))
+
+    def _fallback(self) -> Candidate | None:
+        """The fastest candidate that ran with another choice than the current (threads do not change memory)."""
+        return next((c for c in self.decision.ranking if c[0] != self.decision.choice), None)
+
+    def tags(self) -> dict[str, str]:
+        """The execution in force at the end, and every switch where there was one."""
+        tags = self.decision.tags()
+        if len(self.history) > 1:
+            tags["autotune_history"] = json.dumps([[iteration, phase, label(d.choice, d.threads), d.how]
+                                                   for iteration, phase, d in self.history])
+        return tags

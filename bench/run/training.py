@@ -100,9 +100,10 @@ def run_cell(cell: Cell, on_train: Curve | None = None, on_validation: Curve | N
     """Meta-train ``cell`` and score it on its test episodes; ``test`` False stops after meta-training (a
     hyperparameter search never sees the test episodes). After every meta-iteration a Ctrl-C that Python swallowed
     is raised again (bench.core.interrupts), then ``between_iterations`` may stop the cell by raising (lost
-    ownership). Where the learner leaves its execution open, it is chosen by measurement first
-    (``bench.run.autotune``); the process's intra-op thread count is restored at the end. With ``trained``, the cell
-    is only tested, on those meta-parameters: no meta-training, no validation."""
+    ownership). Where the learner leaves its execution open, it is chosen by measurement first, again where the
+    learner's execution phase changes, and where a step runs out of device memory the next candidate takes over
+    (``bench.run.autotune.Autotuner``); the process's intra-op thread count is restored at the end. With
+    ``trained``, the cell is only tested, on those meta-parameters: no meta-training, no validation."""
     threads = torch.get_num_threads()
     try:
         with wall_clock(torch.device(cell.device)) as seconds:
@@ -122,17 +123,17 @@ def _run_cell(cell: Cell, on_train: Curve | None, on_validation: Curve | None, p
     train_source = data.sampler("train", cell.n_way, cell.k_shot, cell.train_query, cell.seed)
     val_source = data.sampler("val", cell.n_way, cell.k_shot, cell.test_query, evaluation.episode_seed)
     batch_size = training.meta_batch_size
-    decision = autotune.decide(learner, cell.learner, code_identity(cell.learner, cell.dataset.name),
+    tuner = autotune.Autotuner(learner, cell.learner, code_identity(cell.learner, cell.dataset.name),
                                train_source.batch(0, batch_size).to(device, dtype), device)
     if trained is not None:
         learner.load_state_dict(trained.state)
         results = training_metrics(trained.metrics)
     else:
-        results = _meta_train(cell, learner, train_source, val_source, on_train, on_validation, progress,
+        results = _meta_train(cell, learner, tuner, train_source, val_source, on_train, on_validation, progress,
                               between_iterations)
     score_name = data.score_name
     state = {k: v.detach().cpu() for k, v in learner.state_dict().items()}
-    execution = {**learner.execution(batch_size, device), **decision.tags()}
+    execution = {**learner.execution(batch_size, device), **tuner.tags(), "data_identity": data.content_identity}
     if not test:
         return CellResult(results, [], score_name, state, execution)
     eval_meter = PhaseMeter(device, warmup=evaluation.warmup_episodes)
@@ -142,8 +143,8 @@ def _run_cell(cell: Cell, on_train: Curve | None, on_validation: Curve | None, p
     return CellResult(results, tested.primary, score_name, state, execution, tested.rows)
 
 
-def _meta_train(cell: Cell, learner: MetaLearner, train_source: TaskSource, val_source: TaskSource,
-                on_train: Curve | None,
+def _meta_train(cell: Cell, learner: MetaLearner, tuner: autotune.Autotuner, train_source: TaskSource,
+                val_source: TaskSource, on_train: Curve | None,
                 on_validation: Curve | None, progress: bool, between_iterations: Callable[[], None] | None
                 ) -> dict[str, float]:
     """The meta-training loop with its validation passes: the phase's metrics."""
@@ -156,10 +157,11 @@ def _meta_train(cell: Cell, learner: MetaLearner, train_source: TaskSource, val_
     bar = tqdm(range(training.meta_iterations), desc=cell.title, leave=False, disable=not progress, unit="it")
     for iteration in bar:
         batch = train_source.batch(iteration * batch_size, batch_size).to(device, dtype)
+        learner.start_iteration(iteration)
+        tuner.before(iteration, batch)  # outside the clock: a new execution phase is measured here
         with meter.step():
             optimizer.zero_grad(set_to_none=True)
-            learner.start_iteration(iteration)
-            result = learner.meta_gradient(batch)
+            result = tuner.meta_gradient(batch)
             names, values = _step_values(result)
             values = values.tolist()  # the iteration's one device read
             loss = values[0]
