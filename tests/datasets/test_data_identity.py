@@ -99,3 +99,29 @@ def test_a_replaced_data_file_reruns_the_cells_that_read_it_and_runs_never_pair_
     assert "WARNING: the runs read more than one version" not in text  # the standing runs read one
     newest = max(runs, key=lambda r: r.info.start_time).data.tags["data_identity"]
     assert f"data: {newest}" in text  # the header names the data the standing runs read
+
+
+@pytest.mark.parametrize("planned", ["unknown", "files-0000000000000000"])
+def test_the_worker_records_the_data_it_read_and_a_change_since_planning_fails_the_cell(planned, tmp_path,
+                                                                                        tracking_uri, monkeypatch):
+    """Where the planning process cannot read the data (its identity "unknown"), the run records the worker's and is
+    never reused; where the two disagree, the data changed in between and the cell fails, naming both."""
+    from bench.run import execution  # noqa: PLC0415
+
+    monkeypatch.setattr(execution, "data_identity", lambda cell: planned)
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "learners": ["finetune"]}))
+    arguments = ["run", str(path), "--tracking-uri", tracking_uri, "--no-progress", "--no-report"]
+    actual = load_dataset("glyphs").content_identity
+    if planned == "unknown":
+        assert main(arguments) == 0 and main(arguments) == 0
+        runs = cell_runs(tracking_uri)
+        assert len(runs) == 2  # not reused: nothing known to compare with
+        assert {r.data.tags["data_identity"] for r in runs} == {actual}
+        assert all(r.data.tags["eval_fingerprint"].endswith(actual) for r in runs)
+    else:
+        assert main(arguments) == 1
+        (run,) = cell_runs(tracking_uri)
+        assert run.info.status == "FAILED"
+        assert f"the data changed between planning and running the cell (identity {planned} when planned, " \
+               f"{actual} when run)" in run.data.tags["error"]
