@@ -32,6 +32,7 @@ WORK_ROOT = Path(os.environ["METABENCH_HOME"]).resolve() if os.environ.get("META
     PROJECT_ROOT if CHECKOUT else Path.cwd())
 RESULTS = WORK_ROOT / "results"  # embedded stores and caches (git-ignored)
 DATASET_CACHE = RESULTS / "cache"  # decoded datasets; METABENCH_CACHE overrides it
+CHECKPOINTS = RESULTS / "checkpoints"  # cells' training states, to resume mid-training; METABENCH_CHECKPOINTS overrides
 AUTOTUNE_CACHE = RESULTS / "autotune.json"  # measured execution choices; METABENCH_AUTOTUNE overrides it
 OPTUNA_STORAGE = "sqlite:///results/optuna.db"  # `bench tune`'s default study storage (relative to WORK_ROOT)
 # `bench ci-check`'s pinned figures: the repository's. An installed copy compares with the copy it ships unless the

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Annotated, Iterator
+import random
+from typing import Annotated, Any, Iterator
 
+import numpy as np
 import torch
 
 from bench.core.config import Within
@@ -23,3 +25,33 @@ def seeded(seed: int) -> Iterator[None]:
         torch.manual_seed(seed)
         yield
 
+
+
+def random_states() -> dict[str, Any]:
+    """Every global generator's state: torch on the CPU and every GPU, numpy's, Python's (tensors and plain values,
+    so ``torch.load(weights_only=True)`` reads them back)."""
+    numpy_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].copy()), *numpy_state[2:]],
+            "python": random.getstate()}
+
+
+def set_random_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, keys.numpy(), *rest))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+@contextlib.contextmanager
+def random_states_kept() -> Iterator[None]:
+    """Run a block that may draw from any global generator (timing candidates) and leave every one as it was."""
+    states = random_states()
+    try:
+        yield
+    finally:
+        set_random_states(states)

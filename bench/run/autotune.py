@@ -29,6 +29,7 @@ candidate computes the same meta-gradient, tested), and a damaged file is set as
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -41,6 +42,7 @@ import torch
 
 from bench.core.hardware import machine_facts
 from bench.core.paths import AUTOTUNE_CACHE
+from bench.core.seeding import random_states_kept
 from bench.run.measure import time_steps
 from bench.run.problems import meta_iteration
 from meta_bench.algorithms import MetaLearner, StepResult
@@ -164,7 +166,7 @@ def _measure(learner: MetaLearner, batch: Episode, device: torch.device, candida
     failed: dict[str, str] = {}
     threads, saved = torch.get_num_threads(), _Saved(learner)
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with random_states_kept():  # measuring draws nothing the cell would draw: torch, numpy, Python
             for count in thread_counts:
                 torch.set_num_threads(count)
                 for choice in candidates:
@@ -200,6 +202,10 @@ def _apply(learner: MetaLearner, decision: Decision) -> Decision:
     learner.use_execution(decision.choice)
     torch.set_num_threads(decision.threads)
     return decision
+
+
+def _decision(fields: dict) -> Decision:
+    return Decision(**{**fields, "ranking": tuple((dict(choice), threads) for choice, threads in fields["ranking"])})
 
 
 class _Saved:
@@ -269,6 +275,18 @@ class Autotuner:
                 self.decision = _apply(self.learner, Decision(*fallback, FALLBACK, self.decision.times_ms, failed,
                                                               rest))
                 self.history.append((self.iteration, self.phase, self.decision))
+
+    def state(self) -> dict:
+        """What a checkpoint keeps: the phase, the execution in force and every switch so far (plain values)."""
+        return {"phase": self.phase, "decision": dataclasses.asdict(self.decision),
+                "history": [(iteration, phase, dataclasses.asdict(d)) for iteration, phase, d in self.history]}
+
+    def resume(self, state: dict) -> None:
+        """Run on as the checkpointed cell ran: its execution, not one decided afresh (float32 sums depend on it)."""
+        self.phase = state["phase"]
+        self.history = [(iteration, phase, _decision(d)) for iteration, phase, d in state["history"]]
+        decision = _decision(state["decision"])
+        self.decision = _apply(self.learner, decision) if decision.choice else decision  # nothing open: as it is
 
     def _fallback(self) -> Candidate | None:
         """The fastest candidate that ran with another choice than the current (threads do not change memory)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -11,9 +12,10 @@ from tqdm import tqdm
 
 from bench.core import interrupts
 from bench.core import metrics as m
+from bench.core.seeding import random_states, set_random_states
 from bench.core.metrics import (CUDA_PEAK_BYTES, MS_MEDIAN, MS_P90, RSS_PEAK_BYTES, SAVED_BYTES_PEAK, SECONDS_TOTAL,
                                 TIMED_STEPS, phase)
-from bench.run import autotune
+from bench.run import autotune, checkpoint
 from bench.run.evaluation import evaluate
 from bench.run.factory import build_learner, build_optimizer, dtype_of
 from bench.run.measure import PhaseMeter, wall_clock
@@ -26,6 +28,7 @@ from meta_bench.datasets import TaskSource, load_dataset
 Curve = Callable[[int, dict[str, float]], None]  # (meta-iteration, values by metric name)
 
 
+TRAIN, VALIDATION = "train", "validation"  # the two kinds of curve point a cell emits
 CURVE_POINTS = 1000  # at most this many points per training curve (window means beyond): logging stays bounded
 
 
@@ -123,38 +126,53 @@ def _run_cell(cell: Cell, on_train: Curve | None, on_validation: Curve | None, p
     train_source = data.sampler("train", cell.n_way, cell.k_shot, cell.train_query, cell.seed)
     val_source = data.sampler("val", cell.n_way, cell.k_shot, cell.test_query, evaluation.episode_seed)
     batch_size = training.meta_batch_size
-    tuner = autotune.Autotuner(learner, cell.learner, code_identity(cell.learner, cell.dataset.name),
-                               train_source.batch(0, batch_size).to(device, dtype), device)
+    code = code_identity(cell.learner, cell.dataset.name)
+    tuner = autotune.Autotuner(learner, cell.learner, code, train_source.batch(0, batch_size).to(device, dtype),
+                               device)
+    saved_at = checkpoint.path_for(cell, code, data.content_identity)
+    resumed: list[int] = []
     if trained is not None:
         learner.load_state_dict(trained.state)
         results = training_metrics(trained.metrics)
     else:
-        results = _meta_train(cell, learner, tuner, train_source, val_source, on_train, on_validation, progress,
-                              between_iterations)
+        with checkpoint.on_signals():
+            results, resumed = _meta_train(cell, learner, tuner, train_source, val_source, on_train, on_validation,
+                                           progress, between_iterations, saved_at)
     score_name = data.score_name
     state = {k: v.detach().cpu() for k, v in learner.state_dict().items()}
     execution = {**learner.execution(batch_size, device), **tuner.tags(), "data_identity": data.content_identity}
+    if resumed:  # the meta-iterations it resumed from, in order
+        execution["resumed_from"] = ",".join(map(str, resumed))
+    if test:
+        eval_meter = PhaseMeter(device, warmup=evaluation.warmup_episodes)
+        tested = score_cell(cell, learner, data, device, dtype, batch_size, eval_meter)
+        results.update(eval_meter.summary("eval"))
+        results.update(tested.metrics)
+    checkpoint.remove(saved_at)  # the cell is done: what is left to log needs no training state
     if not test:
         return CellResult(results, [], score_name, state, execution)
-    eval_meter = PhaseMeter(device, warmup=evaluation.warmup_episodes)
-    tested = score_cell(cell, learner, data, device, dtype, batch_size, eval_meter)
-    results.update(eval_meter.summary("eval"))
-    results.update(tested.metrics)
     return CellResult(results, tested.primary, score_name, state, execution, tested.rows)
 
 
 def _meta_train(cell: Cell, learner: MetaLearner, tuner: autotune.Autotuner, train_source: TaskSource,
                 val_source: TaskSource, on_train: Curve | None,
-                on_validation: Curve | None, progress: bool, between_iterations: Callable[[], None] | None
-                ) -> dict[str, float]:
-    """The meta-training loop with its validation passes: the phase's metrics."""
+                on_validation: Curve | None, progress: bool, between_iterations: Callable[[], None] | None,
+                saved_at: Path) -> tuple[dict[str, float], list[int]]:
+    """The meta-training loop with its validation passes, resumed from the checkpoint at ``saved_at`` where there is
+    one and checkpointed there as it goes: the phase's metrics and the meta-iterations it resumed from."""
     device, dtype = torch.device(cell.device), dtype_of(cell.training)
     training, batch_size = cell.training, cell.training.meta_batch_size
     optimizer = build_optimizer(cell, learner)
-    meter, val_meter = PhaseMeter(device, warmup=training.warmup_iterations), PhaseMeter(device)
-    window = CurveWindow(training.meta_iterations)
-    loss, validation = math.nan, []
-    bar = tqdm(range(training.meta_iterations), desc=cell.title, leave=False, disable=not progress, unit="it")
+    loop = _Loop(PhaseMeter(device, warmup=training.warmup_iterations), PhaseMeter(device),
+                 CurveWindow(training.meta_iterations))
+    meter, val_meter, window = loop.meter, loop.val_meter, loop.window
+    state = checkpoint.load(saved_at)
+    if state is not None:
+        loop.resume(state, learner, optimizer, tuner, on_train, on_validation)
+    schedule = checkpoint.Schedule(training.checkpoint_every)
+    loss, validation = loop.loss, loop.validation
+    bar = tqdm(range(loop.start, training.meta_iterations), desc=cell.title, leave=False, disable=not progress,
+               unit="it", initial=loop.start, total=training.meta_iterations)
     for iteration in bar:
         batch = train_source.batch(iteration * batch_size, batch_size).to(device, dtype)
         learner.start_iteration(iteration)
@@ -175,8 +193,10 @@ def _meta_train(cell: Cell, learner: MetaLearner, tuner: autotune.Autotuner, tra
             between_iterations()
         last = iteration + 1 == training.meta_iterations
         means = window.add(iteration, names, values, last)
-        if on_train is not None and means is not None:
-            on_train(iteration, means)
+        if means is not None:
+            loop.points.append((TRAIN, iteration, means))
+            if on_train is not None:
+                on_train(iteration, means)
         if iteration % 10 == 0:
             bar.set_postfix(loss=f"{loss:.3f}", refresh=False)  # the bar redraws at its own bounded rate
         if (iteration + 1) % training.validate_every == 0 or last:
@@ -184,9 +204,57 @@ def _meta_train(cell: Cell, learner: MetaLearner, tuner: autotune.Autotuner, tra
                 scores = evaluate(learner, val_source, training.validation_episodes, device, dtype,
                                   per_pass=batch_size)
             validation.append(sum(scores) / len(scores))
+            loop.points.append((VALIDATION, iteration + 1, {m.VAL_SCORE: validation[-1]}))
             if on_validation is not None:
                 on_validation(iteration + 1, {m.VAL_SCORE: validation[-1]})
+        if not last and schedule.due():  # between meta-iterations, outside the clock
+            loop.loss = loss
+            checkpoint.save(saved_at, loop.state(iteration + 1, learner, optimizer, tuner))
+            schedule.saved()
     results = meter.summary("train")
     results[m.VAL_SECONDS] = val_meter.summary("val")[m.VAL_SECONDS]
     results.update({m.FINAL_VAL_SCORE: validation[-1], m.FINAL_TRAIN_LOSS: loss})
-    return results
+    return results, loop.resumed
+
+
+@dataclass
+class _Loop:
+    """What the training loop carries from one meta-iteration to the next besides the learner, the optimiser and
+    the execution: what a checkpoint holds of it, and how a resumed loop takes it back."""
+
+    meter: PhaseMeter
+    val_meter: PhaseMeter
+    window: CurveWindow
+    start: int = 0  # the first meta-iteration this process runs
+    loss: float = math.nan
+    validation: list[float] = field(default_factory=list)
+    # the curve points emitted so far, in order: (TRAIN or VALIDATION, meta-iteration, values)
+    points: list[tuple[str, int, dict[str, float]]] = field(default_factory=list)
+    resumed: list[int] = field(default_factory=list)  # the meta-iterations resumed from, in order
+
+    def state(self, next_iteration: int, learner: MetaLearner, optimizer, tuner: autotune.Autotuner) -> dict:
+        return {"iteration": next_iteration, "learner": learner.state_dict(), "optimizer": optimizer.state_dict(),
+                "random": random_states(), "tuner": tuner.state(), "loss": self.loss,
+                "validation": self.validation, "window": (self.window.sums, self.window.count),
+                "points": self.points, "resumed": self.resumed,
+                "meter": checkpoint.meter_state(self.meter), "val_meter": checkpoint.meter_state(self.val_meter)}
+
+    def resume(self, state: dict, learner: MetaLearner, optimizer, tuner: autotune.Autotuner,
+               on_train: Curve | None, on_validation: Curve | None) -> None:
+        """Take the checkpointed loop back; the curve points emitted before it are emitted again (a cell claimed
+        again logs into a new run). Random states last: nothing after them may draw."""
+        learner.load_state_dict(state["learner"])
+        optimizer.load_state_dict(state["optimizer"])
+        tuner.resume(state["tuner"])
+        checkpoint.set_meter_state(self.meter, state["meter"])
+        checkpoint.set_meter_state(self.val_meter, state["val_meter"])
+        self.window.sums, self.window.count = dict(state["window"][0]), state["window"][1]
+        self.start, self.loss = state["iteration"], state["loss"]
+        self.validation = list(state["validation"])
+        self.points = list(state["points"])
+        self.resumed = [*state["resumed"], self.start]
+        emitters = {TRAIN: on_train, VALIDATION: on_validation}
+        for kind, iteration, values in self.points:
+            if emitters[kind] is not None:
+                emitters[kind](iteration, values)
+        set_random_states(state["random"])

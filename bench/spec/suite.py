@@ -68,6 +68,9 @@ class TrainingSpec:
     warmup_iterations: int = 2
     dtype: Literal["float32", "float64"] = "float32"
     meta_grad_clip: float | None = None  # clip every meta-gradient element to [-c, c] (Finn's miniImageNet: 10)
+    # seconds between checkpoints of the whole training state (bench.run.checkpoint; 0: after every meta-iteration):
+    # how a cell resumes mid-training. It changes no number: no configuration hash holds it
+    checkpoint_every: float = 300.0
 
     def __post_init__(self) -> None:
         for name in ("meta_iterations", "meta_batch_size", "validate_every", "validation_episodes"):
@@ -79,8 +82,13 @@ class TrainingSpec:
             raise ValueError(f"training.meta_grad_clip must be positive (or absent), got {self.meta_grad_clip}")
         if self.lr <= 0:
             raise ValueError(f"training.lr must be positive, got {self.lr}")
+        if not self.checkpoint_every >= 0:
+            raise ValueError(f"training.checkpoint_every must be 0 or more seconds, got {self.checkpoint_every}")
         if not 0 <= self.warmup_iterations < self.meta_iterations:
             raise ValueError(f"training.warmup_iterations must be in [0, meta_iterations), got {self.warmup_iterations}")
+
+
+UNHASHED_TRAINING = ("checkpoint_every",)  # how often the state is saved: no result depends on it
 
 
 @dataclass(frozen=True)
@@ -212,7 +220,8 @@ class Cell:
                 "learner_config": to_mapping(self.learner_config), "n_way": self.n_way, "k_shot": self.k_shot,
                 "device": self.device, "seed": self.seed, "dataset": self.dataset.name,
                 "dataset_options": to_mapping(self.dataset_options), "backbone": to_mapping(self.backbone),
-                "training": to_mapping(self.training), "evaluation": to_mapping(self.evaluation)}
+                "training": {k: v for k, v in to_mapping(self.training).items() if k not in UNHASHED_TRAINING},
+                "evaluation": to_mapping(self.evaluation)}
 
     @property
     def config_hash(self) -> str:

@@ -343,3 +343,20 @@ def test_a_step_out_of_memory_is_run_again_on_the_next_candidate(tmp_path, monke
         tuner.meta_gradient(batch)
     assert [row[2] for row in json.loads(tuner.tags()["autotune_history"])] == ["vmap/6 t1", "vmap/2 t1", "bmm/6 t1",
                                                                              "loop t1"]
+
+
+def test_measuring_draws_nothing_from_the_generators_a_cell_draws_from(tmp_path, monkeypatch):
+    """A candidate that draws random numbers (dropout, noise) while it is timed leaves torch's, numpy's and Python's
+    generators where they were: the cell's own draws do not depend on whether its execution was measured or
+    cached."""
+    import random  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    monkeypatch.setattr(autotune, "_median_ms", lambda learner, batch, device: float(
+        torch.rand(()) + np.random.rand() + random.random()))
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    expected = (float(torch.rand(())), float(np.random.rand()), random.random())
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    decide(SINUSOID.learner("maml"), SINUSOID.batch(), tmp_path / "a.json", budget=1)
+    assert (float(torch.rand(())), float(np.random.rand()), random.random()) == expected

@@ -170,7 +170,8 @@ def start_driver(ray_cluster: str, tmp_path: Path) -> tuple[subprocess.Popen, st
     while not worker_pids():
         assert driver.poll() is None and time.monotonic() < deadline, "no cell started"
         time.sleep(0.1)
-    time.sleep(0.5)  # inside the cell: its run is RUNNING and training
+    # a cell task runs (its run was RUNNING before it was submitted): interrupted now, not after some time, which on
+    # a quiet machine could outlast the cell
     assert worker_pids(), "the cell ended before the test could interrupt it"
     return driver, uri
 
@@ -196,16 +197,17 @@ def test_a_test_condition_added_later_is_tested_on_a_worker_from_the_saved_meta_
 
 def test_ctrl_c_cancels_the_cells_in_flight_and_ends_their_runs_killed(ray_cluster, tmp_path):
     """The driver in this process, on a Ray connection it did not open (so it will not shut Ray down, which would
-    end the job's workers anyway): a remembered Ctrl-C must cancel the tasks themselves. Cells of 20-30 s, so a
-    task still running 5 s after the Ctrl-C was not cancelled."""
-    raw = {**FOUR_CELLS, "training": {**FOUR_CELLS["training"], "meta_iterations": 2000, "validate_every": 2000}}
+    end the job's workers anyway): a remembered Ctrl-C must cancel the tasks themselves. Cells that cannot end on
+    their own (ten million meta-iterations): the Ctrl-C comes once a cell task runs (an event, not a duration), and a
+    task still running 5 s after it was not cancelled."""
+    raw = {**FOUR_CELLS, "training": {**FOUR_CELLS["training"], "meta_iterations": 10_000_000,
+                                      "validate_every": 10_000_000}}
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
 
     def press_ctrl_c_mid_cell():
         deadline = time.monotonic() + 120
         while not worker_pids() and time.monotonic() < deadline:
             time.sleep(0.1)
-        time.sleep(0.5)
         interrupts.record()  # what the runner's SIGINT handler records
 
     ray.init(address=ray_cluster, log_to_driver=False, configure_logging=False)
