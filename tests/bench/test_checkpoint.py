@@ -1,12 +1,22 @@
 """Cells that resume mid-training: interrupted at a meta-iteration and claimed again, a cell resumes from its last
 checkpoint and ends exactly as a cell that never stopped (float64 on the CPU), curves included."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 from bench.run import checkpoint
 from bench.run.training import run_cell
 from bench.spec.suite import expand, parse_suite
-from tests.suites import TINY
+from tests.suites import TINY, cell_runs
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Stopped(Exception):
@@ -116,3 +126,73 @@ def test_a_learner_that_draws_random_numbers_resumes_with_the_same_draws(tmp_pat
     seed(1)  # what the resumed process happens to hold: the checkpoint's states replace it
     resumed, _ = _run(cell)
     assert all(torch.equal(value, resumed.state_dict[name]) for name, value in whole.state_dict.items())
+
+
+BLOCK_AFTER_CHECKPOINT = '''
+import os, sys, time
+from pathlib import Path
+from meta_bench.algorithms.functional import FunctionalLearner
+original = FunctionalLearner.meta_gradient
+folder = Path(os.environ["METABENCH_CHECKPOINTS"])
+
+def meta_gradient(self, batch):
+    if any(folder.glob("*.pt")):  # a checkpoint is on disk: hold here, mid-cell, until killed
+        (folder.parent / "blocked").touch()
+        while True:
+            time.sleep(1)
+    return original(self, batch)
+
+FunctionalLearner.meta_gradient = meta_gradient
+from bench.__main__ import main
+sys.exit(main(sys.argv[1:]))
+'''
+
+
+def test_kill_minus_nine_mid_cell_then_rerun_resumes_from_the_checkpoint_with_the_same_scores(tmp_path):
+    """A real ``bench run`` killed with SIGKILL inside a cell (held there once its first checkpoint is on disk: an
+    event, not a duration), then run again: the killed run is closed as interrupted, the cell resumes from the
+    checkpoint (its run says from which meta-iteration) and scores exactly what an uninterrupted run scores."""
+    raw = {**TINY, "dataset": {"name": "sinusoid"}, "learners": [{"name": "maml", "config": {"inner_lr": 0.01}}],
+           "grid": {**TINY["grid"], "n_way": [1], "k_shot": [5]},
+           "training": {**TINY["training"], "meta_iterations": 12, "validate_every": 4, "dtype": "float64",
+                        "checkpoint_every": 0},
+           "evaluation": {"test_episodes": 8, "query": 10}}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(raw))
+
+    def command(store, *prefix):
+        return [sys.executable, *prefix, "run", str(path), "--tracking-uri", f"sqlite:///{tmp_path / store}",
+                "--no-progress", "--no-report"]
+
+    def environment(name):
+        (tmp_path / name).mkdir()
+        return {**os.environ, "OMP_NUM_THREADS": "1", "METABENCH_CHECKPOINTS": str(tmp_path / name / "checkpoints"),
+                "METABENCH_AUTOTUNE": str(tmp_path / "autotune.json")}
+
+    baseline = subprocess.run(command("whole.db", "-m", "bench"), cwd=ROOT, env=environment("whole"),
+                              capture_output=True, text=True, timeout=300)
+    assert baseline.returncode == 0, baseline.stderr
+    killed_env = environment("killed")
+    process = subprocess.Popen(command("killed.db", "-c", BLOCK_AFTER_CHECKPOINT), cwd=ROOT, env=killed_env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (tmp_path / "killed" / "blocked").exists():
+            assert process.poll() is None and time.monotonic() < deadline, "the cell never reached its checkpoint"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    again = subprocess.run(command("killed.db", "-m", "bench"), cwd=ROOT, env=killed_env, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    runs = cell_runs(f"sqlite:///{tmp_path / 'killed.db'}")
+    assert sorted((r.info.status, r.data.tags.get("outcome")) for r in runs) == [("FAILED", "interrupted"),
+                                                                                 ("FINISHED", "finished")]
+    (resumed,) = [r for r in runs if r.info.status == "FINISHED"]
+    (whole,) = cell_runs(f"sqlite:///{tmp_path / 'whole.db'}")
+    assert int(resumed.data.tags["ran.resumed_from"]) >= 1 and "ran.resumed_from" not in whole.data.tags
+    assert resumed.data.metrics["test_mse"] == whole.data.metrics["test_mse"]
+    assert resumed.data.metrics["final_val_score"] == whole.data.metrics["final_val_score"]
+    assert not any((tmp_path / "killed" / "checkpoints").glob("*.pt"))  # removed once the cell was done
