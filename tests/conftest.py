@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from meta_bench.datasets import load_dataset
+from tests.slurm.cluster import single_node_slurm, unavailable
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -14,6 +15,18 @@ def autotune_cache(tmp_path_factory):
     path = tmp_path_factory.mktemp("autotune") / "autotune.json"
     os.environ["METABENCH_AUTOTUNE"] = str(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A real single-node Slurm (tests/slurm/cluster.py) for the session; SLURM_CONF names it to this process and its
+    children (submitit's sbatch and sacct, the jobs)."""
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    with single_node_slurm() as cluster, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLURM_CONF", str(cluster.conf))
+        yield cluster
 
 
 @pytest.fixture(scope="session")
