@@ -35,6 +35,7 @@ def cmd_run(args) -> int:
     from bench.run.runner import executor_for, run_suite
     from bench.spec.suite import MAX_CELLS, describe, load_suites
     from bench.store import tracking
+    from bench.store.claims import DamagedStore
     from bench.store.ownership import OwnershipLost
     from bench.store.provenance import CodeChangedError
 
@@ -64,7 +65,7 @@ def cmd_run(args) -> int:
         except KeyboardInterrupt:
             print("\ninterrupted: finished cells are in MLflow; rerun the same command to resume", file=sys.stderr)
             return EXIT_INTERRUPTED
-        except (CodeChangedError, OwnershipLost) as error:
+        except (CodeChangedError, OwnershipLost, DamagedStore) as error:
             print(f"stopped: {error}; finished cells are in MLflow", file=sys.stderr)
             return EXIT_FAILURES
     print(summary_table(outcomes))
@@ -100,10 +101,10 @@ def cmd_tune(args) -> int:
         return refuse(f"--workers and --heartbeat must be positive, got {args.workers}, {args.heartbeat}")
     worker = args.worker_shares is not None  # one of the processes `--workers` starts
     try:
+        uri = tracking.resolve_uri(suite.tracking.uri, args.tracking_uri)
         options = TuneOptions(storage=tracking.anchored_sqlite(args.storage), study=args.study or "",
                               n_trials=args.n_trials, timeout=args.timeout, workers=1 if worker else args.workers,
                               heartbeat=args.heartbeat)
-        uri = tracking.resolve_uri(suite.tracking.uri, args.tracking_uri)
     except ConfigError as error:
         return refuse(str(error))
     from bench.consumers.tune import optimise, run_workers

@@ -20,7 +20,7 @@ from bench.core.hardware import device_available
 from bench.run.execution import Attempt, CellLoop, Done, Outcome, Sink, SuiteRun, cell_code
 from bench.run.training import run_cell
 from bench.spec.suite import Cell, Suite
-from bench.store import tracking
+from bench.store import claims, tracking
 from bench.store.tracking import FAILED, FINISHED, KILLED
 from meta_bench.datasets import load_dataset
 
@@ -108,6 +108,9 @@ def run_suite(suite: Suite, suite_text: str, uri: str, force: bool = False, reus
     another invocation runs is waited for before it is left to a later run."""
     client = tracking.client_for(uri)
     experiment = tracking.experiment_id(client, suite.suite)
+    kept = claims.keep(client, suite.suite)
+    if kept:
+        echo(f"kept {kept} claim record(s) of an older version where `mlflow gc` cannot erase them")
     closed = tracking.close_orphaned(client, experiment)
     if closed:
         echo(f"marked {closed} run(s) left RUNNING by an ended invocation as FAILED (outcome=interrupted)")

@@ -6,6 +6,11 @@ creates its run, then reserves the generation after the latest one; of any numbe
 however slow their writes, and the others delete their run and step back. A new generation is claimed only when the
 latest claim's run ended without finishing or its owner is gone (then that run is closed as interrupted), and an
 owner checks, before it logs a result, that its claim is still the latest: a cell is finished once.
+
+The records are live experiments, hidden from the MLflow UI, since `mlflow gc` purges deleted ones: generations would
+start again at 0 and a live cell be claimed twice. Older versions deleted each at once; ``keep`` makes those live. An
+owner whose own record is gone, or names another run, stops: the store lost claims (``DamagedStore``), and no claim
+in it can be trusted any more.
 """
 from __future__ import annotations
 
@@ -18,8 +23,21 @@ from bench.store import ownership, tracking
 from bench.store.tracking import FAILED, RUNNING
 
 
+def _prefix(suite: str) -> str:
+    return f"{suite}::claim::"
+
+
 def _name(suite: str, config_hash: str, generation: int) -> str:
-    return f"{suite}::claim::{config_hash}::{generation}"
+    return f"{_prefix(suite)}{config_hash}::{generation}"
+
+
+class DamagedStore(RuntimeError):
+    """A claim record this invocation made is gone or names another run: the store cannot say who runs a cell."""
+
+
+def keep(client, suite: str) -> int:
+    """Make the claim records of ``suite`` that an older version deleted live, before `mlflow gc` erases them."""
+    return tracking.keep_deleted_records(client, _prefix(suite))
 
 
 @dataclass(frozen=True)
@@ -47,7 +65,14 @@ def reserve(client, suite: str, config_hash: str, generation: int, run_id: str) 
 
 def still_holds(client, suite: str, config_hash: str, generation: int, run_id: str) -> bool:
     """Whether ``run_id``'s claim is still the latest and its run still RUNNING (not closed by an invocation that
-    judged this one gone)."""
+    judged this one gone). A claim record is never removed or rewritten: where ours is, the store is damaged."""
+    name = _name(suite, config_hash, generation)
+    own = tracking.reservation(client, name)
+    if own is None or own[0].get(t.CLAIM_RUN_ID) != run_id:
+        found = "is gone" if own is None else f"names run {own[0].get(t.CLAIM_RUN_ID)!r}"
+        raise DamagedStore(f"the claim record {name!r} of run {run_id} {found}: claim records were removed from the "
+                           f"store (an experiment deleted by hand and purged, a restored backup?), so it cannot say "
+                           f"who runs a cell any more; nothing more is claimed or logged. Check the store, then rerun")
     if latest(client, suite, config_hash, generation).run_id != run_id:
         return False
     run = _run(client, run_id)
@@ -82,7 +107,7 @@ def holder(client, suite: str, config_hash: str, floor: int = -1) -> Holder:
     run = _run(client, current.run_id)
     if run is None or run.info.status != RUNNING:
         return Holder(current, run, False)
-    if ownership.owner_gone(run.data.tags):
+    if tracking.owner_gone(client, run):
         tracking.end_run(client, current.run_id, t.OUTCOME_INTERRUPTED, FAILED,
                          {t.ERROR: f"owner gone ({ownership.describe(run.data.tags)}); the cell was claimed again"})
         return Holder(current, None, False)

@@ -5,18 +5,23 @@ A run is tagged with its owner's host name (for people), machine identity (boot 
 names in containers or cloned VMs are told apart), process id and start time, the heartbeat the owner refreshes and
 the staleness limit it promises to keep. The owner is gone when its heartbeat is older than that limit (a stopped or
 hung process included), or, on the same machine, when no process with that id and start time runs (a zombie is
-gone). An owner that cannot beat for most of its limit stops its own cells (``Heartbeat.check``) rather than run on
-unowned while another invocation takes them over.
+gone). The heartbeat is the owner's clock: its age is read from our clock only where both are one (one kernel).
+Another machine's clock may be hours off ours, so there a reader dates the heartbeat by watching it: gone once it
+has stayed unchanged for the limit by the reader's monotonic clock, from when a reader on its machine first saw it
+(kept on the run: ``judge`` says what to write). An owner that cannot beat for most of its limit stops its own cells
+(``Heartbeat.check``) rather than run on unowned while another invocation takes them over.
 
 ``METABENCH_HEARTBEAT_S`` and ``METABENCH_STALE_AFTER_S`` scale both times (tests, or stores slower than usual).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -86,22 +91,58 @@ def _same_machine(tags: dict[str, str]) -> bool:
     return tags[HOST] == platform.node()  # runs of older versions carry the host name alone
 
 
-def owner_gone(tags: dict[str, str], now: float | None = None) -> bool:
+def _same_clock(tags: dict[str, str]) -> bool:
+    """Whether the owner's wall clock is ours: one boot of one kernel, whatever the pid namespace."""
+    if MACHINE in tags:
+        return tags[MACHINE].split("/")[0] == machine_identity().split("/")[0]
+    return tags[HOST] == platform.node()
+
+
+# when this reader sees a heartbeat: monotonic (never stepped), one clock for every process of a boot (a later
+# invocation continues what an earlier one saw; the tag is per machine identity, so a reboot starts afresh)
+watch_clock = time.monotonic
+SEEN = t.OWNER_SEEN_PREFIX + hashlib.sha256(machine_identity().encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    gone: bool
+    seen: dict[str, str]  # tags to add to the run: where this reader first saw its heartbeat (never with gone)
+
+
+def _watched_for(tags: dict[str, str]) -> float | None:
+    """How long this machine has seen the run's current heartbeat unchanged; None where it has not seen it."""
+    (value, _, at), now = tags.get(SEEN, "").partition(" "), watch_clock()
+    if not at or value != tags.get(HEARTBEAT, "") or now < float(at):  # a new beat, or another boot (not Linux)
+        return None
+    return now - float(at)
+
+
+def judge(tags: dict[str, str]) -> Verdict:
     """Whether the process that owns a run with these tags has ended or stopped beating. Runs without owner tags
     (older versions of the harness) are taken as gone, as they always were."""
     if HOST not in tags or PID not in tags:
-        return True
+        return Verdict(True, {})
     limit = float(tags.get(STALE_AFTER) or STALE_AFTER_S)
-    beat = float(tags.get(HEARTBEAT, "0") or 0)
-    if (now if now is not None else time.time()) - beat > limit:
-        return True
-    return _same_machine(tags) and not _alive(int(tags[PID]), tags.get(STARTED, ""))
+    if not _same_clock(tags):
+        watched = _watched_for(tags)
+        if watched is None:
+            return Verdict(False, {SEEN: f"{tags.get(HEARTBEAT, '')} {watch_clock():.3f}"})
+        return Verdict(watched > limit, {})
+    if time.time() - float(tags.get(HEARTBEAT) or 0) > limit:
+        return Verdict(True, {})
+    return Verdict(_same_machine(tags) and not _alive(int(tags[PID]), tags.get(STARTED, "")), {})
 
 
 def describe(tags: dict[str, str]) -> str:
-    """An owner as a person reads it: host, pid and the age of its heartbeat."""
-    beat = float(tags.get(HEARTBEAT, "0") or 0)
-    return f"pid {tags.get(PID, '?')} on {tags.get(HOST, '?')}, heartbeat {time.time() - beat:.0f} s ago"
+    """An owner as a person reads it: host, pid and the age of its heartbeat, as far as this machine can tell."""
+    who = f"pid {tags.get(PID, '?')} on {tags.get(HOST, '?')}"
+    if HOST in tags and _same_clock(tags):
+        return f"{who}, heartbeat {time.time() - float(tags.get(HEARTBEAT) or 0):.0f} s ago"
+    watched = _watched_for(tags)
+    if watched is None:
+        return f"{who}, another machine: its heartbeat is dated by watching it, from now"
+    return f"{who}, another machine: heartbeat unchanged for {watched:.0f} s as seen from here"
 
 
 class Heartbeat:

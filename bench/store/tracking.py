@@ -15,11 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable
+from urllib.parse import urlparse
 
 import torch
 from filelock import FileLock
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunStatus, RunTag, ViewType
 from mlflow.exceptions import MlflowException
+from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.tracking import MlflowClient
 
 from bench.core import tags as t
@@ -73,9 +75,34 @@ def anchored_sqlite(uri: str, create: bool = True) -> str:
     return uri
 
 
+# the stores whose experiment names stay unique however many create one at once (a database's unique constraint, or
+# a server in front of one): what a claim needs. MLflow's file store checks a name, then creates it: two claimants
+# of a cell could both win (3 of 6 did).
+CLAIM_SCHEMES = (*DATABASE_ENGINES, "http", "https")
+SUPPORTED_STORES = ("an SQLite database (sqlite:///results/mlflow.db), a database URI (postgresql://USER@HOST/DB, "
+                    "mysql://..., mssql://...) or an MLflow server (http://HOST:PORT)")
+
+
+def _check_claimable(uri: str) -> None:
+    """Refuse (ConfigError) a store where a cell could be claimed twice. A report only reads, but is refused too: one
+    rule for every command, and MLflow itself opens a file store only when told to (MLFLOW_ALLOW_FILE_STORE)."""
+    scheme = urlparse(uri).scheme.split("+")[0].lower()
+    if scheme in CLAIM_SCHEMES:
+        return
+    if scheme in ("", "file") or len(scheme) == 1:  # a path (C: on Windows) or file: is MLflow's file store
+        raise ConfigError(f"tracking URI {shown(uri)} is MLflow's file store (a folder), where two invocations can "
+                          f"both claim a cell; use {SUPPORTED_STORES} (`mlflow migrate-filestore` moves a file "
+                          f"store's runs into SQLite)")
+    raise ConfigError(f"tracking URI {shown(uri)} has the scheme {scheme!r}, unknown to meta-bench; use "
+                      f"{SUPPORTED_STORES}")
+
+
 def resolve_uri(suite_uri: str, flag: str | None, create: bool = True) -> str:
-    """--tracking-uri beats MLFLOW_TRACKING_URI beats the suite's own."""
-    return anchored_sqlite(flag or os.environ.get("MLFLOW_TRACKING_URI") or suite_uri, create)
+    """--tracking-uri beats MLFLOW_TRACKING_URI beats the suite's own; a store where a cell could be claimed twice is
+    refused (ConfigError)."""
+    uri = flag or os.environ.get("MLFLOW_TRACKING_URI") or suite_uri
+    _check_claimable(uri)
+    return anchored_sqlite(uri, create)
 
 
 @_uninterruptible
@@ -198,7 +225,7 @@ def close_orphaned(client: MlflowClient, experiment: str, role: str | None = Non
     only = f" and {t.matching({t.ROLE: role})}" if role else ""
     running = client.search_runs([experiment], filter_string="attributes.status = 'RUNNING'" + only,
                                  max_results=10000)
-    orphaned = [run for run in running if ownership.owner_gone(run.data.tags)]
+    orphaned = [run for run in running if owner_gone(client, run)]
     for run in orphaned:
         client.set_tag(run.info.run_id, t.OUTCOME, t.OUTCOME_INTERRUPTED)
         client.set_terminated(run.info.run_id, status=FAILED)
@@ -206,21 +233,63 @@ def close_orphaned(client: MlflowClient, experiment: str, role: str | None = Non
 
 
 @_uninterruptible
+def owner_gone(client: MlflowClient, run) -> bool:
+    """Whether the owner of ``run`` (RUNNING) is gone (``ownership.judge``). Where its heartbeat is dated by watching
+    it, this reader's first sight of it is kept on the run: a later look, of this process or a later one on this
+    machine, dates it from there."""
+    verdict = ownership.judge(run.data.tags)
+    if verdict.seen:
+        try:
+            client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in verdict.seen.items()])
+        except MlflowException:  # deleted since it was read (a claimant that lost its race): nothing to watch
+            if _active(client, run.info.run_id):
+                raise
+    return verdict.gone
+
+
+def _active(client: MlflowClient, run_id: str) -> bool:
+    try:
+        return client.get_run(run_id).info.lifecycle_stage == "active"
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise
+
+
+@_uninterruptible
 def reserve(client: MlflowClient, name: str, tags: dict[str, str]) -> bool:
     """Create the record ``name`` unless it exists: True for exactly one of any number of callers, however slow
-    their writes (experiment names are unique in the store, deleted ones included). The record is deleted at once:
-    it stays readable by name (``reservation``) and out of the UI's experiment list."""
+    their writes (experiment names are unique in the store, deleted ones included). The record stays a live
+    experiment: `mlflow gc` purges deleted ones, which would free the name for a second claimant. ``t.HIDDEN`` keeps
+    it out of the UI's experiment list."""
     location = None
     if client.tracking_uri.startswith("sqlite:///"):
         location = (Path(client.tracking_uri[len("sqlite:///"):]).parent / "mlartifacts" / "claims").as_uri()
     try:
-        experiment = client.create_experiment(name, artifact_location=location, tags=tags)
+        client.create_experiment(name, artifact_location=location, tags={**tags, t.HIDDEN: "true"})
     except MlflowException as error:
         if error.error_code == "RESOURCE_ALREADY_EXISTS":
             return False
         raise
-    client.delete_experiment(experiment)
     return True
+
+
+@_uninterruptible
+def keep_deleted_records(client: MlflowClient, prefix: str) -> int:
+    """Make the deleted records whose names start with ``prefix`` live, as ``reserve`` makes them now (older versions
+    deleted each at once, so `mlflow gc` would erase them); how many there were."""
+    found, token = [], None
+    while True:  # every page first: a restored record leaves the deleted ones, and pages are offsets into them
+        page = client.search_experiments(view_type=ViewType.DELETED_ONLY, filter_string=f"name LIKE '{prefix}%'",
+                                         max_results=1000, page_token=token)
+        found += [e.experiment_id for e in page if e.name.startswith(prefix)]  # LIKE reads '_' as any character
+        token = page.token
+        if not token:
+            break
+    for experiment in found:
+        client.restore_experiment(experiment)
+        client.set_experiment_tag(experiment, t.HIDDEN, "true")  # (a deleted experiment takes no tag)
+    return len(found)
 
 
 def reservation(client: MlflowClient, name: str) -> tuple[dict[str, str], int] | None:

@@ -205,6 +205,39 @@ def test_every_command_refuses_a_store_that_is_a_folder(command, write_suite, tm
     assert not any(folder.iterdir())
 
 
+def file_store(kind: str, tmp_path) -> tuple[str, object]:
+    """A tracking URI of MLflow's file store (or of a scheme meta-bench does not know), and the folder it names."""
+    folder = tmp_path / "mlruns"
+    return {"file URI": folder.as_uri(), "plain path": str(folder), "unknown scheme": f"ftp://{folder}"}[kind], folder
+
+
+@pytest.mark.parametrize("kind", ["file URI", "plain path", "unknown scheme"])
+@pytest.mark.parametrize("command, where", [(["run", "--dry-run"], "flag"), (["run", "--no-progress"], "flag"),
+                                            (["run", "--no-progress"], "environment"),
+                                            (["run", "--no-progress"], "suite"), (["tune"], "flag"),
+                                            (["report"], "flag"), (["report"], "suite")])
+def test_a_store_where_a_cell_could_be_claimed_twice_is_refused(kind, command, where, write_suite, tmp_path,
+                                                                monkeypatch, capsys):
+    """MLflow's file store checks an experiment name, then creates it: of 6 concurrent claimants of a cell, 3 won
+    its first claim. Refused wherever a claim can follow (`bench tune` evaluates its best configurations), and by
+    `bench report` too: one rule (MLflow itself opens a file store only when MLFLOW_ALLOW_FILE_STORE says so)."""
+    uri, folder = file_store(kind, tmp_path)
+    search = {"n_trials": 1, "space": {"training.lr": {"low": 0.001, "high": 0.01}}}
+    path = write_suite({"search": search, **({"tracking": {"uri": uri}} if where == "suite" else {})})
+    if where == "environment":
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    storage = f"sqlite:///{tmp_path / 'optuna' / 'optuna.db'}"
+    flags = ["--tracking-uri", uri] if where == "flag" else []
+    flags += ["--storage", storage] if command == ["tune"] else []
+    status = main([command[0], str(path), *command[1:], *flags])
+    err = capsys.readouterr().err
+    said = "is MLflow's file store" if kind != "unknown scheme" else "has the scheme 'ftp', unknown to meta-bench"
+    assert status == 2 and f"tracking URI {uri!r} {said}" in err, err
+    assert ("mlflow migrate-filestore" in err) == (kind != "unknown scheme")
+    assert "use an SQLite database (sqlite:///" in err and "a database URI (postgresql://" in err and "http://" in err
+    assert not folder.exists() and not (tmp_path / "optuna").exists()  # nothing written
+
+
 def test_a_label_names_one_learner_across_the_documents_of_a_suite(tmp_path, capsys):
     path = tmp_path / "suite.yaml"
     document = SUITE_TEXT.replace("learners: [maml]", "learners: [{name: %s, label: mine}]")

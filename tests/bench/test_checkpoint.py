@@ -187,6 +187,7 @@ def test_kill_minus_nine_mid_cell_then_rerun_resumes_from_the_checkpoint_with_th
     again = subprocess.run(command("killed.db", "-m", "bench"), cwd=ROOT, env=killed_env, capture_output=True,
                            text=True, timeout=300)
     assert again.returncode == 0, again.stderr
+    assert "marked 2 run(s) left RUNNING" in again.stdout  # the killed cell's and its suite run
     runs = cell_runs(f"sqlite:///{tmp_path / 'killed.db'}")
     assert sorted((r.info.status, r.data.tags.get("outcome")) for r in runs) == [("FAILED", "interrupted"),
                                                                                  ("FINISHED", "finished")]

@@ -24,6 +24,7 @@ from bench.core.paths import SOURCE_DIRS
 from bench.run.execution import CellLoop, SuiteRun, evaluation_fingerprint
 from bench.run.runner import InProcess
 from bench.spec.suite import expand, load_suites, parse_suite
+from bench.core import tags as t
 from bench.store import claims, ownership, provenance, tracking
 from meta_bench.datasets import cache
 from tests.suites import TINY, all_runs, cell_runs
@@ -97,7 +98,7 @@ def test_a_zombie_owner_is_gone():
             time.sleep(0.05)
         tags = {**ownership.owner_tags(), ownership.PID: str(child.pid),
                 ownership.STARTED: ownership.process_start(child.pid)}
-        assert ownership.owner_gone(tags)
+        assert ownership.judge(tags).gone
     finally:
         child.wait()
 
@@ -125,14 +126,14 @@ def test_an_owner_on_this_host_in_another_pid_namespace_is_judged_by_its_heartbe
         tags = json.loads(other.stdout.readline())
         assert tags[ownership.HOST] == ownership.owner_tags()[ownership.HOST]
         assert tags[ownership.MACHINE] != ownership.machine_identity()
-        assert not ownership.owner_gone(tags)  # beating: alive, whatever its pid means here
+        assert not ownership.judge(tags).gone  # beating: alive, whatever its pid means here
         client = tracking.client_for(tracking_uri)
         experiment = tracking.experiment_id(client, "tiny")
         run_id = client.create_run(experiment, tags={"role": "cell", **tags}).info.run_id
         assert tracking.close_orphaned(client, experiment) == 0
         assert client.get_run(run_id).info.status == "RUNNING"
         stale = {**tags, ownership.HEARTBEAT: f"{time.time() - 2 * ownership.STALE_AFTER_S:.0f}"}
-        assert ownership.owner_gone(stale)  # silent: gone, as on another host
+        assert ownership.judge(stale).gone  # silent: gone at once, its clock being ours (one kernel)
     finally:
         other.kill()
         other.wait()
@@ -369,3 +370,129 @@ def test_a_store_error_reading_the_holder_is_not_read_as_nobody_holds_the_cell(t
                 claims.holder(client, "tiny", cell.config_hash)
         else:
             assert claims.holder(client, "tiny", cell.config_hash).run is None
+
+
+def mlflow_gc(uri: str) -> None:
+    """MLflow's own garbage collection, as a user runs it: every deleted experiment and run purged."""
+    done = subprocess.run([sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", uri, "--tracking-uri", uri],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def between_claim_and_result(monkeypatch, step) -> None:
+    """Run ``step()`` after each cell has computed its result, before the result is logged."""
+    from bench.run import runner
+
+    real = runner.run_cell
+
+    def then_step(*args, **kwargs):
+        result = real(*args, **kwargs)
+        step()
+        return result
+
+    monkeypatch.setattr(runner, "run_cell", then_step)
+
+
+def test_mlflow_gc_between_a_claim_and_its_result_erases_no_claim(write_suite, tracking_uri, monkeypatch):
+    """`mlflow gc` purges every deleted experiment: claims kept as deleted ones were all erased, and the owner's
+    finished result was thrown away as taken over (another invocation could claim generation 0 again)."""
+    between_claim_and_result(monkeypatch, lambda: mlflow_gc(tracking_uri))
+    path = write_suite({"learners": ["fomaml/functional"]})
+    assert main(["run", str(path), "--tracking-uri", tracking_uri, "--no-progress", "--no-report"]) == 0
+    (run,) = cell_runs(tracking_uri)
+    assert run.info.status == "FINISHED" and run.data.tags["outcome"] == "finished"
+    client = tracking.client_for(tracking_uri)
+    latest = claims.latest(client, "tiny", run.data.tags["config_hash"])
+    assert (latest.generation, latest.run_id) == (0, run.info.run_id)  # still there for the next claimant
+    # the UI's experiment list (it leaves out what carries MLflow's hidden tag) shows the suite, not its claims
+    listed = client.search_experiments(filter_string=f"tags.`{t.HIDDEN}` IS NULL")
+    assert sorted(e.name for e in listed) == ["Default", "tiny"]
+
+
+def test_an_owner_whose_claim_record_is_gone_stops_and_says_the_store_is_damaged(write_suite, tracking_uri,
+                                                                                monkeypatch, capsys):
+    """Only damage removes a claim record now (one deleted by hand, then purged): the owner cannot tell whether
+    another invocation runs its cell, so it stops, logging nothing, rather than read it as a lost claim."""
+    client = tracking.client_for(tracking_uri)
+
+    def erase_the_claim():
+        (record,) = [e for e in client.search_experiments() if t.CLAIM_RUN_ID in e.tags]
+        client.delete_experiment(record.experiment_id)
+        mlflow_gc(tracking_uri)
+
+    between_claim_and_result(monkeypatch, erase_the_claim)
+    path = write_suite({"learners": ["fomaml/functional", "finetune"]})
+    assert main(["run", str(path), "--tracking-uri", tracking_uri, "--no-progress", "--no-report"]) == 1
+    err = capsys.readouterr().err
+    assert "stopped: the claim record 'tiny::claim::" in err and "is gone: claim records were removed" in err, err
+    (run,) = cell_runs(tracking_uri)  # the first cell; the second was never claimed
+    assert run.info.status == "FAILED" and "is gone: claim records were removed" in run.data.tags["error"]
+    assert not [r for r in all_runs(tracking_uri) if r.info.status == "RUNNING"]
+
+
+def test_claim_records_an_older_version_deleted_are_kept_from_mlflow_gc(write_suite, tracking_uri, capsys):
+    """A store of an older version holds its claims as deleted experiments: the next `bench run` makes them live,
+    so a later `mlflow gc` erases none of them (here a live holder's, which must go on holding its cell)."""
+    cell = expand(parse_suite({**TINY, "learners": ["maml"]}))[0]
+    client = tracking.client_for(tracking_uri)
+    experiment = tracking.experiment_id(client, "tiny")
+    holder = tracking.start_run(client, experiment, "other", {"role": "cell", "config_hash": cell.config_hash})
+    old = client.create_experiment(f"tiny::claim::{cell.config_hash}::0", tags={t.CLAIM_RUN_ID: holder})
+    client.delete_experiment(old)  # as older versions kept a claim
+    path = write_suite({"learners": ["maml"]})
+    args = ["run", str(path), "--tracking-uri", tracking_uri, "--no-progress", "--no-report", "--max-wait", "1"]
+    assert main(args) == 1  # the cell is held by its live holder, and left to a later run
+    assert "kept 1 claim record(s) of an older version" in capsys.readouterr().out
+    mlflow_gc(tracking_uri)
+    held = claims.holder(client, "tiny", cell.config_hash)
+    assert (held.latest.generation, held.latest.run_id, held.alive) == (0, holder, True)
+    assert len(cell_runs(tracking_uri)) == 1
+
+
+def on_another_machine(client, run_id: str, beat: float) -> None:
+    """Make ``run_id``'s owner another machine's (its process ids and clock are not ours), last beating at ``beat``
+    by that machine's clock."""
+    tracking.set_tags(client, run_id, {ownership.HOST: "elsewhere", ownership.MACHINE: "other-boot/pid:[1]",
+                                       ownership.HEARTBEAT: f"{beat:.3f}"})
+
+
+def test_a_live_owner_whose_clock_is_hours_behind_keeps_its_cell(write_suite, tracking_uri, capsys):
+    """Its heartbeat, by its own clock, reads three hours old here: compared with our clock, the owner was judged
+    gone and its cell run a second time beside it."""
+    cell = expand(parse_suite({**TINY, "learners": ["maml"]}))[0]
+    client = tracking.client_for(tracking_uri)
+    experiment = tracking.experiment_id(client, "tiny")
+    holder = tracking.start_run(client, experiment, "other", {"role": "cell", "config_hash": cell.config_hash})
+    on_another_machine(client, holder, time.time() - 3 * 3600)
+    assert claims.reserve(client, "tiny", cell.config_hash, 0, holder)
+    path = write_suite({"learners": ["maml"]})
+    args = ["run", str(path), "--tracking-uri", tracking_uri, "--no-progress", "--no-report", "--max-wait", "1"]
+    assert main(args) == 1
+    out = capsys.readouterr()
+    assert f"run {holder}" in out.out and "left to a later run" in out.err
+    assert client.get_run(holder).info.status == "RUNNING" and len(cell_runs(tracking_uri)) == 1
+
+
+@pytest.mark.parametrize("skew_h", [-3, 3], ids=["behind", "ahead"])
+def test_another_machines_owner_is_gone_once_its_heartbeat_is_seen_unchanged_for_its_limit(skew_h, tracking_uri,
+                                                                                           monkeypatch):
+    """Its heartbeat's age is read from this machine's clock watching it, from when it was first seen here (kept
+    on the run, so a later invocation goes on from there), never from the owner's clock."""
+    client = tracking.client_for(tracking_uri)
+    experiment = tracking.experiment_id(client, "tiny")
+    run_id = tracking.start_run(client, experiment, "other", {"role": "cell"})
+    theirs = time.time() + skew_h * 3600
+    on_another_machine(client, run_id, theirs)
+    limit = ownership.STALE_AFTER_S
+    here = [ownership.watch_clock()]
+    monkeypatch.setattr(ownership, "watch_clock", lambda: here[0])
+    assert tracking.close_orphaned(client, experiment) == 0  # first seen: alive, whatever its clock says
+    here[0] += 2 * limit
+    tracking.heartbeat(client, run_id, theirs + 30)  # it beat meanwhile: seen afresh
+    assert tracking.close_orphaned(client, experiment) == 0
+    here[0] += limit / 2
+    assert tracking.close_orphaned(client, experiment) == 0  # unchanged for half its limit
+    here[0] += limit
+    assert tracking.close_orphaned(client, experiment) == 1  # unchanged for longer than its limit: gone
+    run = client.get_run(run_id)
+    assert (run.info.status, run.data.tags["outcome"]) == ("FAILED", "interrupted")

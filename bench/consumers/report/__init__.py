@@ -261,8 +261,7 @@ def build_reports(suites: list[Suite], uri_flag: str | None) -> list[Path]:
     reports = []
     for name in dict.fromkeys(s.suite for s in suites):
         named = [s for s in suites if s.suite == name]
-        reports.append(build_report(name, tracking.resolve_uri(named[0].tracking.uri, uri_flag, read_only=True),
-                                    named))
+        reports.append(build_report(name, tracking.resolve_uri(named[0].tracking.uri, uri_flag), named))
     return reports
 
 
