@@ -32,7 +32,8 @@ def cmd_run(args) -> int:
     from bench.consumers.summary import summary_table
     from bench.core import tags
     from bench.core.config import ConfigError
-    from bench.run.runner import executor_for, run_suite
+    from bench.run import executors
+    from bench.run.runner import run_suite
     from bench.spec.suite import MAX_CELLS, describe, load_suites
     from bench.store import tracking
     from bench.store.claims import DamagedStore
@@ -44,11 +45,10 @@ def cmd_run(args) -> int:
         suites = load_suites(args.suite, notes, max_cells=None if args.allow_large_grid else MAX_CELLS)
         for suite in suites:  # a store that cannot be opened is refused before anything is written
             tracking.resolve_uri(suite.tracking.uri, args.tracking_uri, create=False)
+        executor = executors.from_arguments(args, suites, progress=_progress(args))  # its flags checked: not started
         if args.dry_run:
             print("\n".join([f"note: {note}" for note in dict.fromkeys(notes)] + sum(map(describe, suites), [])))
             return 0
-        executor = executor_for(args.executor, args.address, args.max_parallel, args.cpus_per_cell,
-                                args.max_retries, suites, progress=_progress(args))
     except ConfigError as error:  # refused before anything is written
         return refuse(str(error))
     outcomes = []
@@ -292,6 +292,8 @@ def cmd_report(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.run import executors  # their flags are generated from their options
+
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a suite: every cell measured the same way, logged to MLflow")
@@ -309,16 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                           "later run (default 12 h)")
     run.add_argument("--no-report", action="store_true", help="do not build the report at the end")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    run.add_argument("--executor", choices=["in-process", "ray"], default="in-process",
-                     help="in-process: cells one after another here (default); ray: cells as Ray tasks")
-    run.add_argument("--address", help="with --executor ray: a Ray cluster ('auto', 'ray://HOST:PORT'); "
-                                       "default: start Ray on this machine")
-    run.add_argument("--max-parallel", type=int, default=0, help="with --executor ray: cells in flight at most "
-                                                                  "(default 0: as many as resources allow)")
-    run.add_argument("--cpus-per-cell", type=int, default=1,
-                     help="with --executor ray: CPU threads a cell reserves and uses (default 1)")
-    run.add_argument("--max-retries", type=int, default=2,
-                     help="with --executor ray: new attempts of a cell whose worker or node died (default 2)")
+    executors.add_arguments(run)  # --executor and each executor's flags, from its options dataclass
     run.set_defaults(func=cmd_run)
     tune = commands.add_parser("tune", help="Optuna searches over the suite's search space, one study per learner")
     tune.add_argument("suite", help="suite YAML file with a 'search' section (or a shipped one's name)")

@@ -13,7 +13,7 @@ import time
 import torch
 import yaml
 
-from bench.run.ray_executor import RayExecutor, RayOptions
+from bench.run.executors.ray_tasks import RayExecutor, RayOptions
 from bench.run.runner import run_suite
 from bench.spec.suite import parse_suite
 

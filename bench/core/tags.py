@@ -54,12 +54,13 @@ def ran(key: str) -> str:
     return RAN_PREFIX + key
 
 
-# -- which executor ran a cell (bench.run.execution, bench.run.ray_executor), added when it ends -------------------
+# -- which executor ran a cell (bench.run.execution, bench.run.executors), added when it ends -------------------
 EXECUTOR = "executor"  # its kind: "in-process" or "ray"
 EXECUTOR_NODE = "executor.node"  # the Ray node
 EXECUTOR_CPUS = "executor.cpus"
 EXECUTOR_ATTEMPT = "executor.attempt"  # 1 for the first attempt, 2 after a lost worker, ...
-EXECUTOR_STARTED, EXECUTOR_ENDED = "executor.started", "executor.ended"  # seconds since the epoch, on the node
+EXECUTOR_STARTED, EXECUTOR_ENDED = "executor.started", "executor.ended"
+SLURM_JOB, SLURM_RESTARTS = "executor.slurm_job", "executor.slurm_restarts"  # job (array) id; times requeued  # seconds since the epoch, on the node
 EXECUTOR_CONCURRENT_CELLS = "executor.concurrent_cells"  # most cells on its node at once while it ran
 
 # -- where a process runs (bench.store.tracking.environment_tags): a cell's, from the process that ran it; a suite

@@ -10,7 +10,8 @@ stopped (bit-exact in float64 on the CPU; in float32 where the execution choice 
 
 A checkpoint is written every ``training.checkpoint_every`` seconds (between meta-iterations, never inside the timed
 step) and when SIGUSR1 or SIGTERM arrives (what Slurm sends before a time limit or preemption, with ``--signal``):
-SIGUSR1 saves and trains on, SIGTERM saves and stops the cell as Ctrl-C would. It is one file per training (its
+SIGUSR1 saves and trains on, SIGTERM saves and stops the cell as Ctrl-C would (``Stopped``; a Slurm job's SIGUSR2,
+``stop_on``, saves and stops so that the job is requeued). It is one file per training (its
 training hash, code identity and data identity), replaced atomically, under ``results/checkpoints``
 (``METABENCH_CHECKPOINTS`` overrides), and removed once the cell is done.
 """
@@ -86,6 +87,15 @@ def remove(path: Path) -> None:
         path.unlink()
 
 
+class Stopped(KeyboardInterrupt):
+    """A signal asked the cell to save its training state and stop, and it is saved: stopped as Ctrl-C stops a cell,
+    unless the process that asked resumes it elsewhere (a Slurm job requeued)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 class Schedule:
     """When to save: every ``every`` seconds (0: after every meta-iteration), and at once when a signal asked."""
 
@@ -100,18 +110,20 @@ class Schedule:
         self.last = time.monotonic()
         _Signals.requested = False
         if _Signals.stop:
-            _Signals.stop = False
-            raise KeyboardInterrupt  # SIGTERM: saved, now stopped as Ctrl-C stops a cell (its run ends KILLED)
+            signum, _Signals.stop = _Signals.stop, 0
+            raise Stopped(signum)  # saved: now stopped (under Ctrl-C's rules, unless the asker resumes it)
 
 
 class _Signals:
-    requested = False  # SIGUSR1 or SIGTERM arrived: save at the next meta-iteration boundary
-    stop = False  # SIGTERM: and stop once saved
+    requested = False  # a signal asked for a checkpoint: saved at the next meta-iteration boundary
+    stop = 0  # the signal that asked to stop once saved (0: none)
+    stopping: tuple[int, ...] = (signal.SIGTERM,)
 
 
 def _save_now(signum, frame) -> None:
     _Signals.requested = True
-    _Signals.stop = _Signals.stop or signum == signal.SIGTERM
+    if signum in _Signals.stopping:
+        _Signals.stop = _Signals.stop or signum
 
 
 @contextlib.contextmanager
@@ -125,10 +137,23 @@ def on_signals() -> Iterator[None]:
     for signum in (signal.SIGUSR1, signal.SIGTERM):
         if signal.getsignal(signum) is signal.SIG_DFL:
             installed[signum] = signal.signal(signum, _save_now)
-    _Signals.requested = _Signals.stop = False
     try:
         yield
     finally:
         for signum, previous in installed.items():
             signal.signal(signum, previous)
-        _Signals.requested = _Signals.stop = False
+        _Signals.requested, _Signals.stop = False, 0
+
+
+@contextlib.contextmanager
+def stop_on(signum: int) -> Iterator[None]:
+    """While a cell runs in the block, ``signum`` saves its training state at the next meta-iteration boundary and
+    then raises ``Stopped`` (a Slurm job told of its time limit or preemption: it is requeued and resumes). Whoever
+    handled ``signum`` before gets it back after the block."""
+    previous = signal.signal(signum, _save_now)
+    _Signals.stopping = (signal.SIGTERM, signum)
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
+        _Signals.stopping = (signal.SIGTERM,)

@@ -412,7 +412,8 @@ class CellLoop:
         attempt, client = done.attempt, self.run.client
         cell, run_id = attempt.cell, attempt.run_id
         expected = cell_code(cell)
-        if done.code != expected:
+        # no code where no process could report it (a Slurm job cancelled): its error says what happened
+        if done.code != expected and (done.code or done.result is not None):
             return fail_run(client, run_id, cell, f"the worker on {done.tags.get(t.EXECUTOR_NODE, '?')} runs other "
                                                   f"code ({done.code}, this driver {expected}): deploy one commit")
         if done.result is None:

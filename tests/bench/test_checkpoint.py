@@ -72,6 +72,31 @@ def test_a_cell_stopped_mid_training_resumes_and_ends_as_one_that_never_stopped(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("signum", [signal.SIGUSR1, signal.SIGTERM])
+def test_a_signal_saves_the_training_state_and_sigterm_also_stops_the_cell(signum, tmp_path, monkeypatch):
+    """What Slurm sends before a time limit (``--signal``): SIGUSR1 saves at the next meta-iteration boundary and
+    trains on; SIGTERM saves and stops the cell, which then resumes from there."""
+    monkeypatch.setenv("METABENCH_CHECKPOINTS", str(tmp_path))
+    cell = _cell("maml", checkpoint_every=1e9)  # no checkpoint but the one asked for
+    whole, _ = _run(cell)
+    saved = []
+
+    def signal_at_the_third():
+        if len(saved) == 2:
+            os.kill(os.getpid(), signum)
+        saved.append(sorted(p.name for p in tmp_path.iterdir()))
+
+    if signum == signal.SIGUSR1:
+        run_cell(cell, between_iterations=signal_at_the_third)
+        assert saved[2] == [] and len(saved[3]) == 1  # saved after the iteration it arrived in, trained on
+        return
+    with pytest.raises(checkpoint.Stopped):
+        run_cell(cell, between_iterations=signal_at_the_third)
+    assert len(list(tmp_path.iterdir())) == 1
+    resumed, _ = _run(cell)
+    assert resumed.execution["resumed_from"] == "3" and resumed.test_scores == whole.test_scores
+
+
 def test_a_damaged_checkpoint_is_set_aside_and_the_cell_starts_afresh(tmp_path, monkeypatch):
     monkeypatch.setenv("METABENCH_CHECKPOINTS", str(tmp_path))
     cell = _cell("maml", checkpoint_every=0)

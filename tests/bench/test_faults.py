@@ -22,7 +22,7 @@ import torch
 from bench.__main__ import main
 from bench.core.paths import SOURCE_DIRS
 from bench.run.execution import CellLoop, SuiteRun, evaluation_fingerprint
-from bench.run.runner import InProcess
+from bench.run.executors.in_process import InProcess
 from bench.spec.suite import expand, load_suites, parse_suite
 from bench.core import tags as t
 from bench.store import claims, ownership, provenance, tracking
@@ -381,16 +381,16 @@ def mlflow_gc(uri: str) -> None:
 
 def between_claim_and_result(monkeypatch, step) -> None:
     """Run ``step()`` after each cell has computed its result, before the result is logged."""
-    from bench.run import runner
+    from bench.run.executors import attempt
 
-    real = runner.run_cell
+    real = attempt.run_cell
 
     def then_step(*args, **kwargs):
         result = real(*args, **kwargs)
         step()
         return result
 
-    monkeypatch.setattr(runner, "run_cell", then_step)
+    monkeypatch.setattr(attempt, "run_cell", then_step)  # where every executor runs a cell
 
 
 def test_mlflow_gc_between_a_claim_and_its_result_erases_no_claim(write_suite, tracking_uri, monkeypatch):

@@ -128,6 +128,16 @@ def test_check_learner_holds_a_plugin_to_the_contract_and_to_its_algorithm(tmp_p
                                                    disagrees.stdout), disagrees.stdout
 
 
+def printed(script, folder):
+    """What ``script`` prints in a fresh interpreter with ``folder`` on its path (a process's identities are those
+    of the code it loaded)."""
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), os.getcwd()])}
+    done = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_a_namespace_package_plugin_is_part_of_its_cells_code_identity(tmp_path):
     """A plugin package without __init__.py (a PEP 420 namespace package) is read like any other: its files enter
     the identity of its learner's cells, and an edit changes it."""
@@ -142,17 +152,9 @@ def test_a_namespace_package_plugin_is_part_of_its_cells_code_identity(tmp_path)
         print("plugin/mb_plugin_demo/learners.py" in files, provenance.code_identity(
             "mb_plugin_demo.learners:Centroid", "glyphs"))
     ''')
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.getcwd()])}
-
-    def identity():
-        done = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
-                              timeout=120)
-        assert done.returncode == 0, done.stderr
-        return done.stdout.split()
-
-    included, before = identity()
+    included, before = printed(script, tmp_path).split()
     source.write_text(source.read_text() + "\n# edited\n")
-    assert (included, identity()[1] != before) == ("True", True)
+    assert (included, printed(script, tmp_path).split()[1] != before) == ("True", True)
 
 
 def test_a_plugin_identity_covers_the_local_modules_it_imports_and_names_installed_ones_by_version(tmp_path):
@@ -172,13 +174,8 @@ def test_a_plugin_identity_covers_the_local_modules_it_imports_and_names_install
         print(sorted(f for f in files if not f.startswith(("algorithms/", "datasets/", "bench/"))))
         print(provenance.code_identity("mb_plugin_demo.learners:Centroid", "glyphs"))
     ''')
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.getcwd()])}
-
     def identity():
-        done = subprocess.run([sys.executable, "-c", script], env=environment, capture_output=True, text=True,
-                              timeout=120)
-        assert done.returncode == 0, done.stderr
-        return done.stdout.splitlines()
+        return printed(script, tmp_path).splitlines()
 
     files, before = identity()
     assert "plugin/mb_helper_demo.py" in files and "plugin/mb_plugin_demo/defaults.yaml" in files

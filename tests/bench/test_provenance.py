@@ -56,14 +56,20 @@ RESULT_CODE = {"bench/__init__.py", "bench/core/__init__.py", "bench/core/config
 NOT_RESULT_CODE = {
     # the command line and what consumes results: reports, searches, gates, checks, calibration
     "bench/__main__.py", "bench/consumers/__init__.py", "bench/consumers/calibration.py",
-    "bench/consumers/contract.py", "bench/consumers/gate.py", "bench/consumers/summary.py", "bench/consumers/tune.py",
-    "bench/consumers/verify.py", "bench/consumers/report/__init__.py", "bench/consumers/report/ablations.py",
+    "bench/consumers/contract.py", "bench/consumers/gate.py", "bench/consumers/summary.py",
+    "bench/consumers/tune/__init__.py", "bench/consumers/tune/accounting.py", "bench/consumers/tune/best.py",
+    "bench/consumers/tune/objective.py", "bench/consumers/tune/optimisation.py",
+    "bench/consumers/tune/options.py", "bench/consumers/tune/storage.py", "bench/consumers/tune/studies.py",
+    "bench/consumers/tune/trial_cell.py", "bench/consumers/tune/workers.py", "bench/consumers/verify.py",
+    "bench/consumers/report/__init__.py", "bench/consumers/report/ablations.py",
     "bench/consumers/report/conclusions.py", "bench/consumers/report/conditions.py",
     "bench/consumers/report/figures.py", "bench/consumers/report/loading.py", "bench/consumers/report/render.py",
     "bench/consumers/report/reproduction.py", "bench/consumers/report/statistics.py",
     "bench/consumers/report/tables.py", "bench/consumers/report/tuning.py",
     # orchestration: which cells run where, claims, recording
-    "bench/run/execution.py", "bench/run/ray_executor.py", "bench/run/runner.py",
+    "bench/run/execution.py", "bench/run/runner.py", "bench/run/executors/__init__.py",
+    "bench/run/executors/attempt.py", "bench/run/executors/in_process.py", "bench/run/executors/ray_tasks.py",
+    "bench/run/executors/slurm_jobs.py",
     # the suite's documents beyond one cell: conditions across cells, published numbers, tune's search space
     "bench/spec/conditions.py", "bench/spec/published.py", "bench/spec/search.py", "bench/core/tags.py",
     # the store layer: records results and names their identity
@@ -85,7 +91,7 @@ def test_every_module_of_bench_is_classified_and_the_derived_result_code_agrees(
 def test_editing_the_tuner_or_the_search_space_keeps_the_identity_and_editing_training_changes_it(tmp_path):
     root = copy_packages(tmp_path)
     before = source_hash(source_files(root), root)
-    for consumer in ("consumers/tune.py", "consumers/gate.py", "consumers/contract.py", "spec/search.py",
+    for consumer in ("consumers/tune/objective.py", "consumers/gate.py", "consumers/contract.py", "spec/search.py",
                      "run/runner.py"):
         path = root / "bench" / consumer
         path.write_text(path.read_text() + "\n# an edit that changes no cell's number\n")

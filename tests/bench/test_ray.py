@@ -21,7 +21,7 @@ from bench.__main__ import main
 from bench.store import tracking
 from bench.core import interrupts
 from bench.run.execution import Attempt, CellLoop, Done, SuiteRun, cell_tags
-from bench.run.ray_executor import RayExecutor, RayOptions
+from bench.run.executors.ray_tasks import RayExecutor, RayOptions
 from bench.consumers.report import build_report
 from bench.run.runner import run_suite
 from bench.spec.suite import expand, parse_suite

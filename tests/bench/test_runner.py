@@ -353,7 +353,7 @@ def test_of_many_claimants_of_one_cell_exactly_one_wins_and_the_others_step_back
 
     from bench.store import claims, tracking
     from bench.run.execution import CellLoop, SuiteRun
-    from bench.run.runner import InProcess
+    from bench.run.executors.in_process import InProcess
 
     cell = expand(parse_suite({**TINY, "learners": ["maml"]}))[0]
     client = tracking.client_for(tracking_uri)

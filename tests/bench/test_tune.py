@@ -221,10 +221,10 @@ def test_a_dead_worker_fails_the_command_when_its_study_is_short(tmp_path):
 def test_workers_killed_by_a_signal_have_their_share_run_again(tmp_path, monkeypatch, capsys):
     """Workers that die (here: at once, by SIGKILL) never pass as success on their own: the command retries what
     they left, and says which worker died and how."""
-    from bench.consumers import tune
+    from bench.consumers.tune import workers
 
     die = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"]
-    monkeypatch.setattr(tune, "_worker_command", lambda *_: die)
+    monkeypatch.setattr(workers, "_worker_command", lambda *_: die)
     path = tune_suite(tmp_path, search={**SEARCH, "n_trials": 2, "pruner": "none"})
     assert main(args(path, tmp_path, "--workers", "2", "--heartbeat", "1", "--no-evaluate")) == 0
     assert [t.state.name for t in trials(tmp_path)] == ["COMPLETE", "COMPLETE"]

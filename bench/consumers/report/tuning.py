@@ -37,7 +37,8 @@ def study_blocks(study: optuna.Study, label: str, folder: Path) -> list[render.B
     blocks.append(render.Table(pd.DataFrame([{"trial": t.number, "values": ", ".join(f"{v:.4g}" for v in t.values),
                                               **t.params} for t in best])))
     safe = study.study_name.replace("/", "_")
-    # the objectives by name (the study records them: bench.consumers.tune.objective_names), not "Objective Value"
+    # the objectives by name (the study records them: bench.consumers.tune.studies.objective_names), not
+    # "Objective Value"
     names = study.metric_names or ["validation score", "ms / meta-iteration"][:len(study.directions)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

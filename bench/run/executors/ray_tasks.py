@@ -7,37 +7,36 @@ This executor only runs claimed cells as Ray tasks and reports how each ended:
 - a worker or node that dies mid-cell is reported lost (the loop retries it up to ``max_retries`` times);
 - a worker reports its code identity and its node's environment (host, CPU, GPU, threads), recorded as the run's.
 
-Only ``bench run --executor ray`` imports this module: the in-process path never imports Ray.
+Ray itself is imported only when the executor starts (and in its workers): the in-process path never imports it.
 """
 from __future__ import annotations
 
 import math
 import time
-import traceback
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import ray
 import torch
 
 from bench.core import tags as t
-from bench.store import tracking
-from bench.run.execution import Attempt, Done, Sink, cell_code
 from bench.core.hardware import device_available
+from bench.run.execution import Attempt, Done, Sink
+from bench.run.executors import ExecutorEntry, flag, register
+from bench.run.executors.attempt import collected, run_attempt
 from bench.spec.suite import Cell
-from bench.run.training import run_cell
 
 
 @dataclass(frozen=True)
 class RayOptions:
-    """address: None starts Ray on this machine (every CPU and GPU it has); "auto" or "ray://HOST:PORT" joins a
-    cluster. max_parallel: cells in flight at most (0: as many as the resources allow). cpus_per_cell: CPU threads
-    a cell reserves (and torch uses) on its node. max_retries: new attempts after a worker or node dies."""
-
-    address: str | None = None
-    max_parallel: int = 0
-    cpus_per_cell: int = 1
-    max_retries: int = 2
+    address: str | None = field(default=None, metadata=flag(
+        "--address", "a Ray cluster to join ('auto', 'ray://HOST:PORT'); none: Ray started on this machine, every "
+                     "CPU and GPU it has"))
+    max_parallel: int = field(default=0, metadata=flag(
+        "--max-parallel", "cells in flight at most (0: as many as the resources allow)"))
+    cpus_per_cell: int = field(default=1, metadata=flag(
+        "--cpus-per-cell", "CPU threads a cell reserves (and torch uses) on its node"))
+    max_retries: int = field(default=2, metadata=flag(
+        "--max-retries", "new attempts of a cell whose worker or node died"))
 
     def __post_init__(self) -> None:
         if self.max_parallel < 0 or self.cpus_per_cell < 1 or self.max_retries < 0:
@@ -47,23 +46,17 @@ class RayOptions:
 
 def run_cell_remotely(attempt: Attempt, threads: int) -> Done:
     """The body of a cell's Ray task (named so that `ps` shows ``ray::run_cell_remotely`` while it runs)."""
+    import ray  # noqa: PLC0415  (a worker's: Ray is imported where it runs)
+
     torch.set_num_threads(threads)
-    cell, curves = attempt.cell, []
-
-    def keep(iteration: int, values: dict[str, float]) -> None:
-        curves.extend((name, value, iteration) for name, value in values.items() if math.isfinite(value))
-
+    curves, keep = collected()
     node, started = ray.get_runtime_context().get_node_id(), time.time()
     where = {t.EXECUTOR_NODE: node, t.EXECUTOR_CPUS: str(threads), t.EXECUTOR_ATTEMPT: str(attempt.number + 1),
              t.EXECUTOR_STARTED: f"{started:.3f}"}
-    environment = tracking.environment_tags(cell.device)
-    try:
-        result = run_cell(cell, keep, keep, trained=attempt.trained)
-    except Exception as error:  # the cell's own failure (not the worker's): FAILED, no retry
-        return Done(attempt, error=f"{type(error).__name__}: {error}", trace=traceback.format_exc(),
-                    code=cell_code(cell), environment=environment, tags=where)
-    return Done(attempt, result, curves, code=cell_code(cell), environment=environment,
-                tags={**where, t.EXECUTOR_ENDED: f"{time.time():.3f}"})
+    done = run_attempt(attempt, keep, keep, curves, tags=where)
+    if done.result is not None:
+        done.tags[t.EXECUTOR_ENDED] = f"{time.time():.3f}"
+    return done
 
 
 class RayExecutor:
@@ -76,7 +69,7 @@ class RayExecutor:
         self.options = options
         self.max_retries = options.max_retries
         self.queued: deque[Attempt] = deque()  # claimed, waiting for a slot (max_parallel)
-        self.in_flight: dict[ray.ObjectRef, Attempt] = {}
+        self.in_flight: dict = {}  # Ray's object ref -> its attempt
         self.intervals: list[tuple[str, str, float, float]] = []  # (run id, node, start, end) of finished cells
         self.owned = False
 
@@ -89,6 +82,8 @@ class RayExecutor:
                                  f"'cuda'; use devices: [cuda]")
 
     def __enter__(self) -> "RayExecutor":
+        import ray  # noqa: PLC0415  (only a Ray run imports Ray)
+
         if not ray.is_initialized():
             try:
                 ray.init(address=self.options.address, include_dashboard=False, log_to_driver=False,
@@ -105,6 +100,8 @@ class RayExecutor:
         return self
 
     def __exit__(self, *exc) -> None:
+        import ray  # noqa: PLC0415
+
         if self.owned and ray.is_initialized():
             ray.shutdown()
         self.owned = False
@@ -135,6 +132,8 @@ class RayExecutor:
             self.in_flight[self.task.options(**resources).remote(attempt, self.options.cpus_per_cell)] = attempt
 
     def collect(self, timeout: float) -> list[Done]:
+        import ray  # noqa: PLC0415
+
         self._start_queued()
         if not self.in_flight:
             return []
@@ -156,6 +155,8 @@ class RayExecutor:
         return done
 
     def cancel(self) -> None:
+        import ray  # noqa: PLC0415
+
         for ref in list(self.in_flight):
             ray.cancel(ref, force=True)
         self.in_flight.clear()
@@ -175,3 +176,16 @@ class RayExecutor:
                 most = max(most, running)
             tags[run_id] = {t.EXECUTOR_CONCURRENT_CELLS: str(most)}
         return tags
+
+
+def _build(options: RayOptions, suites: list, progress: bool) -> RayExecutor:
+    import ray  # noqa: F401, PLC0415  (missing: refused here, with the extra to install)
+
+    executor = RayExecutor(options)
+    for suite in suites:
+        executor.check(list(suite.cells))
+    return executor
+
+
+register(ExecutorEntry("ray", "cells as Ray tasks, over a machine's GPUs or a cluster", RayOptions, _build,
+                       extra="Ray"))
