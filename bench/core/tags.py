@@ -60,7 +60,8 @@ EXECUTOR_NODE = "executor.node"  # the Ray node
 EXECUTOR_CPUS = "executor.cpus"
 EXECUTOR_ATTEMPT = "executor.attempt"  # 1 for the first attempt, 2 after a lost worker, ...
 EXECUTOR_STARTED, EXECUTOR_ENDED = "executor.started", "executor.ended"
-SLURM_JOB, SLURM_RESTARTS = "executor.slurm_job", "executor.slurm_restarts"  # job (array) id; times requeued  # seconds since the epoch, on the node
+SLURM_JOB, SLURM_RESTARTS = "executor.slurm_job", "executor.slurm_restarts"  # job (array) id; times requeued
+SLURM_FOLDER = "executor.slurm_folder"  # submitit's folder of the job (its files: how another invocation adopts it)  # seconds since the epoch, on the node
 EXECUTOR_CONCURRENT_CELLS = "executor.concurrent_cells"  # most cells on its node at once while it ran
 
 # -- where a process runs (bench.store.tracking.environment_tags): a cell's, from the process that ran it; a suite

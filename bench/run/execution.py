@@ -120,6 +120,9 @@ class Executor(Protocol):
     def collect(self, timeout: float) -> list[Done]: ...  # attempts that ended (may block up to ``timeout``)
     def cancel(self) -> None: ...  # stop everything in flight (Ctrl-C, lost ownership)
     def closing_tags(self) -> dict[str, dict[str, str]]: ...  # run id -> tags known only at the end
+    def running_tags(self) -> dict[str, dict[str, str]]: ...  # run id -> tags known since the last call (job ids)
+    def adoptable(self, run) -> bool: ...  # a gone owner's RUNNING run whose cell still computes where it was sent
+    def adopt(self, attempt: Attempt, run) -> bool: ...  # take it over: its result comes back by ``collect``
 
 
 def cell_code(cell: Cell) -> str:
@@ -257,6 +260,8 @@ class CellLoop:
                         retry = self._record(done)
                         if retry is not None:
                             pending.append(retry)
+                    for run_id, tags in self.executor.running_tags().items():
+                        tracking.set_tags(run.client, run_id, tags)
                     self._look_at_waiting(idle=not pending and not self.in_flight)
                     self.check()
             for run_id, tags in self.executor.closing_tags().items():
@@ -322,7 +327,10 @@ class CellLoop:
                 self._reuse(cell, finished)
                 return
             trained = self._trained(cell, environment)  # before the claim is read: the window to reserve stays short
-            holder = claims.holder(client, run.suite, cell.config_hash, self.floor.get(cell.config_hash, -1))
+            holder = claims.holder(client, run.suite, cell.config_hash, self.floor.get(cell.config_hash, -1),
+                                   adopt=lambda held, generation: self._adopt(cell, number, held, generation))
+            if holder.adopted:
+                return
             if holder.alive:
                 self._wait(cell, number, holder, waiting)
                 return
@@ -346,6 +354,22 @@ class CellLoop:
                 return
             tracking.delete_run(client, run_id)  # another claimant reserved this generation first: step back
         raise RuntimeError(f"{cell.title}: lost 100 claim races in a row; is another invocation looping?")
+
+    def _adopt(self, cell: Cell, number: int, held, generation: int) -> bool:
+        """Take over ``held``, a RUNNING run of ``cell`` whose owner is gone but whose work the executor says goes
+        on (a Slurm job still queued or running, or done with its result waiting): this invocation becomes its
+        owner and records its result as if it had sent it."""
+        if not self.executor.adoptable(held):
+            return False
+        attempt = Attempt(cell, held.info.run_id, number, generation)
+        if not self.executor.adopt(attempt, held):
+            return False
+        tracking.set_tags(self.run.client, attempt.run_id, ownership.owner_tags())  # ours now: beaten, recorded
+        self.in_flight[attempt.run_id] = attempt
+        self.bar.write(f"adopted  {cell.title}: run {attempt.run_id}, left running by a gone invocation "
+                       f"({ownership.describe(held.data.tags)})")
+        self._show()
+        return True
 
     def _reuse(self, cell: Cell, finished) -> None:
         self._done(Outcome(cell, t.OUTCOME_REUSED, dict(finished.data.metrics), run_id=finished.info.run_id))

@@ -31,7 +31,8 @@ def run_suite(suite: Suite, suite_text: str, uri: str, force: bool = False, reus
     kept = claims.keep(client, suite.suite)
     if kept:
         echo(f"kept {kept} claim record(s) of an older version where `mlflow gc` cannot erase them")
-    closed = tracking.close_orphaned(client, experiment)
+    executor = executor or InProcess(progress)
+    closed = tracking.close_orphaned(client, experiment, keep=lambda run: executor.adoptable(run))
     if closed:
         echo(f"marked {closed} run(s) left RUNNING by an ended invocation as FAILED (outcome=interrupted)")
     cells = list(suite.cells)
@@ -45,7 +46,7 @@ def run_suite(suite: Suite, suite_text: str, uri: str, force: bool = False, reus
             with interrupts.held():
                 client.log_text(parent, suite_text, "suite.yaml")
                 client.log_text(parent, json.dumps(statistics, indent=2), "dataset.json")
-            outcomes = CellLoop(run, executor or InProcess(progress)).through(cells)
+            outcomes = CellLoop(run, executor).through(cells)
     except KeyboardInterrupt:
         tracking.end_run(client, parent, t.OUTCOME_INTERRUPTED, KILLED)
         raise

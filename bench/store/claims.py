@@ -15,6 +15,7 @@ in it can be trusted any more.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from mlflow.exceptions import MlflowException
 
@@ -96,11 +97,14 @@ class Holder:
     latest: Latest
     run: object | None
     alive: bool  # RUNNING under an owner that is not gone
+    adopted: bool = False  # its owner was gone, its work goes on elsewhere (a Slurm job): ``adopt`` took it over
 
 
-def holder(client, suite: str, config_hash: str, floor: int = -1) -> Holder:
+def holder(client, suite: str, config_hash: str, floor: int = -1,
+           adopt: Callable[[object, int], bool] | None = None) -> Holder:
     """The run of the latest claim newer than generation ``floor`` (``--force``: claims from before the invocation
-    do not count). A RUNNING holder whose owner is gone is closed as interrupted here, so nothing stays RUNNING."""
+    do not count). A RUNNING holder whose owner is gone is closed as interrupted here, so nothing stays RUNNING,
+    unless ``adopt(run, generation)`` takes it over (its cell still computing where the gone owner sent it)."""
     current = latest(client, suite, config_hash, max(floor, 0))
     if current.generation <= floor or not current.run_id:
         return Holder(current, None, False)
@@ -108,6 +112,8 @@ def holder(client, suite: str, config_hash: str, floor: int = -1) -> Holder:
     if run is None or run.info.status != RUNNING:
         return Holder(current, run, False)
     if tracking.owner_gone(client, run):
+        if adopt is not None and adopt(run, current.generation):
+            return Holder(current, run, False, adopted=True)
         tracking.end_run(client, current.run_id, t.OUTCOME_INTERRUPTED, FAILED,
                          {t.ERROR: f"owner gone ({ownership.describe(run.data.tags)}); the cell was claimed again"})
         return Holder(current, None, False)

@@ -14,7 +14,7 @@ import platform
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 from urllib.parse import urlparse
 
 import torch
@@ -219,13 +219,15 @@ def meta_parameters(client: MlflowClient, run_id: str) -> dict:
 
 
 @_uninterruptible
-def close_orphaned(client: MlflowClient, experiment: str, role: str | None = None) -> int:
+def close_orphaned(client: MlflowClient, experiment: str, role: str | None = None,
+                   keep: Callable[[object], bool] = lambda run: False) -> int:
     """RUNNING runs (of ``role``, or all) whose owner is gone (Ctrl-C lost, kill -9, a lost machine) are marked FAILED
-    with outcome ``interrupted``; runs of live owners (another `bench run` on this store right now) are left alone."""
+    with outcome ``interrupted``; runs of live owners (another `bench run` on this store right now) are left alone,
+    and so are those ``keep`` names (their work goes on elsewhere: the cell loop may adopt them)."""
     only = f" and {t.matching({t.ROLE: role})}" if role else ""
     running = client.search_runs([experiment], filter_string="attributes.status = 'RUNNING'" + only,
                                  max_results=10000)
-    orphaned = [run for run in running if owner_gone(client, run)]
+    orphaned = [run for run in running if owner_gone(client, run) and not keep(run)]
     for run in orphaned:
         client.set_tag(run.info.run_id, t.OUTCOME, t.OUTCOME_INTERRUPTED)
         client.set_terminated(run.info.run_id, status=FAILED)

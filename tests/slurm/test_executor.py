@@ -5,6 +5,7 @@ file the gated dataset writes, a state Slurm reports), bounded only as a timeout
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -135,3 +136,44 @@ def test_a_job_told_of_its_time_limit_checkpoints_is_requeued_and_resumes_to_the
     assert run.info.status == "FINISHED"
     assert run.data.tags["executor.slurm_restarts"] == "1" and run.data.tags["ran.resumed_from"] == "3"
     assert scores(uri) == scores(f"sqlite:///{tmp_path / 'whole.db'}")
+
+
+def test_a_submitter_killed_after_submission_is_followed_by_one_that_adopts_its_job(slurm_cluster, tmp_path,
+                                                                                    monkeypatch):
+    """The submitter dies (SIGKILL: an SSH session dropped, no Ctrl-C to cancel anything) while its job computes; the
+    next `bench run` finds the cell's run unowned but its job alive, adopts the job instead of submitting the cell
+    again, and records its result."""
+    monkeypatch.setenv("METABENCH_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    path, uri = gated_suite(tmp_path, gate), f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = driver(path, uri, slurm_cluster)
+    try:
+        wait_for(lambda: (gate / "reached").exists() or first.poll() is not None, "cell held mid-training")
+        job = only_job(slurm_cluster)
+    finally:
+        first.kill()
+        first.wait()
+    second = driver(path, uri, slurm_cluster)
+    lines, adopted = [], threading.Event()
+
+    def read():
+        for line in second.stdout:
+            lines.append(line)
+            if line.startswith("adopted"):
+                adopted.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: adopted.is_set() or second.poll() is not None, "the job adopted")
+        (gate / "open").touch()
+        second.wait(timeout=300)
+    finally:
+        second.kill()
+    reader.join(timeout=10)
+    output = "".join(lines)
+    assert second.returncode == 0, output
+    assert f"adopted Slurm job {job}" in output and "submitted" not in output  # the cell was not sent twice
+    (run,) = cell_runs(uri)
+    assert run.info.status == "FINISHED" and run.data.tags["executor.slurm_job"] == job

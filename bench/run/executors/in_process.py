@@ -59,6 +59,15 @@ class InProcess:
     def cancel(self) -> None:
         self.queue.clear()
 
+    def running_tags(self) -> dict[str, dict[str, str]]:
+        return {}
+
+    def adoptable(self, run) -> bool:
+        return False  # a gone owner's cell died with it
+
+    def adopt(self, attempt: Attempt, run) -> bool:
+        return False
+
     def closing_tags(self) -> dict[str, dict[str, str]]:
         return {}
 

@@ -162,6 +162,15 @@ class RayExecutor:
         self.in_flight.clear()
         self.queued.clear()
 
+    def running_tags(self) -> dict[str, dict[str, str]]:
+        return {}
+
+    def adoptable(self, run) -> bool:
+        return False  # a gone owner's cell died with it
+
+    def adopt(self, attempt: Attempt, run) -> bool:
+        return False
+
     def closing_tags(self) -> dict[str, dict[str, str]]:
         """How many cells ran on a cell's node at once while it was timed (at most), itself included: the
         neighbours its timings had (README: the executor's trade-off)."""

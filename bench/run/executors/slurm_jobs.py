@@ -39,7 +39,10 @@ from bench.run.executors import ExecutorEntry, flag, register
 from bench.run.executors.attempt import collected, run_attempt
 from bench.spec.suite import Cell
 
-LOST_STATES = ("NODE_FAIL", "BOOT_FAIL", "PREEMPTED")  # the job's machine failed it: the attempt may be retried
+LOST_STATES = ("NODE_FAIL", "BOOT_FAIL", "PREEMPTED")
+# a job in these may still return its cell's result: a gone submitter's run in one is adopted, not claimed again
+ADOPTABLE_STATES = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+                    "RESIZING", "SUSPENDED", "COMPLETED")  # the job's machine failed it: the attempt may be retried
 POLL_S = 1.0  # how often job states are read (sacct, through submitit's watcher) while the loop waits
 PREEMPTION_SIGNAL = signal.SIGUSR2  # what submitit asks Slurm to send before a time limit (``--signal USR2@delay``)
 
@@ -141,6 +144,7 @@ class SlurmExecutor:
         self.queued: deque[Attempt] = deque()
         self.in_flight: dict = {}  # submitit job -> its attempt
         self.executors: dict[str, object] = {}  # suite -> its submitit executor (one log folder per suite)
+        self.submitted: dict[str, dict[str, str]] = {}  # run id -> its job's tags, not yet on the run
 
     def __enter__(self) -> "SlurmExecutor":
         import submitit  # noqa: F401, PLC0415  (only a Slurm run imports it)
@@ -188,6 +192,8 @@ class SlurmExecutor:
                 jobs = [executor.submit(CellJob(a, self.options.cpus_per_cell)) for a in attempts]
             for job, attempt in zip(jobs, attempts):
                 self.in_flight[job] = attempt
+                self.submitted[attempt.run_id] = {t.EXECUTOR: self.kind, t.SLURM_JOB: str(job.job_id),
+                                                  t.SLURM_FOLDER: str(executor.folder)}
                 self.echo(f"submitted {attempt.cell.title} as Slurm job {job.job_id} (log: {job.paths.stdout})")
 
     def collect(self, timeout: float) -> list[Done]:
@@ -222,6 +228,32 @@ class SlurmExecutor:
             job.cancel(check=False)
         self.in_flight.clear()
         self.queued.clear()
+
+    def running_tags(self) -> dict[str, dict[str, str]]:
+        """Each new job's id and folder on its run at once: a later invocation adopts the job if this one is gone."""
+        tags, self.submitted = self.submitted, {}
+        return tags
+
+    def _job(self, run):
+        import submitit  # noqa: PLC0415
+
+        tags = run.data.tags
+        if t.SLURM_JOB not in tags or t.SLURM_FOLDER not in tags:
+            return None
+        return submitit.SlurmJob(folder=tags[t.SLURM_FOLDER], job_id=tags[t.SLURM_JOB])
+
+    def adoptable(self, run) -> bool:
+        """A gone submitter's run whose job is queued, running or done with a result: its cell is not lost."""
+        job = self._job(run)
+        return job is not None and job.watcher.get_state(job.job_id, mode="force").split()[0] in ADOPTABLE_STATES
+
+    def adopt(self, attempt: Attempt, run) -> bool:
+        job = self._job(run)
+        if job is None:
+            return False
+        self.in_flight[job] = attempt
+        self.echo(f"adopted Slurm job {job.job_id} of {attempt.cell.title} (log: {job.paths.stdout})")
+        return True
 
     def closing_tags(self) -> dict[str, dict[str, str]]:
         return {}
