@@ -67,6 +67,14 @@ def gated_suite(tmp_path, gate, **training):
     return path
 
 
+def gated(tmp_path, monkeypatch):
+    """The gate's folder, the gated suite and its store, with the checkpoints in the test's own folder."""
+    monkeypatch.setenv("METABENCH_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    return gate, gated_suite(tmp_path, gate), f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
 def driver(path, uri, cluster, *extra):
     """`bench run --executor slurm` in its own process (the test acts on the job meanwhile)."""
     command = [sys.executable, "-m", "bench", "run", str(path), "--tracking-uri", uri, "--no-progress",
@@ -84,10 +92,7 @@ def only_job(cluster):
 
 def test_a_cancelled_job_fails_its_run_with_slurms_reason_and_the_rerun_finishes_the_cell(slurm_cluster, tmp_path,
                                                                                           monkeypatch):
-    monkeypatch.setenv("METABENCH_CHECKPOINTS", str(tmp_path / "checkpoints"))
-    gate = tmp_path / "gate"
-    gate.mkdir()
-    path, uri = gated_suite(tmp_path, gate), f"sqlite:///{tmp_path / 'mlflow.db'}"
+    gate, path, uri = gated(tmp_path, monkeypatch)
     process = driver(path, uri, slurm_cluster)
     try:
         wait_for(lambda: (gate / "reached").exists() or process.poll() is not None, "cell held mid-training")
@@ -143,10 +148,7 @@ def test_a_submitter_killed_after_submission_is_followed_by_one_that_adopts_its_
     """The submitter dies (SIGKILL: an SSH session dropped, no Ctrl-C to cancel anything) while its job computes; the
     next `bench run` finds the cell's run unowned but its job alive, adopts the job instead of submitting the cell
     again, and records its result."""
-    monkeypatch.setenv("METABENCH_CHECKPOINTS", str(tmp_path / "checkpoints"))
-    gate = tmp_path / "gate"
-    gate.mkdir()
-    path, uri = gated_suite(tmp_path, gate), f"sqlite:///{tmp_path / 'mlflow.db'}"
+    gate, path, uri = gated(tmp_path, monkeypatch)
     first = driver(path, uri, slurm_cluster)
     try:
         wait_for(lambda: (gate / "reached").exists() or first.poll() is not None, "cell held mid-training")

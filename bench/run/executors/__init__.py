@@ -38,6 +38,23 @@ class ExecutorEntry:
 EXECUTORS: dict[str, ExecutorEntry] = {}
 
 
+class DiesWithItsOwner:
+    """What an executor whose cells end with the invocation that sent them says to the loop: no tags before a cell
+    ends, nothing a later invocation could adopt."""
+
+    def running_tags(self) -> dict[str, dict[str, str]]:
+        return {}
+
+    def adoptable(self, run) -> bool:
+        return False
+
+    def adopt(self, attempt, run) -> bool:
+        return False
+
+    def closing_tags(self) -> dict[str, dict[str, str]]:
+        return {}
+
+
 def register(entry: ExecutorEntry) -> None:
     if entry.name in EXECUTORS:
         raise ValueError(f"executor {entry.name!r} is already registered")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from bench.core import tags as t
 from bench.core.hardware import device_available
 from bench.run.execution import Attempt, Done, Sink
-from bench.run.executors import ExecutorEntry, register
+from bench.run.executors import DiesWithItsOwner, ExecutorEntry, register
 from bench.run.executors.attempt import run_attempt
 from bench.spec.suite import Cell
 from bench.store import tracking
@@ -18,7 +18,7 @@ class InProcessOptions:
     """Nothing to choose: the cells run here, one at a time."""
 
 
-class InProcess:
+class InProcess(DiesWithItsOwner):
     """Claimed cells one after another in this process, on its devices; no Ray, no Slurm."""
 
     kind = "in-process"
@@ -58,18 +58,6 @@ class InProcess:
 
     def cancel(self) -> None:
         self.queue.clear()
-
-    def running_tags(self) -> dict[str, dict[str, str]]:
-        return {}
-
-    def adoptable(self, run) -> bool:
-        return False  # a gone owner's cell died with it
-
-    def adopt(self, attempt: Attempt, run) -> bool:
-        return False
-
-    def closing_tags(self) -> dict[str, dict[str, str]]:
-        return {}
 
 
 register(ExecutorEntry("in-process", "cells one after another here (default)", InProcessOptions,

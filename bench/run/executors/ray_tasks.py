@@ -21,7 +21,7 @@ import torch
 from bench.core import tags as t
 from bench.core.hardware import device_available
 from bench.run.execution import Attempt, Done, Sink
-from bench.run.executors import ExecutorEntry, flag, register
+from bench.run.executors import DiesWithItsOwner, ExecutorEntry, flag, register
 from bench.run.executors.attempt import collected, run_attempt
 from bench.spec.suite import Cell
 
@@ -59,7 +59,7 @@ def run_cell_remotely(attempt: Attempt, threads: int) -> Done:
     return done
 
 
-class RayExecutor:
+class RayExecutor(DiesWithItsOwner):  # a driver's Ray tasks end with its job
     """Runs claimed cells as Ray tasks (see the module's docstring). A context manager: it starts or joins Ray on
     entry (a cluster that cannot be joined fails there, before anything is written) and leaves what it started."""
 
@@ -161,15 +161,6 @@ class RayExecutor:
             ray.cancel(ref, force=True)
         self.in_flight.clear()
         self.queued.clear()
-
-    def running_tags(self) -> dict[str, dict[str, str]]:
-        return {}
-
-    def adoptable(self, run) -> bool:
-        return False  # a gone owner's cell died with it
-
-    def adopt(self, attempt: Attempt, run) -> bool:
-        return False
 
     def closing_tags(self) -> dict[str, dict[str, str]]:
         """How many cells ran on a cell's node at once while it was timed (at most), itself included: the
