@@ -37,6 +37,7 @@ class Registry(Generic[T]):
         self.adopt = adopt
         self._entries: dict[str, T] = {}
         self._facts: dict[str, dict[str, str]] = {}
+        self._unambiguous: set[str] = set()  # names checked once: the entry points are read once per process
 
     def register(self, name: str, **facts: str) -> Callable[[T], T]:
         """Register under ``name``; ``facts`` are recorded with the entry (a learner's algorithm), so nothing has
@@ -97,11 +98,13 @@ class Registry(Generic[T]):
                                      f"rename the entry point, or name the plugin by its import path")
 
     def __getitem__(self, name: str) -> T:
-        self._refuse_ambiguous(name)
+        if name not in self._unambiguous:
+            self._refuse_ambiguous(name)
         if name not in self._entries and not self._plugin(name):
             raise UnknownNameError(f"unknown {self.kind} {name!r}{did_you_mean(name, self.names())}; "
                                    f"known: {', '.join(self.names())}"
                                    + (plugins.HOW.format(kind=self.kind) if self.adopt else ""))
+        self._unambiguous.add(name)
         return self._entries[name]
 
     def __contains__(self, name: object) -> bool:

@@ -229,6 +229,21 @@ class _Saved:
                 buffer.copy_(self.buffers[name])
 
 
+class _Buffers:
+    """What one meta-gradient step may change (the contract: buffers, never the weights), to put back before the
+    step runs again: a copy of the model's buffers alone, taken before every step where a fallback exists, so it
+    must stay small (batch norm's statistics, not the parameters)."""
+
+    def __init__(self, learner: MetaLearner):
+        self.learner = learner
+        self.buffers = {n: b.detach().clone() for n, b in learner.model.named_buffers()}
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for name, buffer in self.learner.model.named_buffers():
+                buffer.copy_(self.buffers[name])
+
+
 class Autotuner:
     """A cell's execution through meta-training: decided before the first meta-iteration, again where the
     learner's ``execution_phase`` changes, and handed to the next fastest candidate that ran where a step runs out
@@ -241,7 +256,7 @@ class Autotuner:
         self.iteration, self.phase = 0, learner.execution_phase(0)  # a new learner stands at iteration 0
         self.decision = decide(learner, name, code, batch, device, self.budget)
         self.history = [(self.iteration, self.phase, self.decision)]
-        self.saved: _Saved | None = None
+        self.saved: _Buffers | None = None
 
     def before(self, iteration: int, batch: Episode) -> None:
         """Ready meta-iteration ``iteration`` (the learner's ``start_iteration`` called): a new phase is decided
@@ -255,7 +270,7 @@ class Autotuner:
         # a retried step must start from this one's state; a step changes buffers alone (the contract: not the
         # weights), so without buffers there is nothing to keep
         keep = self._fallback() is not None and any(True for _ in self.learner.model.buffers())
-        self.saved = _Saved(self.learner) if keep else None
+        self.saved = _Buffers(self.learner) if keep else None
 
     def meta_gradient(self, batch: Episode) -> StepResult:
         """The learner's meta-gradient of ``batch``; out of device memory, the step again on the next candidate."""
