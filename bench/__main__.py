@@ -87,6 +87,7 @@ def cmd_tune(args) -> int:
     from bench.core.config import ConfigError
     from bench.spec.suite import load_suites
     from bench.consumers.tune import TuneOptions
+    from bench.run import executors
 
     try:
         suites = load_suites(args.suite)
@@ -104,7 +105,8 @@ def cmd_tune(args) -> int:
         uri = tracking.resolve_uri(suite.tracking.uri, args.tracking_uri)
         options = TuneOptions(storage=tracking.anchored_sqlite(args.storage), study=args.study or "",
                               n_trials=args.n_trials, timeout=args.timeout, workers=1 if worker else args.workers,
-                              heartbeat=args.heartbeat)
+                              executor=args.executor, heartbeat=args.heartbeat)
+        launch = executors.launcher_from_arguments(args, cuda=suite.grid.devices[0].startswith("cuda"))
     except ConfigError as error:
         return refuse(str(error))
     from bench.consumers.tune import optimise, run_workers
@@ -113,7 +115,7 @@ def cmd_tune(args) -> int:
         if worker:
             optimise(suite, options, uri, json.loads(args.worker_shares))
             return 0
-        problems = run_workers(args.suite, suite, options, uri)
+        problems = run_workers(args.suite, suite, options, uri, launch)
     except ConfigError as error:  # a storage that cannot be opened: refused before anything is written
         return refuse(str(error))
     except KeyboardInterrupt:
@@ -134,6 +136,7 @@ def _tuned(args, suite, options, uri) -> int:
     from bench.consumers.summary import summary_table
     from bench.consumers.tune import FINISHED_STATES, best_suite_documents, charged, open_study, write_best
     from bench.core import tags
+    from bench.run import executors
 
     studies = {spec.display: open_study(suite, options, spec.display) for spec in suite.learners}
     for label, study in studies.items():
@@ -154,8 +157,9 @@ def _tuned(args, suite, options, uri) -> int:
         return 0
     best_suites = suites_from_text(path.read_text(encoding="utf-8"), str(path))
     outcomes = []
-    for best_suite in best_suites:
-        outcomes += run_suite(best_suite, best_suite.text, uri, progress=_progress(args))
+    with executors.from_arguments(args, best_suites, progress=_progress(args)) as executor:  # as the workers ran
+        for best_suite in best_suites:
+            outcomes += run_suite(best_suite, best_suite.text, uri, progress=_progress(args), executor=executor)
     print(summary_table(outcomes))
     print(f"report: {build_report(best_suites[0].suite, uri, best_suites)}")
     return EXIT_FAILURES if any(o.outcome == tags.OUTCOME_FAILED for o in outcomes) else 0
@@ -318,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     tune.add_argument("--n-trials", type=int, help="each learner's study's total budget (overrides search.n_trials); "
                                                    "a rerun only tops a study up to it")
     tune.add_argument("--timeout", type=float, help="seconds per learner's study")
-    tune.add_argument("--workers", type=int, default=1, help="worker processes on the same storage")
+    tune.add_argument("--workers", type=int, default=1,
+                      help="workers on the same storage: processes here, or jobs of --executor slurm")
     tune.add_argument("--storage", default=paths.OPTUNA_STORAGE,
                       help="Optuna storage URL (sqlite:///, postgresql://..., journal:PATH)")
     tune.add_argument("--study", help="study name prefix (default: the suite's name)")
@@ -330,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
                            "retried after 2")
     tune.add_argument("--no-progress", action="store_true")
     tune.add_argument("--worker-shares", help=argparse.SUPPRESS)  # a worker: JSON label -> its trials at most
+    executors.add_arguments(tune)  # what runs the workers: --executor and its flags
     tune.set_defaults(func=cmd_tune)
     listing = commands.add_parser("list", help="every learner (built in and installed plugins) with its doc, defaults "
                                                "and origin")

@@ -298,3 +298,11 @@ def test_a_failing_trial_does_not_stop_a_two_objective_study(tmp_path):
     assert [t.state.name for t in done] == ["FAIL", "COMPLETE", "COMPLETE"]
     assert all(len(t.values) == 2 and t.values[1] > 0 for t in done[1:])
     assert (tmp_path / "reports" / "tiny.tuning" / f"{name_of(path)}_pareto.png").stat().st_size > 5000
+
+
+def test_an_executor_that_runs_no_workers_is_refused_naming_those_that_do(tmp_path, capsys):
+    path = tune_suite(tmp_path)
+    assert main(args(path, tmp_path, "--workers", "2", "--executor", "ray")) == 2
+    error = capsys.readouterr().err
+    assert "--executor ray does not run bench tune's workers" in error and "in-process, slurm" in error
+    assert not (tmp_path / "optuna.db").exists()  # refused before anything is written

@@ -33,6 +33,16 @@ def scores(uri):
             for r in cell_runs(uri) if r.info.status == "FINISHED"}
 
 
+def run_in_process(path, uri):
+    """The suite in this process on one thread, as each job's one CPU: the same reductions in the same order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["run", str(path), "--tracking-uri", uri, "--no-progress", "--no-report"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_a_suite_runs_as_a_job_array_once_with_the_in_process_numbers(slurm_cluster, tmp_path, monkeypatch):
     monkeypatch.setenv("METABENCH_CHECKPOINTS", str(tmp_path / "checkpoints"))
     raw = {**TINY, "learners": ["fomaml/functional", "protonet"], "grid": {**TINY["grid"], "seeds": [0, 1]},
@@ -40,12 +50,7 @@ def test_a_suite_runs_as_a_job_array_once_with_the_in_process_numbers(slurm_clus
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(raw))
     here, there = f"sqlite:///{tmp_path / 'here.db'}", f"sqlite:///{tmp_path / 'there.db'}"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the jobs' one CPU each: the same reductions in the same order
-    try:
-        assert main(["run", str(path), "--tracking-uri", here, "--no-progress", "--no-report"]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    run_in_process(path, here)
     assert main(["run", str(path), "--tracking-uri", there, "--no-progress", "--no-report", "--executor", "slurm",
                  "--slurm-partition", slurm_cluster.partition, "--slurm-time", "10"]) == 0
     runs = cell_runs(there)
@@ -179,3 +184,30 @@ def test_a_submitter_killed_after_submission_is_followed_by_one_that_adopts_its_
     assert f"adopted Slurm job {job}" in output and "submitted" not in output  # the cell was not sent twice
     (run,) = cell_runs(uri)
     assert run.info.status == "FINISHED" and run.data.tags["executor.slurm_job"] == job
+
+
+def test_a_job_reaching_its_real_time_limit_is_signalled_by_slurm_requeued_and_resumes_to_the_same_scores(
+        slurm_cluster, tmp_path, monkeypatch):
+    """`--slurm-time 1 --slurm-signal-delay 50`: Slurm itself (not the test) sends SIGUSR2 before the one-minute limit
+    of a job whose cell is held mid-training; the cell checkpoints, the job is requeued, and the cell resumes to the
+    scores of an uninterrupted in-process run."""
+    gate, path, uri = gated(tmp_path, monkeypatch)
+    (gate / "open").touch()
+    whole = f"sqlite:///{tmp_path / 'whole.db'}"
+    run_in_process(path, whole)
+    for passed in ("open", "reached"):
+        (gate / passed).unlink()
+    process = driver(path, uri, slurm_cluster, "--slurm-time", "1", "--slurm-signal-delay", "50")
+    try:
+        wait_for(lambda: (gate / "reached").exists() or process.poll() is not None, "cell held mid-training")
+        # slurmctld checks time limits every 30 s: the signal comes 10 to about 45 s after the job started
+        wait_for(lambda: (gate / "signalled").exists() or process.poll() is not None, "Slurm's signal", timeout=180)
+        (gate / "open").touch()
+        output, _ = process.communicate(timeout=400)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output
+    (run,) = cell_runs(uri)
+    assert run.info.status == "FINISHED" and int(run.data.tags["executor.slurm_restarts"]) >= 1
+    assert run.data.tags["ran.resumed_from"] == "3"
+    assert scores(uri) == scores(whole)

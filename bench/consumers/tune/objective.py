@@ -3,6 +3,8 @@ trial as an MLflow run that ends FINISHED, KILLED (pruned) or FAILED."""
 from __future__ import annotations
 
 import math
+import os
+import socket
 import traceback
 
 import optuna
@@ -10,11 +12,18 @@ from optuna.trial import TrialState
 
 from bench.core import metrics as m
 from bench.core import tags as t
+from bench.run.executors.slurm_jobs import job_id_here
 from bench.run.training import run_cell
 from bench.spec.suite import Suite
 from bench.store import tracking
 from bench.store.tracking import FAILED, FINISHED, KILLED
 from bench.consumers.tune.trial_cell import learner_space, trial_cell
+
+
+def _where() -> dict[str, str]:
+    """Where the trial runs: the node, and its Slurm job when a worker job runs it."""
+    return {t.EXECUTOR_NODE: socket.gethostname(),
+            **({t.SLURM_JOB: job_id_here()} if "SLURM_JOB_ID" in os.environ else {})}
 
 
 class Objective:
@@ -28,7 +37,7 @@ class Objective:
         values = {name: spec.suggest(trial, name) for name, spec in self.space.items()}
         run_id = tracking.start_run(self.client, self.experiment, f"{self.label} trial {trial.number}",
                                     {t.ROLE: t.ROLE_TRIAL, t.STUDY: trial.study.study_name, t.TRIAL: str(trial.number),
-                                     t.LABEL: self.label, t.PARENT: self.parent})
+                                     t.LABEL: self.label, t.PARENT: self.parent, **_where()})
         tracking.log_params(self.client, run_id, values)
         single = len(self.suite.search.objectives) == 1
 

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Callable
 
 import optuna
 
 from bench.core import tags as t
+from bench.run.executors import DEFAULT as DEFAULT_EXECUTOR
 from bench.spec.suite import Suite
 from bench.store import tracking
 from bench.consumers.tune.accounting import FINISHED_STATES, Budget, budget, charged, remaining
@@ -35,8 +37,10 @@ def optimise(suite: Suite, options: TuneOptions, uri: str, shares: dict[str, int
                            callbacks=[Budget(total)])
 
 
-def run_workers(suite_path: str, suite: Suite, options: TuneOptions, uri: str) -> list[str]:
-    """Every study run up to its budget, here or by ``workers`` processes. Returns the problems that make the
+def run_workers(suite_path: str, suite: Suite, options: TuneOptions, uri: str, launch: Callable[..., list[str]]
+                ) -> list[str]:
+    """Every study run up to its budget, here or by ``workers`` processes that ``launch`` runs (an executor's
+    launcher: processes here, a Slurm job array). Returns the problems that make the
     command fail: a study short of its budget (its timeout aside) and, unless its trials were retried to the budget
     anyway, a worker that died."""
     # the storage is opened (a bad URL refused) and every study created before anything is written to MLflow and
@@ -46,19 +50,19 @@ def run_workers(suite_path: str, suite: Suite, options: TuneOptions, uri: str) -
     experiment = tracking.experiment_id(client, f"{suite.suite}.tuning")
     study_parents(suite, options, client, experiment)  # created once, here
     try:
-        return _run_studies(suite_path, suite, options, uri, studies)
+        return _run_studies(suite_path, suite, options, uri, studies, launch)
     finally:  # the trial runs of killed workers end FAILED/interrupted, not RUNNING (a study's own run stays open)
         tracking.close_orphaned(client, experiment, role=t.ROLE_TRIAL)
 
 
-def _run_studies(suite_path: str, suite: Suite, options: TuneOptions, uri: str, studies: dict[str, optuna.Study]
-                 ) -> list[str]:
+def _run_studies(suite_path: str, suite: Suite, options: TuneOptions, uri: str, studies: dict[str, optuna.Study],
+                 launch: Callable[..., list[str]]) -> list[str]:
     total = budget(suite, options)
-    if options.workers == 1:
+    if options.workers == 1 and options.executor == DEFAULT_EXECUTOR:  # here, in this process
         optimise(suite, options, uri)
         return shortfalls(suite, options, studies, [])
     failures = start_workers(suite_path, suite, options, uri,
-                             {label: remaining(study, total) for label, study in studies.items()})
+                             {label: remaining(study, total) for label, study in studies.items()}, launch)
     if failures and any(charged(s, FINISHED_STATES) < total for s in studies.values()):
         # a dead worker's trial is stale 2 heartbeats after its last beat: then it is failed and retried here, with
         # the shares the dead worker did not run (on journal storage it stays RUNNING and the study stays short)

@@ -14,6 +14,7 @@ class TuneOptions:
     n_trials: int | None = None  # overrides search.n_trials: each study's total budget, not this invocation's
     timeout: float | None = None
     workers: int = 1
+    executor: str = "in-process"  # what runs the workers (bench.run.executors); in process, one runs here
     # seconds; a killed worker's trial is failed (and retried) 2 heartbeats after its last. None: the default, or no
     # heartbeat at all on journal storage
     heartbeat: int | None = None

@@ -8,10 +8,12 @@ in process never imports them. Adding an executor is one module and one line in 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import typing
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any, Callable
 
 from bench.core.config import ConfigError
@@ -33,6 +35,21 @@ class ExecutorEntry:
     options: type  # a frozen dataclass; each field's metadata is a ``flag(...)``
     build: Callable[..., Any]  # (options, suites, progress) -> an executor, not yet started; ValueError: refused
     extra: str = ""  # the optional dependency it needs, for the message where it is missing
+    # (options, cuda) -> a launcher, ``launch(workers, echo)`` -> the failures of the workers that did not exit 0,
+    # which runs `bench tune`'s worker commands to their end; ValueError: refused (None: it runs no tune workers)
+    workers: Callable[..., Callable[..., list[str]]] | None = None
+
+
+@dataclass(frozen=True)
+class WorkerCommand:
+    """One worker process to run to its end: a command line, what it adds to the environment it starts in (the
+    launcher's, or a job's own on a cluster), its directory."""
+
+    name: str  # "worker 0"
+    group: str  # what the workers serve, for job names and log folders: "<study>.tuning"
+    command: list[str]
+    env: dict[str, str]
+    cwd: str
 
 
 EXECUTORS: dict[str, ExecutorEntry] = {}
@@ -95,10 +112,9 @@ def _dest(entry: ExecutorEntry, field: dataclasses.Field) -> str:
     return f"executor_{entry.name.replace('-', '_')}_{field.name}"
 
 
-def from_arguments(args: argparse.Namespace, suites: list, progress: bool):
-    """The executor ``args`` name, with the options its flags set, not yet started (the caller enters it). A flag
-    of another executor, an option out of range or a cell it cannot run is refused with ConfigError, before anything
-    is written."""
+def _chosen(args: argparse.Namespace) -> tuple[ExecutorEntry, Any]:
+    """The executor ``args`` name and the options its flags set; a flag of another executor or an option out of
+    range is refused with ConfigError."""
     entries = _load()
     chosen = entries[args.executor]
     for entry in entries.values():
@@ -108,10 +124,39 @@ def from_arguments(args: argparse.Namespace, suites: list, progress: bool):
     given = {field.name: value for field in dataclasses.fields(chosen.options)
              if (value := getattr(args, _dest(chosen, field))) is not None}
     try:
-        options = chosen.options(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
-        return chosen.build(options, suites, progress)
+        return chosen, chosen.options(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()})
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+@contextlib.contextmanager
+def _refusals(entry: ExecutorEntry) -> Iterator[None]:
+    """A missing library or a refusal of the executor's (ValueError) as ConfigError, naming what to install."""
+    try:
+        yield
     except ImportError as error:
-        raise ConfigError(f"--executor {chosen.name} needs {chosen.extra or error.name}: pip install -e "
+        raise ConfigError(f"--executor {entry.name} needs {entry.extra or error.name}: pip install -e "
                           f"'.[distributed]' ({error})") from None
     except ValueError as error:
         raise ConfigError(str(error)) from None
+
+
+def from_arguments(args: argparse.Namespace, suites: list, progress: bool):
+    """The executor ``args`` name, with the options its flags set, not yet started (the caller enters it). A flag
+    of another executor, an option out of range or a cell it cannot run is refused with ConfigError, before anything
+    is written."""
+    entry, options = _chosen(args)
+    with _refusals(entry):
+        return entry.build(options, suites, progress)
+
+
+def launcher_from_arguments(args: argparse.Namespace, cuda: bool) -> Callable[..., list[str]]:
+    """What runs `bench tune`'s worker commands (on CUDA devices where ``cuda``) on the executor ``args`` name:
+    ``launch(workers, echo)`` -> the failures. An executor that runs no workers, a flag of another one, an option it
+    refuses or a missing library is refused with ConfigError, before anything is written."""
+    entry, options = _chosen(args)
+    if entry.workers is None:
+        able = ", ".join(sorted(e.name for e in _load().values() if e.workers is not None))
+        raise ConfigError(f"--executor {entry.name} does not run bench tune's workers; the executors that do: {able}")
+    with _refusals(entry):
+        return entry.workers(options, cuda)

@@ -1,13 +1,16 @@
 """`bench run` (the default executor): claimed cells one after another in this process, on its devices."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 from collections import deque
 from dataclasses import dataclass
 
 from bench.core import tags as t
 from bench.core.hardware import device_available
 from bench.run.execution import Attempt, Done, Sink
-from bench.run.executors import DiesWithItsOwner, ExecutorEntry, register
+from bench.run.executors import DiesWithItsOwner, ExecutorEntry, WorkerCommand, register
 from bench.run.executors.attempt import run_attempt
 from bench.spec.suite import Cell
 from bench.store import tracking
@@ -60,5 +63,32 @@ class InProcess(DiesWithItsOwner):
         self.queue.clear()
 
 
+def _exit_failure(worker: WorkerCommand, process: subprocess.Popen) -> str | None:
+    """How a worker failed, or None: a signal death is a negative return code."""
+    code = process.returncode
+    if code == 0:
+        return None
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+    return f"{worker.name} (pid {process.pid}) {how}"
+
+
+def _local_workers(options: InProcessOptions, cuda: bool):
+    """Worker processes on this machine, started together and waited for; on CUDA, one GPU each (unless
+    CUDA_VISIBLE_DEVICES already says which)."""
+
+    def launch(workers: list[WorkerCommand], echo=print) -> list[str]:
+        processes = []
+        for i, worker in enumerate(workers):
+            env = {**os.environ, **worker.env}
+            if cuda and "CUDA_VISIBLE_DEVICES" not in env:
+                env["CUDA_VISIBLE_DEVICES"] = str(i)
+            processes.append(subprocess.Popen(worker.command, cwd=worker.cwd, env=env))
+        for process in processes:
+            process.wait()
+        return [failure for w, p in zip(workers, processes) if (failure := _exit_failure(w, p)) is not None]
+
+    return launch
+
+
 register(ExecutorEntry("in-process", "cells one after another here (default)", InProcessOptions,
-                       lambda options, suites, progress: InProcess(progress)))
+                       lambda options, suites, progress: InProcess(progress), workers=_local_workers))

@@ -17,6 +17,9 @@ cell loop's (``bench.run.execution``), as for every executor.
   reason; a lost node (NODE_FAIL, BOOT_FAIL, a preemption that could not requeue) makes the attempt lost, and the
   loop tries it again up to ``--slurm-max-retries`` times.
 
+`bench tune --executor slurm --workers W` sends its W workers (each a `bench tune` of its share of the trials on the
+study storage) as one job array too; they write their trials to the study storage and the MLflow store themselves.
+
 submitit is imported only when this executor starts: the in-process path never imports it.
 """
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -35,7 +39,7 @@ from bench.core import tags as t
 from bench.core.paths import RESULTS
 from bench.run import checkpoint
 from bench.run.execution import Attempt, Done, Sink
-from bench.run.executors import ExecutorEntry, flag, register
+from bench.run.executors import ExecutorEntry, WorkerCommand, flag, register
 from bench.run.executors.attempt import collected, run_attempt
 from bench.spec.suite import Cell
 
@@ -94,7 +98,8 @@ class SlurmOptions:
                 "additional_parameters": dict(o.split("=", 1) for o in self.option)}
 
 
-def _job_id() -> str:
+def job_id_here() -> str:
+    """This process's Slurm job (``<array>_<task>`` in an array), or "?" outside one."""
     array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
     return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID", "?")
 
@@ -110,7 +115,7 @@ class CellJob:
         curves, keep = collected()
         where = {t.EXECUTOR_NODE: socket.gethostname(), t.EXECUTOR_CPUS: str(self.threads),
                  t.EXECUTOR_ATTEMPT: str(self.attempt.number + 1), t.EXECUTOR_STARTED: f"{time.time():.3f}",
-                 t.SLURM_JOB: _job_id(), t.SLURM_RESTARTS: os.environ.get("SLURM_RESTART_COUNT", "0")}
+                 t.SLURM_JOB: job_id_here(), t.SLURM_RESTARTS: os.environ.get("SLURM_RESTART_COUNT", "0")}
         requeue = signal.getsignal(PREEMPTION_SIGNAL)  # submitit's: checkpoint() below, `scontrol requeue`, exit
         try:
             with checkpoint.stop_on(PREEMPTION_SIGNAL):  # saved at the next meta-iteration boundary, then stopped
@@ -259,15 +264,67 @@ class SlurmExecutor:
         return {}
 
 
-def _build(options: SlurmOptions, suites: list, progress: bool) -> SlurmExecutor:
+class WorkerJob:
+    """What a tune worker's job runs: its command, in the job's own environment (its SLURM_* variables) plus the
+    worker's additions, its output straight to the job's log."""
+
+    def __init__(self, worker: WorkerCommand):
+        self.worker = worker
+
+    def __call__(self) -> None:
+        subprocess.run(self.worker.command, cwd=self.worker.cwd, env={**os.environ, **self.worker.env}, check=True)
+
+
+def _slurm_workers(options: SlurmOptions, cuda: bool):
+    """`bench tune`'s workers as one job array; a worker whose job ends otherwise than COMPLETED is a failure, with
+    Slurm's state. Workers are not requeued: a killed worker's trial is failed by its heartbeat and retried."""
+    _check(options)
+    if cuda and not options.gpus_per_cell:
+        raise ValueError("--executor slurm: workers of a cuda suite need a GPU per job: --slurm-gpus-per-cell 1")
+
+    def launch(workers: list[WorkerCommand], echo=print) -> list[str]:
+        import submitit  # noqa: PLC0415
+
+        if not workers:
+            return []
+        group = workers[0].group
+        folder = RESULTS / "slurm" / group / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}" / "%j"
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
+        executor.update_parameters(**options.sbatch(group))
+        with executor.batch():
+            jobs = [executor.submit(WorkerJob(worker)) for worker in workers]
+        for job, worker in zip(jobs, workers):
+            echo(f"submitted tune {worker.name} as Slurm job {job.job_id} (log: {job.paths.stdout})")
+        failures = []
+        try:
+            for job, worker in zip(jobs, workers):
+                try:
+                    job.result()
+                except Exception as error:  # noqa: BLE001  (submitit's job errors: said, not raised)
+                    failures.append(f"{worker.name} (Slurm job {job.job_id}) ended {job.state}: "
+                                    f"{str(error).splitlines()[0] if str(error) else ''}")
+        except BaseException:  # interrupted: no worker left running without its driver
+            for job in jobs:
+                job.cancel(check=False)
+            raise
+        return failures
+
+    return launch
+
+
+def _check(options: SlurmOptions) -> None:
     import shutil  # noqa: PLC0415
 
     import submitit  # noqa: F401, PLC0415  (missing: refused here, with the extra to install)
 
     if shutil.which("sbatch") is None:
         raise ValueError("--executor slurm: no Slurm here (sbatch is not on PATH): run on a login node of the cluster")
+
+
+def _build(options: SlurmOptions, suites: list, progress: bool) -> SlurmExecutor:
+    _check(options)
     return SlurmExecutor(options)
 
 
 register(ExecutorEntry("slurm", "cells as a Slurm job array through submitit", SlurmOptions, _build,
-                       extra="submitit"))
+                       extra="submitit", workers=_slurm_workers))
