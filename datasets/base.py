@@ -88,9 +88,15 @@ class Dataset(ABC):
                 f"{self.name}: n_way={n_way} is larger than the {classes} classes of split {split!r}")
         smallest = self.min_examples(split)
         if k_shot + q_query > smallest:
+            named = self.smallest_class(split)
             raise DataRequestError(
                 f"{self.name}: k_shot + q_query = {k_shot} + {q_query} = {k_shot + q_query} is larger than the "
-                f"{smallest} examples of the smallest class in split {split!r}")
+                f"{smallest} examples of the smallest class in split {split!r}"
+                + (f" (class {named!r}: give it more examples, or lower k_shot or the query)" if named else ""))
+
+    def smallest_class(self, split: str) -> str | None:
+        """The name of a class of ``split`` with ``min_examples`` examples, where classes have names."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -123,11 +129,19 @@ class ImageDataset(Dataset):
 
     task_kind = "classification"
 
-    def __init__(self, name: str, data: ClassImages, content_identity: str = ""):
+    def __init__(self, name: str, data: ClassImages, content_identity: str = "",
+                 normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None):
         self.name = name
         self.data = data
         self.content_identity = content_identity
         self.input_shape = tuple(data.images.shape[1:])
+        self.normalisation = normalisation  # per-channel (mean, std) of pixels in [0, 1] that episodes are scaled by
+
+    def smallest_class(self, split: str) -> str | None:
+        ids = self.data.splits[split]
+        if not ids.numel():
+            return None
+        return self.data.names[int(ids[int(self.data.counts[ids].argmin())])]
 
     def num_classes(self, split: str) -> int:
         check_split(split)
@@ -140,7 +154,7 @@ class ImageDataset(Dataset):
 
     def sampler(self, split: str, n_way: int, k_shot: int, q_query: int, seed: int) -> "ImageEpisodeSampler":
         self.check_request(split, n_way, k_shot, q_query)
-        return ImageEpisodeSampler(self.data, split, n_way, k_shot, q_query, seed)
+        return ImageEpisodeSampler(self.data, split, n_way, k_shot, q_query, seed, self.normalisation)
 
     def statistics(self) -> dict[str, object]:
         counts = self.data.counts
@@ -155,14 +169,20 @@ class ImageDataset(Dataset):
                 "examples_per_class_min": int(split_counts.min()) if ids.numel() else 0,
                 "examples_per_class_max": int(split_counts.max()) if ids.numel() else 0,
             }
+        if self.normalisation is not None:
+            stats["normalisation"] = {"mean": list(self.normalisation[0]), "std": list(self.normalisation[1]),
+                                      "from": "the train split's images"}
         return stats
 
 
 class ImageEpisodeSampler(TaskSource):
     """N-way K-shot Q-query episodes; the same (seed, split, index) always gives the same episode."""
 
-    def __init__(self, data: ClassImages, split: str, n_way: int, k_shot: int, q_query: int, seed: int):
+    def __init__(self, data: ClassImages, split: str, n_way: int, k_shot: int, q_query: int, seed: int,
+                 normalisation: tuple[tuple[float, ...], tuple[float, ...]] | None = None):
         self.data, self.split = data, split
+        self._scale = None if normalisation is None else tuple(
+            torch.tensor(v, dtype=torch.float32).view(-1, 1, 1) for v in normalisation)
         self.n_way, self.k_shot, self.q_query, self.seed = n_way, k_shot, q_query, seed
         self._split_classes = data.splits[split].numpy()
         self._offsets = data.offsets.numpy()
@@ -182,6 +202,8 @@ class ImageEpisodeSampler(TaskSource):
         k = self.k_shot
         lead = rows.shape[:-2]
         pixels = self.data.images[torch.from_numpy(rows)].float().div_(255.0)  # [..., N, K+Q, C, H, W]
+        if self._scale is not None:
+            pixels.sub_(self._scale[0]).div_(self._scale[1])
         labels = torch.arange(self.n_way).view(self.n_way, 1)
         shape = pixels.shape[-3:]
         support_x = pixels[..., :k, :, :, :].reshape(*lead, self.n_way * k, *shape)

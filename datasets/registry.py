@@ -21,6 +21,11 @@ class DatasetEntry:
     # learner options whose defaults suit this kind of task better than the learners' own (chosen for images): a
     # suite's cells take them unless the suite sets the option (sinusoid: Finn et al.'s inner rate)
     learner_defaults: Mapping[str, Any] = field(default_factory=dict)
+    # the files it expects on disk and where ("" for generated data): what `bench datasets` and errors state
+    layout: str = ""
+    # (options) -> problems found checking its files against published checksums (empty: verified); None: no
+    # published checksums to check (`bench datasets NAME --verify`)
+    verify: Callable[[Any], list[str]] | None = None
 
 
 def _adopt(name: str, loaded: object) -> tuple[DatasetEntry, dict[str, str]]:
@@ -35,10 +40,11 @@ DATASETS: Registry[DatasetEntry] = Registry("dataset", group="meta_bench.dataset
 
 
 def register_dataset(name: str, options: type, backbone: str, conv_filters: int = 64, version: int = 1,
-                     learner_defaults: Mapping[str, Any] | None = None):
+                     learner_defaults: Mapping[str, Any] | None = None, layout: str = "",
+                     verify: Callable[[Any], list[str]] | None = None):
     def add(load: Callable[[Any], Dataset]) -> Callable[[Any], Dataset]:
         DATASETS.register(name)(DatasetEntry(options, load, backbone, conv_filters, version,
-                                             dict(learner_defaults or {})))
+                                             dict(learner_defaults or {}), layout, verify))
         return load
 
     return add
