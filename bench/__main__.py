@@ -264,16 +264,47 @@ def cmd_ci_check(args) -> int:
 def cmd_datasets(args) -> int:
     from bench.core.config import ConfigError
     from meta_bench.datasets import DATASETS, DataRequestError, load_dataset
+    from meta_bench.datasets.registry import parse_options, presence
 
-    names = args.names or ["glyphs", "sinusoid"]
-    for name in names:
+    if not args.names:  # every registered dataset: where it comes from, what it expects, whether it is there
+        for name in DATASETS.names():
+            entry = DATASETS[name]
+            print(f"{name}\n    origin: {DATASETS.origin(name)}\n    files: {entry.layout or 'none (generated)'}\n"
+                  f"    data: {presence(name)}")
+        return 0
+    problems = 0
+    for name in args.names:
         try:
-            DATASETS[name]
-            stats = load_dataset(name).statistics()
+            entry = DATASETS[name]
+            options = parse_options(name, dict(_key_values(args.option, "--option")))
+            if args.verify:
+                if entry.verify is None:
+                    print(f"{name}: no published checksums to verify; its files: {entry.layout or 'none (generated)'}")
+                    continue
+                found = entry.verify(options)
+                problems += len(found)
+                print("\n".join(f"{name}: {problem}" for problem in found) or f"{name}: verified")
+                continue
+            stats = load_dataset(name, options).statistics()
         except (KeyError, ConfigError, DataRequestError) as error:
             return refuse(str(error))
         print(json.dumps(stats, indent=2))
-    return 0
+    return EXIT_FAILURES if problems else 0
+
+
+def _key_values(pairs: list[str] | None, flag: str) -> list[tuple[str, object]]:
+    """``KEY=VALUE`` strings as (key, value) with the value read as YAML (numbers, booleans, lists)."""
+    import yaml
+
+    from bench.core.config import ConfigError
+
+    parsed = []
+    for pair in pairs or []:
+        key, equals, value = pair.partition("=")
+        if not equals or not key:
+            raise ConfigError(f"{flag} {pair!r}: expected KEY=VALUE")
+        parsed.append((key, yaml.safe_load(value)))
+    return parsed
 
 
 def cmd_report(args) -> int:
@@ -359,8 +390,13 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--update-baseline", action="store_true", help="write the measured figures as the baseline")
     check.add_argument("--perf", action="store_true", help="also time every learner against a reference workload")
     check.set_defaults(func=cmd_ci_check)
-    data = commands.add_parser("datasets", help="statistics of datasets (default: glyphs and sinusoid)")
+    data = commands.add_parser("datasets", help="every registered dataset, its origin, files and whether its data is "
+                                                "there; with names, their statistics (or --verify)")
     data.add_argument("names", nargs="*")
+    data.add_argument("--option", action="append", metavar="KEY=VALUE",
+                      help="a dataset option (repeatable): --option root=data/birds --option image_size=84")
+    data.add_argument("--verify", action="store_true",
+                      help="check the named datasets' files against their published checksums")
     data.set_defaults(func=cmd_datasets)
     report = commands.add_parser("report", help="build the comparison report of a suite from MLflow")
     report.add_argument("suite", help="suite name or suite YAML file")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from bench.core.config import from_mapping
+from bench.core.config import ConfigError, from_mapping
 from bench.core.plugins import PluginError
 from bench.core.registry import Registry
 from meta_bench.datasets.base import Dataset
@@ -69,3 +69,22 @@ def load_dataset(name: str, options: Any = None) -> Dataset:
             data.content_identity = of_options(name, options)
         _LOADED[key] = data
     return _LOADED[key]
+
+
+def presence(name: str) -> str:
+    """Whether ``name``'s data is there under its default options: "generated", "present (<identity>)", or what is
+    missing and where it goes (loading it, so a present dataset is decoded and cached once)."""
+    from meta_bench.datasets.base import DataMissingError, DataRequestError  # noqa: PLC0415
+
+    entry = DATASETS[name]
+    try:
+        data = load_dataset(name)
+    except ConfigError as error:  # an option without a default (a folder's root): nothing to look at yet
+        return f"needs options: {str(error).splitlines()[0]}"
+    except DataMissingError as error:
+        return f"absent: {error}"
+    except DataRequestError as error:
+        return f"present but unusable: {error}"
+    if not entry.layout:
+        return f"generated ({data.content_identity})"
+    return f"present ({data.content_identity})"

@@ -1,5 +1,7 @@
 import json
 
+from PIL import Image
+
 from bench.__main__ import main
 
 
@@ -36,6 +38,31 @@ def test_datasets_prints_statistics(capsys):
     assert main(["datasets", "glyphs"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["classes"] > 1000 and stats["test"]["alphabets"] >= 1
+
+
+def test_datasets_lists_every_registered_one_with_its_origin_files_and_presence(capsys):
+    from meta_bench.datasets import DATASETS
+
+    assert main(["datasets"]) == 0
+    listing = capsys.readouterr().out
+    for name in DATASETS.names():
+        assert f"{name}\n    origin: {DATASETS.origin(name)}\n    files: " in listing
+    assert "data: generated (generated-" in listing  # glyphs, sinusoid
+    assert "data: needs options: " in listing and "root is required" in listing  # folder
+
+
+def test_datasets_takes_options_and_says_what_it_cannot_verify(capsys, tmp_path):
+    for c in range(5):
+        (tmp_path / f"c{c}").mkdir()
+        for i in range(3):
+            Image.new("L", (9, 9), 40 * c + i).save(tmp_path / f"c{c}" / f"{i}.png")
+    assert main(["datasets", "folder", "--option", f"root={tmp_path}", "--option", "image_size=16"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["classes"] == 5 and stats["image_shape"] == [3, 16, 16]
+    assert main(["datasets", "folder", "--option", "rootless"]) == 2
+    assert "--option 'rootless': expected KEY=VALUE" in capsys.readouterr().err
+    assert main(["datasets", "glyphs", "--verify"]) == 0
+    assert "glyphs: no published checksums to verify" in capsys.readouterr().out
 
 
 def test_datasets_unknown_name_exits_2(capsys):
