@@ -77,3 +77,17 @@ def manifest(name: str, root: Path, files: Iterable[Path]) -> dict[str, tuple[in
 def of_files(name: str, root: Path, files: Iterable[Path]) -> str:
     """The identity of the content of ``files`` (paths under ``root``): their relative paths, sizes and hashes."""
     return f"files-{_digest(sorted(manifest(name, root, files).items()))}"
+
+
+def of_train_and_test(train: str, test: str | None) -> str:
+    """A cell's data identity: its training data's, and its test data's after a ``+`` where it is tested on other
+    data (cross-domain), so a change of either reruns the cell and keeps its runs apart."""
+    return train if test is None or test == train else f"{train}+{test}"
+
+
+def of_hugging_face(source: str, revision: str, fingerprints: dict[str, str], split_files: Iterable[Path]) -> str:
+    """The identity of a Hugging Face dataset: where it comes from (a Hub id and revision, or a save_to_disk folder),
+    the fingerprint of each split pooled (Hugging Face's hash of the split's table, or of what built it), and the
+    content of the split files read."""
+    return "hf-" + _digest({"source": source, "revision": revision, "fingerprints": fingerprints,
+                            "split_files": {path.name: _sha256(path) for path in split_files}})

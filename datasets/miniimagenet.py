@@ -15,6 +15,7 @@ from meta_bench.datasets.content import of_files as content_of
 from meta_bench.datasets.registry import register_dataset
 
 VERSION = 1
+LAYOUT = "<root>/train.csv, val.csv and test.csv (filename,label) and <root>/images/ holding every file they name"
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ def _decode(root: Path, o: MiniImageNetOptions) -> ClassImages:
     return ClassImages(torch.from_numpy(np.stack(images)), torch.tensor(offsets), splits, names, list(names))
 
 
-@register_dataset("miniimagenet", MiniImageNetOptions, backbone="conv4", conv_filters=32,
-                  version=VERSION)
+@register_dataset("miniimagenet", MiniImageNetOptions, backbone="conv4", conv_filters=32, version=VERSION,
+                  layout=LAYOUT)  # no published checksums of these files: nothing to verify
 def load_miniimagenet(o: MiniImageNetOptions) -> ImageDataset:
     root = Path(o.root).expanduser().resolve()
     missing = [name for name in ("train.csv", "val.csv", "test.csv", "images") if not (root / name).exists()]

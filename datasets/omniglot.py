@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from PIL import Image
 from torchvision.datasets import Omniglot
-from torchvision.datasets.utils import list_dir, list_files
+from torchvision.datasets.utils import calculate_md5, list_dir, list_files
 
 from bench.core.seeding import Seed
+from meta_bench.datasets.archive import install_archive
 from meta_bench.datasets.base import ClassImages, DataMissingError, DataRequestError, ImageDataset
 from meta_bench.datasets.cache import cached_class_images
 from meta_bench.datasets.content import of_files as content_of
@@ -23,6 +24,9 @@ from meta_bench.datasets.registry import register_dataset
 
 VERSION = 1
 SETS = ("images_background", "images_evaluation")
+LAYOUT = ("<root>/omniglot-py/images_background/ and images_evaluation/, each <alphabet>/<character>/*.png "
+          "(torchvision's layout), with images_background.zip and images_evaluation.zip beside them to verify against "
+          "the published MD5s (download: true fetches and keeps them)")
 
 
 @dataclass(frozen=True)
@@ -36,11 +40,17 @@ class OmniglotOptions:
     split_seed: Seed = 1
 
 
+def _archive(base: Path, name: str) -> tuple[str, str, Path]:
+    """The published URL and MD5 of set ``name`` (torchvision's, one place to change them) and where it is kept."""
+    return f"{Omniglot.download_url_prefix}/{name}.zip", Omniglot.zips_md5[name], base / f"{name}.zip"
+
+
 def _character_dirs(root: Path, download: bool) -> list[Path]:
     base = root / Omniglot.folder
     if download:
-        for background in (True, False):
-            Omniglot(str(root), background=background, download=True)
+        for name in SETS:
+            if not (base / name).is_dir():
+                install_archive(*_archive(base, name), base / name)
     missing = [s for s in SETS if not (base / s).is_dir()]
     if missing:
         raise DataMissingError(
@@ -77,7 +87,27 @@ def _decode(characters: list[Path], o: OmniglotOptions) -> ClassImages:
     return ClassImages(torch.from_numpy(np.stack(images)[:, None]), torch.tensor(offsets), splits, names, groups)
 
 
-@register_dataset("omniglot", OmniglotOptions, backbone="conv4", version=VERSION)
+def verify(o: OmniglotOptions) -> list[str]:
+    """The problems found checking the archives under the root against the published MD5s (empty: verified)."""
+    base = Path(o.root).expanduser().resolve() / Omniglot.folder
+    problems = []
+    for name in SETS:
+        _, md5, archive = _archive(base, name)
+        if archive.is_file():
+            found = calculate_md5(str(archive))
+            if found != md5:
+                problems.append(f"{archive} has MD5 {found}, expected the published {md5}: it is damaged or not the "
+                                f"published file; delete it and {base / name}, then download again")
+        elif (base / name).is_dir():
+            problems.append(f"{archive} is gone (only the extracted {name}/ is there), so the published checksum "
+                            f"cannot be checked: put the archive back beside it, or delete {base / name} and "
+                            f"download again")
+        else:
+            problems.append(f"neither {archive} nor {base / name}/ is there: nothing to check")
+    return problems
+
+
+@register_dataset("omniglot", OmniglotOptions, backbone="conv4", version=VERSION, layout=LAYOUT, verify=verify)
 def load_omniglot(o: OmniglotOptions) -> ImageDataset:
     root = Path(o.root).expanduser().resolve()
     characters = _character_dirs(root, o.download)

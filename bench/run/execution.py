@@ -33,6 +33,7 @@ from bench.store.provenance import LOADED_AT, check_unchanged, code_identity, ev
 from bench.store.tracking import FAILED, FINISHED, KILLED
 from meta_bench.algorithms.base import LEARNERS, algorithm_of
 from meta_bench.datasets import DATASETS, DataMissingError, load_dataset
+from meta_bench.datasets.content import of_train_and_test
 
 CLAIM_POLL_S = 1.0  # how often a cell held by another invocation is looked at again
 DEFAULT_MAX_WAIT_S = 12 * 3600.0  # a cell held by a live invocation longer than this is left to a later run
@@ -133,15 +134,17 @@ def data_identity(cell: Cell) -> str:
     """What the cell's episodes are made from (``meta_bench.datasets.content``) as this process reads the data;
     ``tags.DATA_UNKNOWN`` where it cannot (a cluster whose data lies on the workers alone: the worker records it)."""
     try:
-        return load_dataset(cell.dataset.name, cell.dataset_options).content_identity
+        train = load_dataset(cell.dataset.name, cell.dataset_options).content_identity
+        test = None if cell.evaluation.dataset is None else load_dataset(*cell.test_dataset).content_identity
     except DataMissingError:
         return t.DATA_UNKNOWN
+    return of_train_and_test(train, test)
 
 
 def evaluation_fingerprint(cell: Cell, data: str | None = None) -> str:
     """Equal for two runs exactly when their test episodes are identical: made from the same data by the same code,
     and scored by the same code (``data``: the data identity, where known other than from this process)."""
-    return f"{cell.evaluation_fingerprint}-{evaluation_identity(cell.dataset.name)}-{data or data_identity(cell)}"
+    return f"{cell.evaluation_fingerprint}-{evaluation_identity(cell.test_dataset[0])}-{data or data_identity(cell)}"
 
 
 def cell_tags(cell: Cell, parent: str, environment: str) -> dict[str, str]:

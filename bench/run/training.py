@@ -24,6 +24,7 @@ from bench.spec.suite import Cell
 from bench.store.provenance import code_identity
 from meta_bench.algorithms import MetaLearner
 from meta_bench.datasets import TaskSource, load_dataset
+from meta_bench.datasets.content import of_train_and_test
 
 Curve = Callable[[int, dict[str, float]], None]  # (meta-iteration, values by metric name)
 
@@ -140,12 +141,15 @@ def _run_cell(cell: Cell, on_train: Curve | None, on_validation: Curve | None, p
                                            progress, between_iterations, saved_at)
     score_name = data.score_name
     state = {k: v.detach().cpu() for k, v in learner.state_dict().items()}
-    execution = {**learner.execution(batch_size, device), **tuner.tags(), "data_identity": data.content_identity}
+    # cross-domain: the test classes are another dataset's (validation stays on the training data's)
+    tested_on = data if cell.evaluation.dataset is None else load_dataset(*cell.test_dataset)
+    execution = {**learner.execution(batch_size, device), **tuner.tags(),
+                 "data_identity": of_train_and_test(data.content_identity, tested_on.content_identity)}
     if resumed:  # the meta-iterations it resumed from, in order
         execution["resumed_from"] = ",".join(map(str, resumed))
     if test:
         eval_meter = PhaseMeter(device, warmup=evaluation.warmup_episodes)
-        tested = score_cell(cell, learner, data, device, dtype, batch_size, eval_meter)
+        tested = score_cell(cell, learner, tested_on, device, dtype, batch_size, eval_meter)
         results.update(eval_meter.summary("eval"))
         results.update(tested.metrics)
     checkpoint.remove(saved_at)  # the cell is done: what is left to log needs no training state

@@ -110,6 +110,9 @@ class EvaluationSpec:
     warmup_episodes: int = 1
     divergence_factor: float = 1000.0
     exclude_diverged: bool = False
+    # cross-domain: test on this dataset's test classes instead of the suite's (validation stays the suite's); its
+    # options declare the resize and channels that give its images the training data's shape (nothing else adapts)
+    dataset: DatasetSpec | None = None
 
     def __post_init__(self) -> None:
         if self.test_episodes <= 0 or (self.query != "k_shot" and self.query <= 0):
@@ -221,7 +224,9 @@ class Cell:
                 "device": self.device, "seed": self.seed, "dataset": self.dataset.name,
                 "dataset_options": to_mapping(self.dataset_options), "backbone": to_mapping(self.backbone),
                 "training": {k: v for k, v in to_mapping(self.training).items() if k not in UNHASHED_TRAINING},
-                "evaluation": to_mapping(self.evaluation)}
+                # no cross-domain dataset: left out, so the hashes of cells before it existed stay what they were
+                "evaluation": {k: v for k, v in to_mapping(self.evaluation).items()
+                               if not (k == "dataset" and v is None)}}
 
     @property
     def config_hash(self) -> str:
@@ -258,10 +263,20 @@ class Cell:
         return self.k_shot if self.evaluation.query == "k_shot" else self.evaluation.query
 
     @property
+    def test_dataset(self) -> tuple[str, Any]:
+        """The dataset whose test classes score the cell, and its typed options: the suite's, or
+        ``evaluation.dataset`` (cross-domain)."""
+        chosen = self.evaluation.dataset
+        if chosen is None:
+            return self.dataset.name, self.dataset_options
+        return chosen.name, parse_options(chosen.name, chosen.options)
+
+    @property
     def evaluation_fingerprint(self) -> str:
         """Equal for two cells exactly when their test episodes are identical: only such runs are paired."""
-        return _digest({"dataset": self.dataset.name, "options": to_mapping(self.dataset_options),
-                        "version": DATASETS[self.dataset.name].version, "split": "test",
+        name, options = self.test_dataset
+        return _digest({"dataset": name, "options": to_mapping(options),
+                        "version": DATASETS[name].version, "split": "test",
                         "episode_seed": self.evaluation.episode_seed, "n_way": self.n_way,
                         "k_shot": self.test_k_shots[0],  # the primary test condition's K
                         "query": self.test_query, "episodes": self.evaluation.test_episodes})
@@ -433,6 +448,7 @@ def validate(suite: Suite, source: str, notes: list[str] | None = None, max_cell
     from meta_bench.datasets import load_dataset  # noqa: PLC0415  (loading is the expensive part: only for a valid suite)
     try:
         data = load_dataset(suite.dataset.name, suite.dataset.options)
+        tested = data if suite.evaluation.dataset is None else _test_data(suite, data, source)
         for spec in suite.learners:
             if data.task_kind not in LEARNERS[spec.name].kinds:
                 raise ConfigError(f"{source}: learners: {spec.name} learns {' and '.join(LEARNERS[spec.name].kinds)} "
@@ -442,9 +458,9 @@ def validate(suite: Suite, source: str, notes: list[str] | None = None, max_cell
             test_query = k if suite.evaluation.query == "k_shot" else suite.evaluation.query
             data.check_request("train", n, k, train_query)
             data.check_request("val", n, k, test_query)
-            data.check_request("test", n, k, test_query)
+            tested.check_request("test", n, k, test_query)
             for test_k in suite.evaluation.k_shot:
-                data.check_request("test", n, test_k, test_query)
+                tested.check_request("test", n, test_k, test_query)
     except DataMissingError as error:
         if notes is None:
             raise ConfigError(f"{source}: dataset: {error}") from None
@@ -454,6 +470,26 @@ def validate(suite: Suite, source: str, notes: list[str] | None = None, max_cell
     if suite.search is not None:
         validate_search(suite, source)
     suite.cells  # every learner config of the grid builds (and the cells are kept)
+
+
+def _test_data(suite: Suite, data, source: str):
+    """The cross-domain test dataset, refused where its episodes cannot feed the model trained on ``data``."""
+    from meta_bench.datasets import load_dataset  # noqa: PLC0415
+
+    chosen = suite.evaluation.dataset
+    if chosen.name not in DATASETS:
+        raise ConfigError(f"{source}: evaluation.dataset.name: unknown dataset {chosen.name!r}"
+                          f"{did_you_mean(chosen.name, DATASETS.names())}; known: {', '.join(DATASETS.names())}")
+    tested = load_dataset(chosen.name, chosen.options)
+    if tested.task_kind != data.task_kind:
+        raise ConfigError(f"{source}: evaluation.dataset: {chosen.name} is {tested.task_kind}, the suite's "
+                          f"{suite.dataset.name} is {data.task_kind}: a model cannot be tested across them")
+    if tuple(tested.input_shape) != tuple(data.input_shape):
+        raise ConfigError(f"{source}: evaluation.dataset: {chosen.name}'s inputs are {tuple(tested.input_shape)}, the "
+                          f"model is trained on {suite.dataset.name}'s {tuple(data.input_shape)}; declare the resize "
+                          f"and channels in evaluation.dataset.options (image_size, channels where the dataset has "
+                          f"them) so the shapes match")
+    return tested
 
 
 def _check_baselines(suite: Suite, source: str) -> None:
