@@ -17,7 +17,7 @@ import numpy as np
 from bench.core.seeding import Seed
 from meta_bench.datasets.base import SPLITS, DataRequestError
 
-SPLIT_BY = ("ratio", "files")
+SPLIT_BY = ("ratio", "files", "pattern")
 
 
 @dataclass(frozen=True)
@@ -27,10 +27,16 @@ class ClassSplitOptions:
     split_seed: Seed = 0
     split_files: str = ""  # the folder of the split files, relative to the root ("" = the root itself)
     grouped: bool = False  # classes are <group>/<class>: whole groups go to one split
+    # "pattern": the sorted classes take these splits in turn, repeated (Chen et al. 2019's CUB split: train, val,
+    # train, test: even classes to train, i % 4 == 1 to val, i % 4 == 3 to test)
+    split_pattern: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.split_by not in SPLIT_BY:
             raise ValueError(f"split_by must be one of {', '.join(SPLIT_BY)}, got {self.split_by!r}")
+        if self.split_by == "pattern" and not ({*self.split_pattern} == set(SPLITS)):
+            raise ValueError(f"split_pattern must name each of {', '.join(SPLITS)} at least once and nothing else, "
+                             f"got {list(self.split_pattern)}")
         ratios = tuple(self.split_ratios)
         if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1) > 1e-6 or not all(ratios):
             raise ValueError(f"split_ratios must be three positive fractions (train, val, test) summing to 1, got "
@@ -80,6 +86,16 @@ def read_split_files(folder: Path, dataset: str) -> SplitFiles:
                                        f"files: the splits must be disjoint")
             seen[name] = split
     return SplitFiles(classes, files, paths)
+
+
+def drawn(classes: list[str], groups: list[str], options: ClassSplitOptions, dataset: str) -> dict[str, list[str]]:
+    """Each split's classes where no split files name them: by ratio, or by ``split_pattern``."""
+    if options.split_by == "pattern":
+        units = sorted(set(groups)) if options.grouped else sorted(classes)
+        split_of = {unit: options.split_pattern[i % len(options.split_pattern)] for i, unit in enumerate(units)}
+        unit_of = dict(zip(classes, groups)) if options.grouped else {c: c for c in classes}
+        return {split: sorted(c for c in classes if split_of[unit_of[c]] == split) for split in SPLITS}
+    return by_ratio(classes, groups, options, dataset)
 
 
 def by_ratio(classes: list[str], groups: list[str], options: ClassSplitOptions, dataset: str) -> dict[str, list[str]]:

@@ -125,3 +125,15 @@ def test_a_suite_on_a_folder_runs_and_its_report_names_the_data(tmp_path, capsys
     assert f"data: {identity}" in report and "folder" in report
     decoded = list((tmp_path / "cache").glob("folder-*.pt"))
     assert len(decoded) == 1  # decoded once, cached under the content's identity
+
+
+def test_a_split_pattern_deals_the_sorted_classes_in_turn_as_chen_et_al_split_cub(tmp_path):
+    root = tree(tmp_path / "data", classes=8)
+    data = load_dataset("folder", {"root": str(root), "image_size": 8, "split_by": "pattern",
+                                   "split_pattern": ["train", "val", "train", "test"]})
+    names = {s: [data.data.names[i] for i in data.data.splits[s]] for s in ("train", "val", "test")}
+    assert names == {"train": ["class00", "class02", "class04", "class06"], "val": ["class01", "class05"],
+                     "test": ["class03", "class07"]}
+    with pytest.raises(ConfigError, match="split_pattern must name each of train, val, test"):
+        load_suites(suite_file(tmp_path, root, dataset={"name": "folder", "options": {
+            "root": str(root), "split_by": "pattern", "split_pattern": ["train", "test"]}}))
