@@ -5,24 +5,20 @@ split comes from split files or a seeded ratio (``meta_bench.datasets.class_spli
 are standardised by per-channel statistics of the meta-train classes' images, recorded in the dataset's statistics.
 
 Decoded images are cached (uint8, keyed by the content identity of every file read and the options), so a second
-run decodes nothing; the first decode uses every core and shows its progress.
+run decodes nothing; the first decode uses every core and shows its progress (``meta_bench.datasets.image_decoding``).
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 from PIL import Image
-from tqdm import tqdm
 
-from meta_bench.datasets.base import SPLITS, ClassImages, DataMissingError, DataRequestError, ImageDataset
+from meta_bench.datasets.base import SPLITS, DataMissingError, DataRequestError, ImageDataset
 from meta_bench.datasets.cache import cached_class_images
-from meta_bench.datasets.class_split import ClassSplitOptions, by_ratio, read_split_files
+from meta_bench.datasets.class_split import ClassSplitOptions, drawn, read_split_files
 from meta_bench.datasets.content import of_files as content_of
+from meta_bench.datasets.image_decoding import check_image_format, decode_classes, normalisation
 from meta_bench.datasets.registry import register_dataset
 
 VERSION = 1
@@ -41,10 +37,7 @@ class FolderOptions(ClassSplitOptions):
         super().__post_init__()
         if not self.root:
             raise ValueError("root is required: the folder of class folders, " + LAYOUT)
-        if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 (greyscale) or 3 (colour), got {self.channels}")
-        if self.image_size <= 0:
-            raise ValueError(f"image_size must be positive, got {self.image_size}")
+        check_image_format(self)
 
 
 def _is_image(path: Path) -> bool:
@@ -64,7 +57,11 @@ def _class_folders(root: Path, grouped: bool) -> dict[str, Path]:
 def _classes(root: Path, o: FolderOptions) -> tuple[dict[str, list[str]], dict[str, list[Path]], list[Path]]:
     """Each split's classes, each class's image files, and the split files read."""
     if o.split_by == "files":
-        split = read_split_files(root / o.split_files, "folder")
+        folder = (root / o.split_files).resolve()
+        if not folder.is_relative_to(root):  # their content joins the identity, which is relative to the root
+            raise DataRequestError(f"folder: split_files {o.split_files!r} is outside root {root}: put the split "
+                                   f"files inside root (split_files is relative to it)")
+        split = read_split_files(folder, "folder")
         if split.files is not None:  # CSV rows name the files: <root>/<file>, <root>/images/<file>, <root>/<label>/<file>
             files = {label: [_find(root, label, name) for name in names] for label, names in split.files.items()}
             return split.classes, files, split.paths
@@ -79,7 +76,7 @@ def _classes(root: Path, o: FolderOptions) -> tuple[dict[str, list[str]], dict[s
         raise DataMissingError(f"folder: no class folders under {root}; expected {LAYOUT}")
     names = list(on_disk)
     groups = [name.split("/")[0] for name in names]
-    return by_ratio(names, groups, o, "folder"), {c: sorted(filter(_is_image, on_disk[c].iterdir())) for c in on_disk}, []
+    return drawn(names, groups, o, "folder"), {c: sorted(filter(_is_image, on_disk[c].iterdir())) for c in on_disk}, []
 
 
 def _find(root: Path, label: str, name: str) -> Path:
@@ -88,42 +85,6 @@ def _find(root: Path, label: str, name: str) -> Path:
             return candidate
     raise DataRequestError(f"folder: {name} (class {label!r}) is named in the split files but is not at {root / name}, "
                            f"{root / 'images' / name} or {root / label / name}")
-
-
-def _decode_one(path: Path, o: FolderOptions) -> np.ndarray:
-    try:
-        with Image.open(path) as picture:
-            picture = picture.convert("L" if o.channels == 1 else "RGB")
-            if picture.size != (o.image_size, o.image_size):
-                picture = picture.resize((o.image_size, o.image_size), Image.Resampling.BILINEAR)
-            pixels = np.asarray(picture, dtype=np.uint8)
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        raise DataRequestError(f"folder: cannot read the image {path}: {error}. Remove or replace the file") from None
-    return pixels[None] if o.channels == 1 else pixels.transpose(2, 0, 1)
-
-
-def decode_classes(order: list[tuple[str, str, list[Path]]], o: FolderOptions, what: str) -> ClassImages:
-    """``(split, class, files)`` in order, decoded on every core with a progress bar (on a terminal)."""
-    paths = [path for _, _, files in order for path in files]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL decodes and resizes without the GIL
-        images = list(tqdm(pool.map(lambda p: _decode_one(p, o), paths), total=len(paths),
-                           desc=f"{what}: decoding", unit="image", disable=None))
-    offsets = np.cumsum([0] + [len(files) for _, _, files in order])
-    names = [name for _, name, _ in order]
-    splits = {s: torch.tensor([i for i, (split, _, _) in enumerate(order) if split == s], dtype=torch.int64)
-              for s in SPLITS}
-    pixels = torch.from_numpy(np.stack(images)) if images else torch.zeros((0, o.channels, o.image_size, o.image_size),
-                                                                           dtype=torch.uint8)
-    return ClassImages(pixels, torch.from_numpy(offsets), splits, names, [n.split("/")[0] for n in names])
-
-
-def normalisation(data: ClassImages) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and standard deviation (of pixels in [0, 1]) over the meta-train classes' images."""
-    rows = torch.cat([torch.arange(int(data.offsets[c]), int(data.offsets[c + 1])) for c in data.splits["train"]])
-    pixels = data.images[rows].double().div_(255.0)
-    mean = pixels.mean(dim=(0, 2, 3))
-    std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-6)
-    return tuple(mean.tolist()), tuple(std.tolist())
 
 
 @register_dataset("folder", FolderOptions, backbone="conv4", conv_filters=32, version=VERSION, layout=LAYOUT)

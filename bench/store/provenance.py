@@ -157,7 +157,7 @@ def evaluation_files(dataset: str) -> list[Path]:
     from meta_bench.datasets import DATASETS  # noqa: PLC0415  (the datasets package imports bench's core)
 
     plugin = sorted(_dataset_files(dataset))
-    module = plugin or [relative_name(Path(inspect.getsourcefile(DATASETS[dataset].load)))]
+    module = plugin or _built_in_dataset_files(sys.modules[DATASETS[dataset].load.__module__])
     shared = ("datasets/__init__.py", "datasets/base.py", "datasets/episode.py", "datasets/cache.py",
               "datasets/registry.py", "bench/run/evaluation.py", "bench/run/test_time.py",
               "algorithms/base.py")
@@ -165,6 +165,16 @@ def evaluation_files(dataset: str) -> list[Path]:
     if missing:  # a moved file must not drop out of the identity unnoticed
         raise FileNotFoundError(f"evaluation code not among the loaded sources: {', '.join(missing)}")
     return [Path(f) for f in dict.fromkeys((*module, *shared))]
+
+
+def _built_in_dataset_files(module) -> list[str]:
+    """A built-in dataset's module and the ``meta_bench.datasets`` modules it imports from (the class split, the
+    shared image decoding): what makes its episodes besides the shared files."""
+    names = {module.__name__}
+    for value in vars(module).values():
+        names.add(value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None) or "")
+    return sorted(relative_name(Path(sys.modules[name].__file__)) for name in names
+                  if name == module.__name__ or name.startswith("meta_bench.datasets."))
 
 
 @functools.lru_cache(maxsize=None)

@@ -496,3 +496,19 @@ def test_another_machines_owner_is_gone_once_its_heartbeat_is_seen_unchanged_for
     assert tracking.close_orphaned(client, experiment) == 1  # unchanged for longer than its limit: gone
     run = client.get_run(run_id)
     assert (run.info.status, run.data.tags["outcome"]) == ("FAILED", "interrupted")
+
+
+def test_the_evaluation_identity_covers_the_dataset_modules_a_dataset_imports(monkeypatch):
+    """folder's episodes are made by its class split and the shared image decoding too: editing either changes its
+    evaluation identity (and glyphs', which imports neither, stays)."""
+    before = {d: provenance.evaluation_identity(d) for d in ("folder", "glyphs")}
+    for module in ("datasets/class_split.py", "datasets/image_decoding.py"):
+        edited = dict(provenance.LOADED)
+        edited[module] += b"\n# edited\n"
+        monkeypatch.setattr(provenance, "LOADED", edited)
+        provenance.evaluation_identity.cache_clear()
+        try:
+            after = {d: provenance.evaluation_identity(d) for d in ("folder", "glyphs")}
+        finally:
+            provenance.evaluation_identity.cache_clear()
+        assert after["folder"] != before["folder"] and after["glyphs"] == before["glyphs"], module

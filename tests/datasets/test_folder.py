@@ -71,6 +71,8 @@ def test_split_files_give_each_split_its_classes(tmp_path):
         (root / f"{split}.txt").write_text("\n".join(classes.split()) + "\n")
     data = load_dataset("folder", {"root": str(root), "image_size": 8, "split_by": "files"})
     assert [data.data.names[i] for i in data.data.splits["test"]] == ["class04", "class05"]
+    with pytest.raises(DataRequestError, match="split_files '../elsewhere' is outside root"):
+        load_dataset("folder", {"root": str(root), "image_size": 8, "split_by": "files", "split_files": "../elsewhere"})
     (root / "val.txt").write_text("class03\nclass00\n")
     registry._LOADED.clear()
     with pytest.raises(DataRequestError, match="class 'class00' is in both the train and val split files"):
