@@ -21,11 +21,6 @@ def md5_of(body: bytes) -> str:
     return hashlib.md5(body).hexdigest()
 
 
-@pytest.fixture()
-def isolated_cache(tmp_path, monkeypatch):
-    from meta_bench.datasets import cache
-    monkeypatch.setattr(cache, "CACHE_DIR", tmp_path / "cache")
-
 
 @pytest.fixture(scope="module")
 def archives(omniglot_root, tmp_path_factory) -> dict[str, bytes]:

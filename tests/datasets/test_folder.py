@@ -14,11 +14,7 @@ from meta_bench.datasets import DataRequestError, load_dataset
 from meta_bench.datasets import registry
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    from meta_bench.datasets import cache
-    monkeypatch.setattr(cache, "CACHE_DIR", tmp_path / "cache")
-    monkeypatch.setattr(registry, "_LOADED", {})  # each test loads its own trees
+pytestmark = pytest.mark.usefixtures("isolated_cache")  # tests/datasets/conftest.py
 
 
 def tree(root, classes=10, images=6, mode="RGB", groups=None, seed=0):

@@ -20,11 +20,7 @@ CLASSES = ["owl", "ant", "yak", "bee", "cat", "dog", "eel", "fox", "gnu", "hen"]
 PER_CLASS = {"train": 4, "test": 2}  # images of each class in each Hugging Face split
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path, monkeypatch):
-    from meta_bench.datasets import cache
-    monkeypatch.setattr(cache, "CACHE_DIR", tmp_path / "cache")
-    monkeypatch.setattr(registry, "_LOADED", {})  # each test loads its own data
+pytestmark = pytest.mark.usefixtures("isolated_cache")  # tests/datasets/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,6 @@ import torch
 from meta_bench.datasets import DataRequestError, load_dataset
 
 
-@pytest.fixture()
-def isolated_cache(tmp_path, monkeypatch):
-    from meta_bench.datasets import cache
-    monkeypatch.setattr(cache, "CACHE_DIR", tmp_path / "cache")
-
 
 def test_omniglot_protocol_on_a_miniature_tree(omniglot_root, isolated_cache):
     data = load_dataset("omniglot", {"root": str(omniglot_root), "train_characters": 6, "val_characters": 2})
