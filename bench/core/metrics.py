@@ -70,6 +70,19 @@ VAL_SECONDS = phase("val", SECONDS_TOTAL)  # validation passes during meta-train
 CELL_SECONDS = phase("cell", SECONDS_TOTAL)  # the whole cell: data, autotuning, meta-training, validation, test
 COSTS = (TRAIN_MS, TRAIN_MS_P90, EVAL_MS, SAVED_MB, CUDA_MB, RSS_MB, TRAIN_SECONDS)
 
+# where a cell's wall-clock went (bench.run.phases): every interval of run_cell is one phase's, so they add up to
+# CELL_SECONDS; the final store writes come after it (STORE_SECONDS)
+TIME_PHASES = {"setup": "set-up and data", "autotune": "autotuning", "sampling": "drawing episodes",
+               "steps": "meta-iterations", "between": "between iterations", "logging": "curves to the store",
+               "validation": "validation", "test": "test", "other": "other"}
+
+
+def time_in(phase_name: str) -> str:
+    return f"time_{phase_name}_seconds"
+
+
+STORE_SECONDS = time_in("store")  # the cell's results written to the store after run_cell
+
 # curves logged during training (step = meta-iteration; a cell of over 1,000 meta-iterations logs the mean of each
 # window of iterations at the window's last: bench.run.training.CurveWindow)
 TRAIN_LOSS, TRAIN_QUERY_SCORE, VAL_SCORE = "train_loss", "train_query_score", "val_score"

@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from bench.core import interrupts
+from bench.core import metrics as m
 from bench.core import tags as t
 from bench.run import test_time
 from bench.run.training import CellResult, Trained
@@ -206,11 +207,13 @@ def finish_run(client, run_id: str, cell: Cell, result: CellResult, tags: dict[s
                                               f"{planned} when planned, {ran_on} when run): run the suite again")
     if ran_on and planned == t.DATA_UNKNOWN:
         tags = {**tags, t.DATA_IDENTITY: ran_on, t.EVAL_FINGERPRINT: evaluation_fingerprint(cell, ran_on)}
+    stored = time.perf_counter()
     tracking.log_metrics(client, run_id, [(k, v, 0) for k, v in result.metrics.items() if math.isfinite(v)])
     tracking.log_file(client, run_id, _write_scores(result.test_scores, result.score_name), "test_episodes.csv")
     if result.condition_scores:  # every condition's per-episode scores and divergence flags, whole curves
         tracking.log_file(client, run_id, _write_rows(result.condition_scores), test_time.SCORES_FILE)
     tracking.log_file(client, run_id, lambda path: torch.save(result.state_dict, path), tracking.META_PARAMETERS)
+    tracking.log_metrics(client, run_id, [(m.STORE_SECONDS, time.perf_counter() - stored, 0)])
     ran = {t.ran(k): v for k, v in result.execution.items()}
     tracking.end_run(client, run_id, t.OUTCOME_FINISHED, FINISHED, {t.SCORE: result.score_name, **ran, **tags})
     return Outcome(cell, t.OUTCOME_FINISHED, result.metrics, run_id=run_id)

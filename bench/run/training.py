@@ -19,6 +19,7 @@ from bench.run import autotune, checkpoint
 from bench.run.evaluation import evaluate
 from bench.run.factory import build_learner, build_optimizer, dtype_of
 from bench.run.measure import PhaseMeter, wall_clock
+from bench.run.phases import PhaseClock
 from bench.run.test_time import score_cell
 from bench.spec.suite import Cell
 from bench.store.provenance import code_identity
@@ -111,7 +112,9 @@ def run_cell(cell: Cell, on_train: Curve | None = None, on_validation: Curve | N
     threads = torch.get_num_threads()
     try:
         with wall_clock(torch.device(cell.device)) as seconds:
-            result = _run_cell(cell, on_train, on_validation, progress, test, between_iterations, trained)
+            clock = PhaseClock()
+            result = _run_cell(cell, on_train, on_validation, progress, test, between_iterations, trained, clock)
+            result.metrics.update(clock.metrics())
     finally:
         torch.set_num_threads(threads)
     result.metrics[m.CELL_SECONDS] = seconds[0]
@@ -119,17 +122,20 @@ def run_cell(cell: Cell, on_train: Curve | None = None, on_validation: Curve | N
 
 
 def _run_cell(cell: Cell, on_train: Curve | None, on_validation: Curve | None, progress: bool, test: bool,
-              between_iterations: Callable[[], None] | None, trained: Trained | None) -> CellResult:
+              between_iterations: Callable[[], None] | None, trained: Trained | None,
+              clock: PhaseClock) -> CellResult:
     device, dtype = torch.device(cell.device), dtype_of(cell.training)
     training, evaluation = cell.training, cell.evaluation
-    data = load_dataset(cell.dataset.name, cell.dataset_options)
-    learner = build_learner(cell)
-    train_source = data.sampler("train", cell.n_way, cell.k_shot, cell.train_query, cell.seed)
-    val_source = data.sampler("val", cell.n_way, cell.k_shot, cell.test_query, evaluation.episode_seed)
-    batch_size = training.meta_batch_size
-    code = code_identity(cell.learner, cell.dataset.name)
-    tuner = autotune.Autotuner(learner, cell.learner, code, train_source.batch(0, batch_size).to(device, dtype),
-                               device)
+    with clock.phase("setup"):
+        data = load_dataset(cell.dataset.name, cell.dataset_options)
+        learner = build_learner(cell)
+        train_source = data.sampler("train", cell.n_way, cell.k_shot, cell.train_query, cell.seed)
+        val_source = data.sampler("val", cell.n_way, cell.k_shot, cell.test_query, evaluation.episode_seed)
+        batch_size = training.meta_batch_size
+        code = code_identity(cell.learner, cell.dataset.name)
+        first = train_source.batch(0, batch_size).to(device, dtype)
+    with clock.phase("autotune"):
+        tuner = autotune.Autotuner(learner, cell.learner, code, first, device)
     saved_at = checkpoint.path_for(cell, code, data.content_identity)
     resumed: list[int] = []
     if trained is not None:
@@ -138,18 +144,20 @@ def _run_cell(cell: Cell, on_train: Curve | None, on_validation: Curve | None, p
     else:
         with checkpoint.on_signals():
             results, resumed = _meta_train(cell, learner, tuner, train_source, val_source, on_train, on_validation,
-                                           progress, between_iterations, saved_at)
+                                           progress, between_iterations, saved_at, clock)
     score_name = data.score_name
     state = {k: v.detach().cpu() for k, v in learner.state_dict().items()}
     # cross-domain: the test classes are another dataset's (validation stays on the training data's)
-    tested_on = data if cell.evaluation.dataset is None else load_dataset(*cell.test_dataset)
+    with clock.phase("setup"):
+        tested_on = data if cell.evaluation.dataset is None else load_dataset(*cell.test_dataset)
     execution = {**learner.execution(batch_size, device), **tuner.tags(),
                  "data_identity": of_train_and_test(data.content_identity, tested_on.content_identity)}
     if resumed:  # the meta-iterations it resumed from, in order
         execution["resumed_from"] = ",".join(map(str, resumed))
     if test:
         eval_meter = PhaseMeter(device, warmup=evaluation.warmup_episodes)
-        tested = score_cell(cell, learner, tested_on, device, dtype, batch_size, eval_meter)
+        with clock.phase("test"):
+            tested = score_cell(cell, learner, tested_on, device, dtype, batch_size, eval_meter)
         results.update(eval_meter.summary("eval"))
         results.update(tested.metrics)
     checkpoint.remove(saved_at)  # the cell is done: what is left to log needs no training state
@@ -161,7 +169,7 @@ def _run_cell(cell: Cell, on_train: Curve | None, on_validation: Curve | None, p
 def _meta_train(cell: Cell, learner: MetaLearner, tuner: autotune.Autotuner, train_source: TaskSource,
                 val_source: TaskSource, on_train: Curve | None,
                 on_validation: Curve | None, progress: bool, between_iterations: Callable[[], None] | None,
-                saved_at: Path) -> tuple[dict[str, float], list[int]]:
+                saved_at: Path, clock: PhaseClock) -> tuple[dict[str, float], list[int]]:
     """The meta-training loop with its validation passes, resumed from the checkpoint at ``saved_at`` where there is
     one and checkpointed there as it goes: the phase's metrics and the meta-iterations it resumed from."""
     device, dtype = torch.device(cell.device), dtype_of(cell.training)
@@ -177,44 +185,49 @@ def _meta_train(cell: Cell, learner: MetaLearner, tuner: autotune.Autotuner, tra
     loss, validation = loop.loss, loop.validation
     bar = tqdm(range(loop.start, training.meta_iterations), desc=cell.title, leave=False, disable=not progress,
                unit="it", initial=loop.start, total=training.meta_iterations)
-    for iteration in bar:
-        batch = train_source.batch(iteration * batch_size, batch_size).to(device, dtype)
-        learner.start_iteration(iteration)
-        tuner.before(iteration, batch)  # outside the clock: a new execution phase is measured here
-        with meter.step():
-            optimizer.zero_grad(set_to_none=True)
-            result = tuner.meta_gradient(batch)
-            names, values = _step_values(result)
-            values = values.tolist()  # the iteration's one device read
-            loss = values[0]
-            if not math.isfinite(loss):  # detected before the update: never trained through
-                raise NonFiniteLossError(f"meta-loss became {loss} at meta-iteration {iteration}")
-            if training.meta_grad_clip is not None:
-                torch.nn.utils.clip_grad_value_(learner.meta_parameters(), training.meta_grad_clip)
-            optimizer.step()
-        interrupts.check()
-        if between_iterations is not None:
-            between_iterations()
-        last = iteration + 1 == training.meta_iterations
-        means = window.add(iteration, names, values, last)
-        if means is not None:
-            loop.points.append((TRAIN, iteration, means))
-            if on_train is not None:
-                on_train(iteration, means)
-        if iteration % 10 == 0:
-            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)  # the bar redraws at its own bounded rate
-        if (iteration + 1) % training.validate_every == 0 or last:
-            with val_meter.step():
-                scores = evaluate(learner, val_source, training.validation_episodes, device, dtype,
-                                  per_pass=batch_size)
-            validation.append(sum(scores) / len(scores))
-            loop.points.append((VALIDATION, iteration + 1, {m.VAL_SCORE: validation[-1]}))
-            if on_validation is not None:
-                on_validation(iteration + 1, {m.VAL_SCORE: validation[-1]})
-        if not last and schedule.due():  # between meta-iterations, outside the clock
-            loop.loss = loss
-            checkpoint.save(saved_at, loop.state(iteration + 1, learner, optimizer, tuner))
-            schedule.saved()
+    with clock.phase("between"):  # the loop's own work: checks, the curve window, progress, checkpoints
+        for iteration in bar:
+            with clock.phase("sampling"):
+                batch = train_source.batch(iteration * batch_size, batch_size).to(device, dtype)
+            learner.start_iteration(iteration)
+            with clock.phase("autotune"):
+                tuner.before(iteration, batch)  # outside the meter: a new execution phase is measured here
+            with clock.phase("steps"), meter.step():
+                optimizer.zero_grad(set_to_none=True)
+                result = tuner.meta_gradient(batch)
+                names, values = _step_values(result)
+                values = values.tolist()  # the iteration's one device read
+                loss = values[0]
+                if not math.isfinite(loss):  # detected before the update: never trained through
+                    raise NonFiniteLossError(f"meta-loss became {loss} at meta-iteration {iteration}")
+                if training.meta_grad_clip is not None:
+                    torch.nn.utils.clip_grad_value_(learner.meta_parameters(), training.meta_grad_clip)
+                optimizer.step()
+            interrupts.check()
+            if between_iterations is not None:
+                between_iterations()
+            last = iteration + 1 == training.meta_iterations
+            means = window.add(iteration, names, values, last)
+            if means is not None:
+                loop.points.append((TRAIN, iteration, means))
+                if on_train is not None:
+                    with clock.phase("logging"):
+                        on_train(iteration, means)
+            if iteration % 10 == 0:
+                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)  # the bar redraws at its own bounded rate
+            if (iteration + 1) % training.validate_every == 0 or last:
+                with clock.phase("validation"), val_meter.step():
+                    scores = evaluate(learner, val_source, training.validation_episodes, device, dtype,
+                                      per_pass=batch_size)
+                validation.append(sum(scores) / len(scores))
+                loop.points.append((VALIDATION, iteration + 1, {m.VAL_SCORE: validation[-1]}))
+                if on_validation is not None:
+                    with clock.phase("logging"):
+                        on_validation(iteration + 1, {m.VAL_SCORE: validation[-1]})
+            if not last and schedule.due():  # between meta-iterations, outside the meter
+                loop.loss = loss
+                checkpoint.save(saved_at, loop.state(iteration + 1, learner, optimizer, tuner))
+                schedule.saved()
     results = meter.summary("train")
     results[m.VAL_SECONDS] = val_meter.summary("val")[m.VAL_SECONDS]
     results.update({m.FINAL_VAL_SCORE: validation[-1], m.FINAL_TRAIN_LOSS: loss})

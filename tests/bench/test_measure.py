@@ -149,3 +149,26 @@ def test_saved_bytes_on_cuda_with_cudnn_batch_norm():
             layer(x).sum().backward()
     torch.cuda.synchronize()
     assert tracker.peak > 16 * 8 * 26 * 26 * 4 and tracker.live == 0
+
+
+def test_a_cells_phases_add_up_to_its_wall_clock_and_the_report_shows_where_the_time_went(tmp_path):
+    """Every interval of a cell is one phase's: the phases sum to the cell's seconds (what they miss is the clock's
+    own reading, microseconds); the report has the table per learner."""
+    import yaml
+
+    from bench.__main__ import main
+    from bench.core import metrics as m
+    from tests.suites import TINY, cell_runs
+
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "learners": ["fomaml/functional", "protonet"],
+                                    "report": {"output_dir": str(tmp_path / "reports")}}))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["run", str(path), "--tracking-uri", uri, "--no-progress"]) == 0
+    for run in cell_runs(uri):
+        metrics = run.data.metrics
+        phases = sum(metrics[m.time_in(phase)] for phase in m.TIME_PHASES)
+        assert metrics[m.time_in("steps")] > 0 and metrics[m.time_in("test")] > 0 and metrics[m.STORE_SECONDS] > 0
+        assert 0.98 * metrics[m.CELL_SECONDS] <= phases <= metrics[m.CELL_SECONDS]
+    report = (tmp_path / "reports" / "tiny" / "report.md").read_text()
+    assert "## Where the time went" in report and "| fomaml/functional | 1 |" in report

@@ -51,7 +51,8 @@ RESULT_CODE = {"bench/__init__.py", "bench/core/__init__.py", "bench/core/config
                "bench/core/interrupts.py", "bench/core/metrics.py", "bench/core/paths.py", "bench/core/plugins.py",
                "bench/core/registry.py", "bench/core/seeding.py", "bench/run/__init__.py", "bench/run/autotune.py",
                "bench/run/checkpoint.py",
-               "bench/run/evaluation.py", "bench/run/factory.py", "bench/run/measure.py", "bench/run/problems.py",
+               "bench/run/evaluation.py", "bench/run/factory.py", "bench/run/measure.py", "bench/run/phases.py",
+               "bench/run/problems.py",
                "bench/run/test_time.py", "bench/run/training.py", "bench/spec/__init__.py", "bench/spec/suite.py"}
 NOT_RESULT_CODE = {
     # the command line and what consumes results: reports, searches, gates, checks, calibration

@@ -202,7 +202,7 @@ def analyse(runs: Runs, suites: list[Suite]) -> Analysis:
               "variant_comparisons": tables.verdicts(runs, compared, "variants of one algorithm"),
               "ablations": tables.ablations(runs, effects),
               "failed_and_skipped": tables.problems(runs), "other_definitions": tables.other_definitions(runs),
-              "published": tables.against_published(runs, options)}
+              "published": tables.against_published(runs, options), "time": tables.time_spent(runs)}
     diverged = 0
     if tested:
         frames["test_conditions"] = conditions.table(runs, under)
@@ -240,6 +240,18 @@ def _figure_blocks(a: Analysis, folder: Path) -> list[render.Block]:
     return blocks
 
 
+def _time_blocks(a: Analysis, folder: Path) -> list[render.Block]:
+    if a.frames["time"].empty:
+        return []
+    return [render.Heading("Where the time went"),
+            render.Text("Per learner, the mean seconds of each phase of a cell (its share of the cell's wall-clock): "
+                        "set-up and data, autotuning, drawing episodes, the meta-iterations, the loop's work between "
+                        "them, curves written as they come, validation, test, the rest, and the final store writes. "
+                        "Every interval of a cell is one phase's, so they add up to its wall-clock; 'unaccounted' is "
+                        "what they miss (seconds)."),
+            render.Table(a.frames["time"])]
+
+
 def _run_blocks(a: Analysis, folder: Path) -> list[render.Block]:
     return [render.Heading("Every run"), render.Table(a.frames["runs"]),
             render.Heading("Failed and skipped cells"), render.Table(a.frames["failed_and_skipped"]),
@@ -252,7 +264,7 @@ def _run_blocks(a: Analysis, folder: Path) -> list[render.Block]:
 # the report's sections in order: each turns the analysis into its blocks (none where it does not apply); a new
 # section is one function here and its place in this list
 SECTIONS = (_title_blocks, _results_blocks, _comparison_blocks, _condition_blocks, _ablation_blocks,
-            _published_blocks, _figure_blocks, _run_blocks)
+            _published_blocks, _figure_blocks, _time_blocks, _run_blocks)
 
 
 def build_reports(suites: list[Suite], uri_flag: str | None) -> list[Path]:

@@ -148,7 +148,8 @@ def _frame(raw: pd.DataFrame, axes: list[str]) -> tuple[pd.DataFrame, str]:
     for axis in axes:
         frame[axis] = _tag(raw, t.axis(axis)).replace("", ABSENT)
     score = next((name for name in frame["score_name"].unique() if name in m.SCORES), m.DEFAULT_SCORE)
-    for name in (m.SCORES[score].name, m.ci95(score)) + tuple(metric.name for metric in m.COSTS):
+    times = tuple(m.time_in(phase) for phase in m.TIME_PHASES) + (m.STORE_SECONDS, m.CELL_SECONDS)
+    for name in (m.SCORES[score].name, m.ci95(score)) + tuple(metric.name for metric in m.COSTS) + times:
         frame[name] = _metric(raw, name).values
     return frame, score
 

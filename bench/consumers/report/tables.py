@@ -139,3 +139,27 @@ def against_published(runs: Runs, options: ReportOptions) -> pd.DataFrame:
             rows.append({"learner": label, **{a: first[a] for a in runs.conditions},
                          **reproduction.columns(aligned(runs, [part]), paper, options, why)})
     return pd.DataFrame(rows)
+
+
+def time_spent(runs: Runs) -> pd.DataFrame:
+    """Where the time went, per learner: the mean seconds of each phase of its finished cells (``metrics.TIME_PHASES``,
+    then the store writes after them) with its share of the cell's wall-clock, and what no phase holds (empty where
+    no run recorded its phases)."""
+    frame = runs.finished
+    if frame.empty or frame[m.time_in("steps")].isna().all():
+        return pd.DataFrame()
+    rows = []
+    for learner in runs.learners:
+        part = frame[(frame["learner"] == learner) & frame[m.time_in("steps")].notna()]
+        if part.empty:
+            continue
+        wall = float((part[m.CELL_SECONDS] + part[m.STORE_SECONDS].fillna(0.0)).mean())
+        row: dict[str, object] = {"learner": learner, "cells": len(part), "wall s": f"{wall:.2f}"}
+        held = 0.0
+        for phase, label in [*m.TIME_PHASES.items(), ("store", "store writes")]:
+            seconds = float(part[m.time_in(phase)].fillna(0.0).mean())
+            held += seconds
+            row[label] = f"{seconds:.2f} ({100 * seconds / wall:.1f}%)" if wall > 0 else f"{seconds:.2f}"
+        row["unaccounted"] = f"{wall - held:+.3f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
