@@ -10,8 +10,6 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from torchvision.datasets.utils import calculate_md5, check_integrity, download_url, extract_archive
-
 from meta_bench.datasets.base import DataRequestError
 
 # what a damaged zip raises while it is read: a bad header or CRC, corrupt deflate data, a stream cut short
@@ -22,6 +20,8 @@ def install_archive(url: str, md5: str, archive: Path, folder: Path) -> None:
     """Put the archive at ``url`` at ``archive`` and its top folder, extracted, at ``folder`` (both in the same parent
     folder). An archive already at ``archive`` with the published ``md5`` is not downloaded again. The archive is
     kept so that its checksum can be verified later."""
+    from torchvision.datasets.utils import check_integrity, extract_archive  # noqa: PLC0415  (a second to import)
+
     parent = folder.parent
     parent.mkdir(parents=True, exist_ok=True)
     by_hand = (f"retry, or download {url} by hand, check that its MD5 is {md5}, put it in {parent} and unzip it "
@@ -48,6 +48,8 @@ def install_archive(url: str, md5: str, archive: Path, folder: Path) -> None:
 
 
 def _download(url: str, md5: str, path: Path, what_to_do: str) -> Path:
+    from torchvision.datasets.utils import calculate_md5, download_url  # noqa: PLC0415
+
     try:
         download_url(url, str(path.parent), path.name)  # no md5 here: checked below, to say what was found
     except (urllib.error.URLError, http.client.HTTPException, OSError) as error:

@@ -12,8 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.datasets import Omniglot
-from torchvision.datasets.utils import calculate_md5, list_dir, list_files
 
 from bench.core.seeding import Seed
 from meta_bench.datasets.archive import install_archive
@@ -24,6 +22,8 @@ from meta_bench.datasets.registry import register_dataset
 
 VERSION = 1
 SETS = ("images_background", "images_evaluation")
+# torchvision is imported where Omniglot is used, not with this module: importing it costs about a second (it loads
+# torch._dynamo through its models), which every `bench` process would pay for a dataset most never load
 LAYOUT = ("<root>/omniglot-py/images_background/ and images_evaluation/, each <alphabet>/<character>/*.png "
           "(torchvision's layout), with images_background.zip and images_evaluation.zip beside them to verify against "
           "the published MD5s (download: true fetches and keeps them)")
@@ -42,10 +42,15 @@ class OmniglotOptions:
 
 def _archive(base: Path, name: str) -> tuple[str, str, Path]:
     """The published URL and MD5 of set ``name`` (torchvision's, one place to change them) and where it is kept."""
+    from torchvision.datasets import Omniglot  # noqa: PLC0415
+
     return f"{Omniglot.download_url_prefix}/{name}.zip", Omniglot.zips_md5[name], base / f"{name}.zip"
 
 
 def _character_dirs(root: Path, download: bool) -> list[Path]:
+    from torchvision.datasets import Omniglot  # noqa: PLC0415
+    from torchvision.datasets.utils import list_dir  # noqa: PLC0415
+
     base = root / Omniglot.folder
     if download:
         for name in SETS:
@@ -61,6 +66,8 @@ def _character_dirs(root: Path, download: bool) -> list[Path]:
 
 
 def _decode(characters: list[Path], o: OmniglotOptions) -> ClassImages:
+    from torchvision.datasets.utils import list_files  # noqa: PLC0415
+
     order = np.random.default_rng(o.split_seed).permutation(len(characters))
     n_train, n_val = o.train_characters, o.val_characters
     if n_train + n_val >= len(characters):
@@ -89,6 +96,9 @@ def _decode(characters: list[Path], o: OmniglotOptions) -> ClassImages:
 
 def verify(o: OmniglotOptions) -> list[str]:
     """The problems found checking the archives under the root against the published MD5s (empty: verified)."""
+    from torchvision.datasets import Omniglot  # noqa: PLC0415
+    from torchvision.datasets.utils import calculate_md5  # noqa: PLC0415
+
     base = Path(o.root).expanduser().resolve() / Omniglot.folder
     problems = []
     for name in SETS:
@@ -109,6 +119,8 @@ def verify(o: OmniglotOptions) -> list[str]:
 
 @register_dataset("omniglot", OmniglotOptions, backbone="conv4", version=VERSION, layout=LAYOUT, verify=verify)
 def load_omniglot(o: OmniglotOptions) -> ImageDataset:
+    from torchvision.datasets.utils import list_files  # noqa: PLC0415
+
     root = Path(o.root).expanduser().resolve()
     characters = _character_dirs(root, o.download)
     images = [folder / f for folder in characters for f in list_files(str(folder), ".png")]

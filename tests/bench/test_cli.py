@@ -87,3 +87,15 @@ def test_a_shipped_suite_runs_by_its_name_and_suites_lists_every_one(capsys, mon
     (tmp_path / "quickstart.yaml").write_text("suite: [")  # a file of that name is the user's, and wins
     assert main(["run", "quickstart.yaml", "--dry-run"]) == 2
     assert "quickstart.yaml" in capsys.readouterr().err
+
+
+def test_the_command_line_imports_no_torchvision_until_a_dataset_needs_it():
+    """Importing torchvision costs about a second (it loads torch._dynamo through its models): every `bench` process
+    would pay it for Omniglot, which most never load."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, bench.__main__, bench.run.runner, bench.consumers.report, meta_bench.datasets; "
+             "print('torchvision' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"

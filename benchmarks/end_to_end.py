@@ -1,0 +1,96 @@
+"""`bench run` of a whole cell against a hand-written script doing the same work, in one machine state: what the
+harness costs a user end to end, and where its seconds go.
+
+    .venv/bin/python -m benchmarks.end_to_end [--iterations 10000] [--repeats 3]
+
+The cell: MAML at Finn et al.'s sinusoid protocol (``suites/sinusoid_finn2017.yaml`` at K = 10, one seed),
+shortened to ``--iterations`` meta-iterations, with its validation every 5,000 and its 600 test tasks at K = 5, 10
+and 20 after 1, 5 and 10 steps. The harness side is ``python -m bench run`` into a fresh store with an empty
+autotuning cache (as a new user has), report included; the script side is ``benchmarks.handwritten_sinusoid`` at its
+best thread count (1 or 2, timed first). Each side runs ``--repeats`` times, alternating, each in its own process;
+printed: each pair's wall-clocks and ratio, the median ratio and its spread, and the harness's seconds by phase
+(from the cell's run: ``bench.run.phases``) with the process's time outside the cell.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+from bench.core import metrics as m
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _suite(folder: Path, iterations: int) -> Path:
+    finn = yaml.safe_load((ROOT / "suites" / "sinusoid_finn2017.yaml").read_text())
+    raw = {**finn, "suite": "end_to_end", "learners": [finn["learners"][0]],
+           "grid": {**finn["grid"], "k_shot": [10], "seeds": [0]},
+           "training": {**finn["training"], "meta_iterations": iterations},
+           "report": {"reference": "maml", "output_dir": str(folder / "reports")}}
+    path = folder / "suite.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _timed(command: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def _harness(iterations: int, repeat: int, base: Path) -> tuple[float, dict[str, float]]:
+    folder = base / f"harness{repeat}"
+    folder.mkdir()
+    env = {**os.environ, "METABENCH_AUTOTUNE": str(folder / "autotune.json")}
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    seconds = _timed([sys.executable, "-m", "bench", "run", str(_suite(folder, iterations)), "--tracking-uri", uri,
+                      "--no-progress"], env)
+    client = MlflowClient(uri)
+    (run,) = [r for r in client.search_runs([client.get_experiment_by_name("end_to_end").experiment_id])
+              if r.data.tags.get("role") == "cell"]
+    return seconds, run.data.metrics
+
+
+def _script(iterations: int, threads: int) -> float:
+    return _timed([sys.executable, "-m", "benchmarks.handwritten_sinusoid", "--iterations", str(iterations),
+                   "--threads", str(threads)], dict(os.environ))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=10000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    threads = min((1, 2), key=lambda t: _script(max(args.iterations // 10, 200), t))
+    print(f"sinusoid MAML (Finn), {args.iterations} meta-iterations; the script at {threads} thread(s), its best")
+    pairs, phases = [], []
+    with tempfile.TemporaryDirectory() as base:
+        for repeat in range(args.repeats):
+            harness, metrics = _harness(args.iterations, repeat, Path(base))
+            script = _script(args.iterations, threads)
+            pairs.append((harness, script))
+            phases.append(metrics)
+            print(f"  pair {repeat + 1}: bench run {harness:.2f} s, script {script:.2f} s, ratio {harness / script:.3f}")
+    ratios = sorted(h / s for h, s in pairs)
+    print(f"median ratio {statistics.median(ratios):.3f} (spread {ratios[0]:.3f}-{ratios[-1]:.3f})")
+    median_pair = sorted(range(len(pairs)), key=lambda i: pairs[i][0])[len(pairs) // 2]
+    metrics, harness = phases[median_pair], pairs[median_pair][0]
+    cell = metrics[m.CELL_SECONDS] + metrics.get(m.STORE_SECONDS, 0.0)
+    print(f"where the time of the median bench run went ({harness:.2f} s):")
+    for phase, label in [*m.TIME_PHASES.items(), ("store", "store writes")]:
+        print(f"  {label:<22} {metrics.get(m.time_in(phase), 0.0):8.2f} s")
+    print(f"  {'outside the cell':<22} {harness - cell:8.2f} s  (start-up, imports, the store's creation, claims, "
+          f"the report)")
+
+
+if __name__ == "__main__":
+    main()
