@@ -38,6 +38,19 @@ def episode_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, SPLITS.index(split), index])))
 
 
+def episode_uniforms(seed: int, split: str, first: int, count: int, size: int) -> np.ndarray:
+    """``size`` doubles in [0, 1) for each of the episodes ``first .. first + count - 1``: episode ``i``'s are
+    ``numpy.random.Generator(numpy.random.Philox(key=[seed, split], counter=[i * blocks, 0, 0, 0])).random(size)``
+    (``blocks``: the 4-word blocks ``size`` doubles take). A counter-based stream: every episode is still addressed
+    by its index alone, and a batch's episodes are consecutive blocks of one generator, drawn in one call (about 17
+    us for 25 episodes where a generator per episode took 270)."""
+    blocks = -(-size // 4)
+    bits = np.random.Philox(key=np.array([seed % 2**64, SPLITS.index(split)], dtype=np.uint64),
+                            counter=np.array([first * blocks, 0, 0, 0], dtype=np.uint64))
+    words = bits.random_raw(count * blocks * 4).reshape(count, blocks * 4)[:, :size]
+    return (words >> np.uint64(11)) * (1.0 / 9007199254740992.0)  # numpy's next_double: the top 53 bits
+
+
 class TaskSource(ABC):
     """Episodes of one split at one (N, K, Q), addressed by index."""
 
