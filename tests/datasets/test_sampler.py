@@ -78,9 +78,10 @@ def reference_sinusoid_episode(seed, split, index, k_shot, q_query, amplitude=(0
     blocks = -(-(k_shot + q_query + 2) // 4)
     rng = np.random.Generator(np.random.Philox(key=np.array([seed, SPLITS.index(split)], dtype=np.uint64),
                                                counter=np.array([index * blocks, 0, 0, 0], dtype=np.uint64)))
-    a, p = rng.uniform(*amplitude), rng.uniform(*phase)
-    x = torch.from_numpy(rng.uniform(*x_range, size=(k_shot + q_query, 1))).float()
-    y = a * torch.sin(x - p)
+    a, p = np.float32(rng.uniform(*amplitude)), np.float32(rng.uniform(*phase))
+    x = rng.uniform(*x_range, size=(k_shot + q_query, 1)).astype(np.float32)
+    y = a * np.sin(x - p)  # in float32
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
     return Episode(x[:k_shot], y[:k_shot], x[k_shot:], y[k_shot:], torch.full((1,), -1, dtype=torch.int64))
 
 
