@@ -9,7 +9,8 @@ and 20 after 1, 5 and 10 steps. The harness side is ``python -m bench run`` into
 autotuning cache (as a new user has), report included; the script side is ``benchmarks.handwritten_sinusoid`` at its
 best thread count (1 or 2, timed first). Each side runs ``--repeats`` times, alternating, each in its own process;
 printed: each pair's wall-clocks and ratio, the median ratio and its spread, and the harness's seconds by phase
-(from the cell's run: ``bench.run.phases``) with the process's time outside the cell.
+(from the cell's run: ``bench.run.phases``) with the process's time outside the cell. First, the fixed cost of a
+cell: ``bench run`` of suites of 1 and of 11 cells that do almost nothing (1 meta-iteration, 1 test episode).
 """
 from __future__ import annotations
 
@@ -65,11 +66,37 @@ def _script(iterations: int, threads: int) -> float:
                    "--threads", str(threads)], dict(os.environ))
 
 
+def _fixed_cost(base: Path, extra: int) -> tuple[float, float]:
+    """What one more cell costs when it does almost nothing (sinusoid MAML, 1 meta-iteration, 1 validation and 1 test
+    episode): ``bench run`` of 1 cell and of 1 + ``extra`` cells (seeds), each into a fresh store; (seconds of the
+    one-cell run, seconds per extra cell)."""
+    walls = []
+    for seeds in (1, 1 + extra):
+        folder = base / f"fixed{seeds}"
+        folder.mkdir()
+        raw = {"suite": "fixed_cost", "dataset": {"name": "sinusoid"}, "learners": ["maml"],
+               "grid": {"n_way": [1], "k_shot": [10], "seeds": list(range(seeds))},
+               "training": {"meta_iterations": 1, "meta_batch_size": 25, "query": 10, "validate_every": 1,
+                            "validation_episodes": 1, "warmup_iterations": 0},
+               "evaluation": {"test_episodes": 1, "query": 10, "warmup_episodes": 0},
+               "report": {"output_dir": str(folder / "reports")}}
+        (folder / "suite.yaml").write_text(yaml.safe_dump(raw))
+        env = {**os.environ, "METABENCH_AUTOTUNE": str(base / "fixed_autotune.json")}  # tuned once, in the first
+        walls.append(_timed([sys.executable, "-m", "bench", "run", str(folder / "suite.yaml"), "--tracking-uri",
+                             f"sqlite:///{folder / 'mlflow.db'}", "--no-progress"], env))
+    return walls[0], (walls[1] - walls[0]) / extra
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=10000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--fixed-cost-cells", type=int, default=10, help="extra empty cells for the fixed cost")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as base:
+        one, per_cell = _fixed_cost(Path(base), args.fixed_cost_cells)
+    print(f"fixed cost: a one-cell suite (1 meta-iteration, 1 test episode) {one:.2f} s end to end; each further "
+          f"such cell {per_cell:.3f} s (from {1 + args.fixed_cost_cells} cells)")
     threads = min((1, 2), key=lambda t: _script(max(args.iterations // 10, 200), t))
     print(f"sinusoid MAML (Finn), {args.iterations} meta-iterations; the script at {threads} thread(s), its best")
     pairs, phases = [], []
