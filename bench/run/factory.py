@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+# a torch optimiser imports torch._dynamo when first built (~1 s): here, at start-up, not inside a cell's clock, where
+# a Ctrl-C could also land in the middle of that import
+import torch._dynamo  # noqa: F401
 from torch import nn
 
 from bench.core.config import from_mapping

@@ -309,9 +309,9 @@ def test_runs_scored_by_other_dataset_code_are_never_paired(monkeypatch):
     glyphs = expand(parse_suite({**TINY, "learners": ["maml"]}))[0]
     before = {c.dataset.name: evaluation_fingerprint(c) for c in (sinusoid, glyphs)}
     edited = dict(provenance.LOADED)
-    targets = b"targets[:, :k].contiguous()"
+    targets = b"y = amplitude[:, None, None] * np.sin"
     edited["datasets/sinusoid.py"] = edited["datasets/sinusoid.py"].replace(targets,
-                                                                            b"(2 * targets[:, :k]).contiguous()")
+                                                                            b"y = 2 * amplitude[:, None, None] * np.sin")
     assert edited["datasets/sinusoid.py"] != provenance.LOADED["datasets/sinusoid.py"]  # the edit took
     monkeypatch.setattr(provenance, "LOADED", edited)
     provenance.evaluation_identity.cache_clear()
