@@ -25,7 +25,7 @@ from mlflow.store.db.db_types import DATABASE_ENGINES
 from mlflow.tracking import MlflowClient
 
 from bench.core import tags as t
-from bench.store import ownership
+from bench.store import fresh_store, ownership
 from bench.core import interrupts
 from bench.core.config import ConfigError, flatten, shown
 from bench.core.hardware import cpu_model, device_description
@@ -111,7 +111,10 @@ def client_for(uri: str) -> MlflowClient:
     if not uri.startswith("sqlite:///"):
         return MlflowClient(tracking_uri=uri)
     # the client creates (and migrates) a new store: two invocations doing it at once collide, so one at a time
-    with FileLock(uri[len("sqlite:///"):] + ".lock", timeout=120):
+    database = Path(uri[len("sqlite:///"):])
+    with FileLock(str(database) + ".lock", timeout=120):
+        if not database.exists() and database.parent.is_dir():
+            fresh_store.create_from_template(database)  # a copy, not ~40 migrations
         return MlflowClient(tracking_uri=uri)
 
 

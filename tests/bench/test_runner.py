@@ -394,3 +394,40 @@ def test_a_cell_finished_by_another_invocation_after_we_looked_is_reused_not_run
     monkeypatch.setattr(CellLoop, "_reusable", first_look_misses)
     assert main(["run", str(path), "--tracking-uri", tracking_uri, "--no-progress", "--no-report"]) == 0
     assert len(cell_runs(tracking_uri)) == 1 and len(looks) >= 3  # missed, looked again, reused
+
+
+def test_a_fresh_store_copied_from_the_template_is_the_store_mlflow_makes(tmp_path, monkeypatch):
+    """A new SQLite store is a copy of an empty one (bench.store.fresh_store): the same tables, indexes and schema
+    version as a store MLflow migrated itself, and the Default experiment MLflow gives it, with the artifact root it
+    would have given it."""
+    import sqlite3
+
+    from mlflow.tracking import MlflowClient
+
+    from bench.store import fresh_store, tracking
+
+    monkeypatch.setattr(fresh_store, "TEMPLATES", tmp_path / "templates")
+    ours, theirs = tmp_path / "ours" / "mlflow.db", tmp_path / "theirs" / "mlflow.db"
+    for folder in (ours.parent, theirs.parent, tmp_path / "elsewhere", tmp_path / "here"):
+        folder.mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the template is made here: its artifact root must not carry over
+    tracking.client_for(f"sqlite:///{tmp_path / 'first.db'}").search_experiments()
+    assert len(list((tmp_path / "templates").glob("empty-*.db"))) == 1
+    monkeypatch.chdir(tmp_path / "here")
+    tracking.client_for(f"sqlite:///{ours}").search_experiments()
+    MlflowClient(tracking_uri=f"sqlite:///{theirs}").search_experiments()
+
+    def schema(path):
+        """Every table and index with its definition's lines in order of text (MLflow's migrations write a table's
+        CHECK constraints in no fixed order: two stores it made itself differ there), and the schema version."""
+        with sqlite3.connect(path) as database:
+            objects = database.execute("SELECT type, name, sql FROM sqlite_master").fetchall()
+            version = database.execute("SELECT version_num FROM alembic_version").fetchall()
+        return sorted((kind, name, sorted(line.strip().rstrip(",") for line in (sql or "").splitlines()))
+                      for kind, name, sql in objects), version
+
+    assert schema(ours) == schema(theirs)
+    (default,) = MlflowClient(tracking_uri=f"sqlite:///{ours}").search_experiments()
+    (reference,) = MlflowClient(tracking_uri=f"sqlite:///{theirs}").search_experiments()
+    assert default.name == reference.name == "Default" and default.experiment_id == reference.experiment_id
+    assert default.artifact_location == reference.artifact_location
