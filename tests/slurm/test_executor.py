@@ -188,19 +188,21 @@ def test_a_submitter_killed_after_submission_is_followed_by_one_that_adopts_its_
 
 def test_a_job_reaching_its_real_time_limit_is_signalled_by_slurm_requeued_and_resumes_to_the_same_scores(
         slurm_cluster, tmp_path, monkeypatch):
-    """`--slurm-time 1 --slurm-signal-delay 50`: Slurm itself (not the test) sends SIGUSR2 before the one-minute limit
+    """`--slurm-time 1 --slurm-signal-delay 40`: Slurm itself (not the test) sends SIGUSR2 before the one-minute limit
     of a job whose cell is held mid-training; the cell checkpoints, the job is requeued, and the cell resumes to the
-    scores of an uninterrupted in-process run."""
+    scores of an uninterrupted in-process run. slurmctld checks limits every 30 s, so the signal comes 20 to 50 s
+    after the job starts (not sooner: until submitit has unpickled the cell, importing torch, SIGUSR2 would kill the
+    job; a delay of 50 let it come at 10 s, which a loaded machine did not survive) and the limit's kill at least
+    30 s after it."""
     gate, path, uri = gated(tmp_path, monkeypatch)
     (gate / "open").touch()
     whole = f"sqlite:///{tmp_path / 'whole.db'}"
     run_in_process(path, whole)
     for passed in ("open", "reached"):
         (gate / passed).unlink()
-    process = driver(path, uri, slurm_cluster, "--slurm-time", "1", "--slurm-signal-delay", "50")
+    process = driver(path, uri, slurm_cluster, "--slurm-time", "1", "--slurm-signal-delay", "40")
     try:
         wait_for(lambda: (gate / "reached").exists() or process.poll() is not None, "cell held mid-training")
-        # slurmctld checks time limits every 30 s: the signal comes 10 to about 45 s after the job started
         wait_for(lambda: (gate / "signalled").exists() or process.poll() is not None, "Slurm's signal", timeout=180)
         (gate / "open").touch()
         output, _ = process.communicate(timeout=400)
@@ -209,5 +211,6 @@ def test_a_job_reaching_its_real_time_limit_is_signalled_by_slurm_requeued_and_r
     assert process.returncode == 0, output
     (run,) = cell_runs(uri)
     assert run.info.status == "FINISHED" and int(run.data.tags["executor.slurm_restarts"]) >= 1
-    assert run.data.tags["ran.resumed_from"] == "3"
+    # from the held iteration; a loaded machine may see the requeued job signalled too, before it finishes
+    assert run.data.tags["ran.resumed_from"].split(",")[0] == "3"
     assert scores(uri) == scores(whole)
