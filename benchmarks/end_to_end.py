@@ -31,14 +31,19 @@ from bench.core import metrics as m
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _suite(folder: Path, iterations: int) -> Path:
+def finn_maml_cell(name: str, iterations: int, **changes) -> dict:
+    """The MAML cell of the Finn sinusoid suite at K = 10, one seed, shortened to ``iterations``, as a suite."""
     finn = yaml.safe_load((ROOT / "suites" / "sinusoid_finn2017.yaml").read_text())
-    raw = {**finn, "suite": "end_to_end", "learners": [finn["learners"][0]],
-           "grid": {**finn["grid"], "k_shot": [10], "seeds": [0]},
-           "training": {**finn["training"], "meta_iterations": iterations},
-           "report": {"reference": "maml", "output_dir": str(folder / "reports")}}
+    return {**finn, "suite": name, "learners": [finn["learners"][0]],
+            "grid": {**finn["grid"], "k_shot": [10], "seeds": [0]},
+            "training": {**finn["training"], "meta_iterations": iterations}, "report": {"reference": "maml"},
+            **changes}
+
+
+def _suite(folder: Path, iterations: int) -> Path:
     path = folder / "suite.yaml"
-    path.write_text(yaml.safe_dump(raw))
+    path.write_text(yaml.safe_dump(finn_maml_cell("end_to_end", iterations,
+                                                  report={"reference": "maml", "output_dir": str(folder / "reports")})))
     return path
 
 

@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from bench.core import metrics as m
 from bench.run.training import run_cell
 from bench.spec.suite import expand, parse_suite
+from benchmarks.end_to_end import finn_maml_cell
 from benchmarks.handwritten_sinusoid import INNER_LR, META_BATCH, model, tasks
 from benchmarks.plain import BatchedMLPMAML
-
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def _script_loop(iterations: int) -> tuple[float, float]:
     rng, net = np.random.default_rng(0), model()
@@ -44,12 +40,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    finn = yaml.safe_load((ROOT / "suites" / "sinusoid_finn2017.yaml").read_text())
-    (cell,) = expand(parse_suite({**finn, "suite": "step_gap", "learners": [finn["learners"][0]],
-                                  "grid": {**finn["grid"], "k_shot": [10], "seeds": [0]},
-                                  "training": {**finn["training"], "meta_iterations": args.iterations,
-                                               "validate_every": args.iterations},
-                                  "report": {"reference": "maml"}}))
+    raw = finn_maml_cell("step_gap", args.iterations)
+    (cell,) = expand(parse_suite({**raw, "training": {**raw["training"], "validate_every": args.iterations}}))
     n = args.iterations
     for _ in range(args.repeats):
         result = run_cell(cell, test=False)
