@@ -34,6 +34,7 @@ def cmd_run(args) -> int:
     from bench.core.config import ConfigError
     from bench.run import executors
     from bench.run.runner import run_suite
+    from bench.consumers.sequential.running import record_plan, run_sequential
     from bench.spec.suite import MAX_CELLS, describe, load_suites
     from bench.store import tracking
     from bench.store.claims import DamagedStore
@@ -49,6 +50,9 @@ def cmd_run(args) -> int:
         if args.dry_run:
             print("\n".join([f"note: {note}" for note in dict.fromkeys(notes)] + sum(map(describe, suites), [])))
             return 0
+        by_name = {name: [s for s in suites if s.suite == name] for name in dict.fromkeys(s.suite for s in suites)}
+        for named in by_name.values():  # a seeds plan that differs from the one its looks were run under: refused
+            record_plan(tracking.client_for(tracking.resolve_uri(named[0].tracking.uri, args.tracking_uri)), named)
     except ConfigError as error:  # refused before anything is written
         return refuse(str(error))
     outcomes = []
@@ -58,10 +62,15 @@ def cmd_run(args) -> int:
         except ConnectionError as error:
             return refuse(str(error))
         try:
-            for suite in suites:
-                uri = tracking.resolve_uri(suite.tracking.uri, args.tracking_uri)
-                outcomes += run_suite(suite, suite.text, uri, force=args.force, reuse_other_code=args.reuse_other_code,
-                                      progress=_progress(args), executor=executor, max_wait_s=args.max_wait)
+            for named in by_name.values():
+                uri = tracking.resolve_uri(named[0].tracking.uri, args.tracking_uri)
+                options = dict(force=args.force, reuse_other_code=args.reuse_other_code, progress=_progress(args),
+                               executor=executor, max_wait_s=args.max_wait)
+                if named[0].grid.plan is not None:  # look by look, only the cells an undecided comparison needs
+                    outcomes += run_sequential(named, uri, **options)
+                    continue
+                for suite in named:
+                    outcomes += run_suite(suite, suite.text, uri, **options)
         except KeyboardInterrupt:
             print("\ninterrupted: finished cells are in MLflow; rerun the same command to resume", file=sys.stderr)
             return EXIT_INTERRUPTED

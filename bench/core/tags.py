@@ -95,6 +95,9 @@ CLAIM_RUN_ID = "claim.run_id"
 # that has it, and claim records are live experiments (`mlflow gc` purges deleted ones) that nobody needs to browse
 HIDDEN = "mlflow.experiment.isGateway"
 
+# -- a suite whose seeds are a sequential plan (bench.consumers.sequential.running): a tag of its experiment ---------------------
+SEEDS_PLAN = "seeds_plan"  # the plan its looks were run under (SeedsPlan.describe): a changed plan is refused
+
 # -- `bench tune` (bench.consumers.tune): studies and their trials --------------------------------------------------
 STUDY = "study"  # the study's name, on the study run and on each trial
 STUDY_KEY = "study_key"  # a digest of the study's name: what the study run is found by (names may hold quotes)

@@ -14,7 +14,7 @@ from bench.core import tags as t
 from bench.core import interrupts
 from bench.run.execution import CellLoop, Outcome, SuiteRun
 from bench.run.executors.in_process import InProcess
-from bench.spec.suite import Suite
+from bench.spec.suite import Cell, Suite
 from bench.store import claims, tracking
 from bench.store.tracking import FAILED, FINISHED, KILLED
 from meta_bench.datasets import load_dataset
@@ -22,10 +22,11 @@ from meta_bench.datasets import load_dataset
 
 def run_suite(suite: Suite, suite_text: str, uri: str, force: bool = False, reuse_other_code: bool = False,
               progress: bool = True, echo: Callable[[str], None] = print, executor=None,
-              max_wait_s: float | None = None) -> list[Outcome]:
+              max_wait_s: float | None = None, cells: list[Cell] | None = None) -> list[Outcome]:
     """``force``: run every cell again; ``reuse_other_code``: reuse finished cells whatever code made them;
     ``executor``: what runs the cells, already started (default: ``InProcess``); ``max_wait_s``: how long a cell
-    another invocation runs is waited for before it is left to a later run."""
+    another invocation runs is waited for before it is left to a later run; ``cells``: those of the suite's cells to
+    run (default: all; a sequential plan's look runs some)."""
     client = tracking.client_for(uri)
     experiment = tracking.experiment_id(client, suite.suite)
     kept = claims.keep(client, suite.suite)
@@ -35,7 +36,7 @@ def run_suite(suite: Suite, suite_text: str, uri: str, force: bool = False, reus
     closed = tracking.close_orphaned(client, experiment, keep=lambda run: executor.adoptable(run))
     if closed:
         echo(f"marked {closed} run(s) left RUNNING by an ended invocation as FAILED (outcome=interrupted)")
-    cells = list(suite.cells)
+    cells = list(suite.cells if cells is None else cells)
     parent = tracking.start_run(client, experiment, f"{suite.suite} {time.strftime('%Y-%m-%d %H:%M:%S')}",
                                 {t.ROLE: t.ROLE_SUITE, **tracking.environment_tags()})
     run = SuiteRun(suite.suite, client, experiment, parent, force, reuse_other_code, progress, echo,

@@ -45,13 +45,55 @@ class LearnerSpec:
         return self.label or self.name
 
 
+SPENDING_DESIGNS = ("obrien-fleming", "pocock", "linear")  # bench.consumers.sequential.boundaries.spent
+
+
+@dataclass(frozen=True)
+class SeedsPlan:
+    """``grid.seeds`` as a group-sequential plan: seeds 0..looks[-1]-1 are run look by look, and after each look the
+    comparisons the report makes are decided at the alpha its spending function has spent by then; only the cells
+    an undecided comparison needs get the next look's seeds (docs/explanation/sequential-seeds.md).
+    looks: cumulative seeds at each look (increasing, at least two, the first at least report.min_seeds);
+    design: the alpha-spending function (Lan-DeMets O'Brien-Fleming-type, Pocock-type, or linear);
+    equivalence_margin: a difference between two arms inside +-margin (in the score's unit: accuracy as a fraction,
+    errors as they are) stops their comparison as equivalent once its repeated interval lies inside it (none: a
+    comparison stops only when decided)."""
+
+    looks: tuple[int, ...]
+    design: Literal["obrien-fleming", "pocock", "linear"] = "obrien-fleming"
+    equivalence_margin: float | None = None
+
+    def __post_init__(self) -> None:
+        looks = list(self.looks)
+        if len(looks) < 2 or any(b <= a for a, b in zip(looks, looks[1:])) or looks[0] < 2:
+            raise ValueError(f"looks must be at least two increasing seed counts, the first at least 2, got {looks}")
+        if self.equivalence_margin is not None and not self.equivalence_margin > 0:
+            raise ValueError(f"equivalence_margin must be positive (or absent), got {self.equivalence_margin}")
+
+    def describe(self) -> str:
+        """The plan as a user wrote it: what the store records, so a changed plan is seen."""
+        return json.dumps({"looks": list(self.looks), "design": self.design,
+                           "equivalence_margin": self.equivalence_margin}, sort_keys=True)
+
+
 @dataclass(frozen=True)
 class GridSpec:
     n_way: tuple[int, ...] = (5,)
     k_shot: tuple[int, ...] = (1,)
     devices: tuple[str, ...] = ("cpu",)
-    seeds: tuple[Seed, ...] = (0,)
+    # a list: a fixed design; a mapping: a sequential plan of looks (SeedsPlan), its seeds 0..looks[-1]-1
+    seeds: tuple[Seed, ...] | SeedsPlan = (0,)
     options: dict = field(default_factory=dict)  # any learner option (inner_steps, inner_lr, ...): name -> values
+
+    @property
+    def plan(self) -> SeedsPlan | None:
+        """The sequential plan, or None for a fixed list of seeds."""
+        return self.seeds if isinstance(self.seeds, SeedsPlan) else None
+
+    @property
+    def seed_values(self) -> tuple[Seed, ...]:
+        """Every seed a cell may be run with: the list, or a plan's 0..looks[-1]-1."""
+        return tuple(range(self.seeds.looks[-1])) if isinstance(self.seeds, SeedsPlan) else self.seeds
 
 
 @dataclass(frozen=True)
@@ -330,6 +372,9 @@ def parse_suite(raw: Mapping[str, Any], source: str = "<suite>", notes: list[str
     if "suite" not in raw:
         raise ConfigError(f"{source}: the key 'suite' (the suite's name, also its MLflow experiment) is required")
     raw["learners"] = _learner_specs(raw.get("learners"))
+    grid = raw.get("grid")
+    if isinstance(grid, Mapping) and isinstance(grid.get("seeds"), Mapping):  # a plan: its own keys' errors
+        raw["grid"] = {**grid, "seeds": from_mapping(SeedsPlan, grid["seeds"], f"{source}: grid.seeds")}
     suite = from_mapping(Suite, raw, source)
     validate(suite, source, notes, max_cells)
     return suite
@@ -380,7 +425,19 @@ def suites_from_text(text: str, source: str, notes: list[str] | None = None,
         object.__setattr__(suite, "text", text)  # frozen: set once, here
     check_grid_size(sum(grid_size(s) for s in suites), source, max_cells)
     _check_labels_across(suites, where)
+    _check_plans_across(suites, where)
     return suites
+
+
+def _check_plans_across(suites: list[Suite], where: list[str]) -> None:
+    """The documents of one suite share one seeds plan (or none): its looks decide their comparisons together."""
+    first: dict[str, tuple[SeedsPlan | None, str]] = {}
+    for suite, place in zip(suites, where):
+        plan, there = first.setdefault(suite.suite, (suite.grid.plan, place))
+        if suite.grid.plan != plan:
+            raise ConfigError(f"{place}: grid.seeds: {suite.grid.plan.describe() if suite.grid.plan else 'a list'} "
+                              f"here and {plan.describe() if plan else 'a list'} in {there}; the documents of a "
+                              f"suite share one seeds plan (their comparisons are decided at the same looks)")
 
 
 def _check_labels_across(suites: list[Suite], where: list[str]) -> None:
@@ -433,6 +490,9 @@ def validate(suite: Suite, source: str, notes: list[str] | None = None, max_cell
     for name in ("n_way", "k_shot", "devices", "seeds"):
         if not getattr(grid, name):
             raise ConfigError(f"{source}: grid.{name} must list at least one value")
+    if grid.plan is not None and grid.plan.looks[0] < suite.report.min_seeds:
+        raise ConfigError(f"{source}: grid.seeds.looks: the first look ({grid.plan.looks[0]} seeds) must have at least "
+                          f"report.min_seeds ({suite.report.min_seeds}): a look with fewer can decide nothing")
     for device in grid.devices:
         if not DEVICE_PATTERN.match(device):
             raise ConfigError(f"{source}: grid.devices: unknown device {device!r}; known: cpu, cuda, cuda:N, mps")
@@ -549,7 +609,7 @@ def describe(suite: Suite) -> list[str]:
 def grid_size(suite: Suite) -> int:
     """How many cells ``expand`` makes (at most: it drops repeats), from the axes' lengths alone."""
     grid = suite.grid
-    points = len(grid.n_way) * len(grid.k_shot) * len(grid.devices) * len(grid.seeds)
+    points = len(grid.n_way) * len(grid.k_shot) * len(grid.devices) * len(grid.seed_values)
     own = [set(field_names(LEARNERS[spec.name].Config)) for spec in suite.learners]
     return points * sum(math.prod(len(v) for name, v in grid.options.items() if name in names) for names in own)
 
@@ -569,7 +629,7 @@ def expand(suite: Suite) -> list[Cell]:
     swept = dict(grid.options)
     names = list(swept)
     dataset_defaults = DATASETS[suite.dataset.name].learner_defaults  # what suits the task better than the learner's
-    for n, k, device, seed in itertools.product(grid.n_way, grid.k_shot, grid.devices, grid.seeds):
+    for n, k, device, seed in itertools.product(grid.n_way, grid.k_shot, grid.devices, grid.seed_values):
         for spec in suite.learners:
             cls = LEARNERS[spec.name]
             own = set(field_names(cls.Config))

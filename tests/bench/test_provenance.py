@@ -67,6 +67,9 @@ NOT_RESULT_CODE = {
     "bench/consumers/report/figures.py", "bench/consumers/report/loading.py", "bench/consumers/report/render.py",
     "bench/consumers/report/reproduction.py", "bench/consumers/report/statistics.py",
     "bench/consumers/report/tables.py", "bench/consumers/report/tuning.py",
+    "bench/consumers/sequential/__init__.py", "bench/consumers/sequential/boundaries.py",
+    "bench/consumers/sequential/design.py", "bench/consumers/sequential/running.py",
+    "bench/consumers/sequential/walk.py",
     # orchestration: which cells run where, claims, recording
     "bench/run/execution.py", "bench/run/runner.py", "bench/run/executors/__init__.py",
     "bench/run/executors/attempt.py", "bench/run/executors/in_process.py", "bench/run/executors/ray_tasks.py",

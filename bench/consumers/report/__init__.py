@@ -6,6 +6,7 @@ runs of other definitions are counted, never mixed in.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from bench.core import paths
 from bench.store import tracking
 from bench.consumers.report import ablations, conclusions, conditions, figures, render, tables
 from bench.consumers.report.loading import Runs, load_runs, logged_suites
+from bench.consumers.report.reproduction import JUDGED
+from bench.consumers.sequential.boundaries import boundaries
 from bench.consumers.report.statistics import METHOD, comparisons, decide, representatives
 from bench.spec.suite import ReportOptions, Suite
 
@@ -91,7 +94,10 @@ def _comparison_blocks(a: Analysis, folder: Path) -> list[render.Block]:
     groups = [f"{', '.join(labels)} (as {stand_in})" for stand_in, labels in grouped.items() if len(labels) > 1]
     note = ("Implementation variants of one algorithm are grouped: " + "; ".join(groups) + "." if groups and
             not options.reference else "")
-    return [render.Heading("Comparisons"), render.Text(METHOD.format(min_seeds=options.min_seeds, alpha=options.alpha)),
+    method = METHOD.format(min_seeds=options.min_seeds, alpha=options.alpha) if a.sequence is None else (
+        "The tests are the fixed design's (seeds x episodes, crossed variance), each shown on the seeds of the look "
+        "that decided it; the verdicts are the sequential design's (above), not Holm's on every seed held.")
+    return [render.Heading("Comparisons"), render.Text(method),
             render.Text(family),
             render.Heading("Between algorithms", 3), *([render.Text(note)] if note else []),
             render.Table(frames["comparisons"]),
@@ -173,6 +179,10 @@ class Analysis:
     family: str
     frames: dict[str, pd.DataFrame]
     diverged: int
+    # each published row with its Judged (reproduction.JUDGED): what the sequential design decides on
+    published: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    published_under: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    sequence: object = None  # a sequential suite's replayed looks (bench.consumers.sequential.walk.Walk)
 
     @property
     def options(self) -> ReportOptions:
@@ -183,9 +193,11 @@ class Analysis:
         return self.suites[0].evaluation
 
 
-def analyse(runs: Runs, suites: list[Suite]) -> Analysis:
+def analyse(runs: Runs, suites: list[Suite], sequential: bool = True, display: bool = True) -> Analysis:
     """The report's statistics: every test in one Holm family (between learners, by test condition, ablation
-    effects), and every table."""
+    effects), and every table. A suite whose seeds are a plan has its verdicts from its looks (``sequential``
+    False: as a fixed design of every seed it holds, what each look is). ``display`` False: the tests alone, without
+    the tables that only show them (a look of a sequential design)."""
     options, evaluation = suites[0].report, suites[0].evaluation
     tested = not runs.condition_scores.empty and bool(evaluation.k_shot or evaluation.steps_list)
     under = conditions.as_axes(runs, evaluation) if tested else None
@@ -197,25 +209,96 @@ def analyse(runs: Runs, suites: list[Suite]) -> Analysis:
     decide([compared, compared_under, effects], options, runs.metric)
     family = _family({"between learners": _with_p(compared), "by test condition": _with_p(compared_under),
                       "ablation effects": _with_p(effects)})
-    frames = {"results": tables.results(runs), "runs": tables.per_run(runs),
-              "comparisons": tables.verdicts(runs, compared, "algorithms"),
-              "variant_comparisons": tables.verdicts(runs, compared, "variants of one algorithm"),
-              "ablations": tables.ablations(runs, effects),
-              "failed_and_skipped": tables.problems(runs), "other_definitions": tables.other_definitions(runs),
-              "published": tables.against_published(runs, options), "time": tables.time_spent(runs)}
-    diverged = 0
+    frames: dict[str, pd.DataFrame] = {}
+    if display:
+        frames = {"results": tables.results(runs), "runs": tables.per_run(runs),
+                  "comparisons": tables.verdicts(runs, compared, "algorithms"),
+                  "variant_comparisons": tables.verdicts(runs, compared, "variants of one algorithm"),
+                  "ablations": tables.ablations(runs, effects),
+                  "failed_and_skipped": tables.problems(runs), "other_definitions": tables.other_definitions(runs),
+                  "time": tables.time_spent(runs)}
+    published, published_under, diverged = tables.against_published(runs, options), pd.DataFrame(), 0
+    frames["published"] = published.drop(columns=JUDGED, errors="ignore")
     if tested:
-        frames["test_conditions"] = conditions.table(runs, under)
-        frames["comparisons_by_test_condition"] = tables.verdicts(under, compared_under, "algorithms")
-        frames["published_test_conditions"] = conditions.against_published(runs, under, options)
-        frames["diverged_episodes"], diverged = conditions.diverged_episodes(runs, evaluation)
-    return Analysis(suites, runs, under, compared, compared_under, effects, notes, family, frames, diverged)
+        published_under = conditions.against_published(runs, under, options)
+        frames["published_test_conditions"] = published_under.drop(columns=JUDGED, errors="ignore")
+        if display:
+            frames["test_conditions"] = conditions.table(runs, under)
+            frames["comparisons_by_test_condition"] = tables.verdicts(under, compared_under, "algorithms")
+            frames["diverged_episodes"], diverged = conditions.diverged_episodes(runs, evaluation)
+    analysis = Analysis(suites, runs, under, compared, compared_under, effects, notes, family, frames, diverged,
+                        published, published_under)
+    if sequential and display and suites[0].grid.plan is not None:
+        _sequential_verdicts(analysis)
+    return analysis
+
+
+def look(runs: Runs, suites: list[Suite]) -> Analysis:
+    """One look of a sequential design: the tests of a fixed design on the runs given, without the display tables."""
+    return analyse(runs, suites, sequential=False, display=False)
+
+
+def _sequential_verdicts(a: Analysis) -> None:
+    """The verdicts of a sequential suite: each comparison's at the look that decided it (bench.consumers.sequential),
+    in every table that shows them."""
+    from bench.consumers.sequential import walk  # noqa: PLC0415  (it replays looks through ``analyse``)
+
+    a.sequence = walk.walk(a.runs, a.suites, look)
+    walk.apply(a.sequence, a)
+    a.family = ("Sequential design: verdicts are made look by look (group-sequential Holm over the comparisons "
+                "between learners and the ablation effects; published values each at alpha), see 'Sequential "
+                "design' below.")
+    a.frames["comparisons"] = tables.verdicts(a.runs, a.compared, "algorithms")
+    a.frames["variant_comparisons"] = tables.verdicts(a.runs, a.compared, "variants of one algorithm")
+    a.frames["ablations"] = tables.ablations(a.runs, a.effects)
+    a.frames["published"] = a.published.drop(columns=JUDGED, errors="ignore")
+    if a.under is not None:
+        a.frames["comparisons_by_test_condition"] = tables.verdicts(a.under, a.compared_under, "algorithms")
+        a.frames["published_test_conditions"] = a.published_under.drop(columns=JUDGED, errors="ignore")
+    a.frames["sequential"] = walk.table(a.sequence)
 
 
 def _title_blocks(a: Analysis, folder: Path) -> list[render.Block]:
     concluded = conclusions.lines(a.runs, a.compared, a.compared_under, a.effects, a.frames["ablations"])
     return [render.Heading(f"meta-bench report: {a.suites[0].suite}", 1),
             *([render.Heading("Conclusions"), render.Items(concluded)] if concluded else []), *_header(a.runs)]
+
+
+def _sequential_blocks(a: Analysis, folder: Path) -> list[render.Block]:
+    """Where each comparison of a sequential suite was decided, the boundaries, and the seeds spent."""
+    if a.sequence is None:
+        return []
+    from bench.consumers.sequential.boundaries import spent  # noqa: PLC0415
+
+    state, options = a.sequence, a.options
+    plan, family = state.plan, sum(q.family for q in state.questions.values())
+    share = options.alpha / max(1, family)
+    looks = pd.DataFrame([{"look": i + 1, "seeds": n, "information": f"{n / plan.looks[-1]:.2f}",
+                           "alpha spent (cumulative)": f"{spent(plan.design, n / plan.looks[-1], options.alpha):.4f}",
+                           "boundary (abs z) at alpha": f"{boundaries(plan.looks, plan.design, options.alpha)[i]:.3f}",
+                           f"boundary at alpha / {family} (Holm's first step)":
+                               f"{boundaries(plan.looks, plan.design, share)[i]:.3f}",
+                           "definitions run": len(state.needed[i]) if i < len(state.needed) else 0}
+                          for i, n in enumerate(plan.looks)])
+    status = (f"done after look {state.looks_done}" if state.done else
+              f"in progress: look {len(state.needed)} has {len(state.next_cells)} cell(s) without a finished run")
+    blocks = [render.Heading("Sequential design"),
+              render.Text(f"Seeds as a group-sequential plan: looks at {', '.join(map(str, plan.looks))} seeds, "
+                          f"{plan.design} alpha spending (Lan-DeMets), alpha {options.alpha:g}"
+                          + (f", equivalence margin ±{plan.equivalence_margin:g}" if plan.equivalence_margin else "")
+                          + f"; {status}. At each look every comparison is decided when its repeated interval (at "
+                          "the look's nominal level) excludes 0, equivalent when the interval at twice that level "
+                          "lies inside the margin, else it continues; only the cells an undecided comparison reads "
+                          "get the next look's seeds. The family (comparisons between learners, by test condition, "
+                          "ablation effects) is held at alpha by group-sequential Holm: with r undecided, each is "
+                          "tested at alpha / r on every look so far. Published values are judged each at alpha, "
+                          "reproduced when the interval lies inside their margin, not reproduced when wholly "
+                          "outside. Calibrated by simulation: docs/measurements/sequential_calibration.md."),
+              render.Text(f"Cell runs: {state.seeds_spent} of the fixed design's {state.fixed_budget} "
+                          f"({state.definitions} definitions x {plan.looks[-1]} seeds)."),
+              render.Table(looks), render.Table(a.frames["sequential"])]
+    title, path = figures.sequential_looks(state, folder)
+    return blocks + [render.Image(title, path)]
 
 
 def _results_blocks(a: Analysis, folder: Path) -> list[render.Block]:
@@ -263,8 +346,8 @@ def _run_blocks(a: Analysis, folder: Path) -> list[render.Block]:
 
 # the report's sections in order: each turns the analysis into its blocks (none where it does not apply); a new
 # section is one function here and its place in this list
-SECTIONS = (_title_blocks, _results_blocks, _comparison_blocks, _condition_blocks, _ablation_blocks,
-            _published_blocks, _figure_blocks, _time_blocks, _run_blocks)
+SECTIONS = (_title_blocks, _results_blocks, _sequential_blocks, _comparison_blocks, _condition_blocks,
+            _ablation_blocks, _published_blocks, _figure_blocks, _time_blocks, _run_blocks)
 
 
 def build_reports(suites: list[Suite], uri_flag: str | None) -> list[Path]:

@@ -1,6 +1,7 @@
 """What a report is built from: the runs of the suite *as it stands now*, read from MLflow through one client."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 import time
@@ -72,6 +73,20 @@ class Runs:
         """Condition axes with more than one value among the finished runs."""
         f = self.finished
         return [a for a in self.conditions if a not in exclude and f[a][f[a] != ABSENT].nunique() > 1]
+
+
+def first_seeds(runs: Runs, seeds: int) -> Runs:
+    """``runs`` as they stood with seeds 0..seeds-1 alone: a sequential design's look (its later seeds left out of
+    every table and test)."""
+    finished = runs.finished[runs.finished["seed"].map(lambda seed: seed.isdigit() and int(seed) < seeds)]
+    kept = set(finished["run_id"])
+    return dataclasses.replace(
+        runs, finished=finished.reset_index(drop=True),
+        episodes=runs.episodes[runs.episodes["run_id"].isin(kept)],
+        curves=runs.curves[runs.curves["run_id"].isin(kept)],
+        condition_scores=(runs.condition_scores[runs.condition_scores["run_id"].isin(kept)]
+                          if not runs.condition_scores.empty else runs.condition_scores),
+        diverged_primary=runs.diverged_primary[runs.diverged_primary.index.isin(kept)])
 
 
 def _tag(frame: pd.DataFrame, name: str) -> pd.Series:

@@ -32,6 +32,7 @@ class Judged:
 
 
 NOTHING = Test(math.nan, math.nan, math.nan, 0, 0)
+JUDGED = "judged"  # the column of ``columns`` that holds the Judged (for the sequential design; never printed)
 
 
 def _seeds_to_decide(test: Test, margin: float, z: float, room: float) -> str:
@@ -109,7 +110,8 @@ def columns(kept: Aligned | None, paper: papers.Published, options: ReportOption
             "difference (90% CI)": f"{_fixed(test.mean, '+.3f')} [{_fixed(test.mean - half90, '+.3f')}, "
                                    f"{_fixed(test.mean + half90, '+.3f')}]",
             "margin": f"±{judged.margin:.3g}", "from the test-episode draw": share(test.episode_share),
-            "diverged episodes": diverged, "verdict": verdict, "source": paper.citation}
+            "diverged episodes": diverged, "verdict": verdict, "source": paper.citation,
+            JUDGED: judged}
 
 
 def share(share: float) -> str:

@@ -240,9 +240,11 @@ def aligned(runs: Runs, parts: list[pd.DataFrame], shared_episodes: bool = True)
     keep = keep * len(parts) if shared_episodes else keep
     tables, left_out, diverged = [], 0, 0
     for frames, episodes in zip(by_part, keep):
-        tables.append(np.array([frame.loc[episodes, "score"].to_numpy(dtype=float) for frame in frames]))
+        index = pd.Index(episodes)
+        rows = [frame if frame.index.equals(index) else frame.loc[episodes] for frame in frames]  # most hold them all
+        tables.append(np.array([row["score"].to_numpy(dtype=float) for row in rows]))
         left_out = max([left_out] + [len(frame) - len(episodes) for frame in frames])
-        diverged += int(sum(frame.loc[episodes, "diverged"].sum() for frame in frames))
+        diverged += int(sum(row["diverged"].sum() for row in rows))
     return Aligned(tables, seeds, left_out, diverged)
 
 

@@ -29,6 +29,6 @@ def trial_cell(suite: Suite, label: str, values: dict[str, Any]):
     narrowed = configured(suite, label, values)
     grid = narrowed.grid
     narrowed = dataclasses.replace(narrowed, grid=dataclasses.replace(
-        grid, n_way=grid.n_way[:1], k_shot=grid.k_shot[:1], devices=grid.devices[:1], seeds=grid.seeds[:1],
+        grid, n_way=grid.n_way[:1], k_shot=grid.k_shot[:1], devices=grid.devices[:1], seeds=grid.seed_values[:1],
         options={}))
     return expand(narrowed)[0]
