@@ -68,6 +68,7 @@ NOT_RESULT_CODE = {
     "bench/consumers/report/reproduction.py", "bench/consumers/report/statistics.py",
     "bench/consumers/report/tables.py", "bench/consumers/report/tuning.py",
     "bench/consumers/sequential/__init__.py", "bench/consumers/sequential/boundaries.py",
+    "bench/consumers/sequential/calibration.py",
     "bench/consumers/sequential/design.py", "bench/consumers/sequential/running.py",
     "bench/consumers/sequential/walk.py",
     # orchestration: which cells run where, claims, recording

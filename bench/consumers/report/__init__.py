@@ -228,8 +228,8 @@ def analyse(runs: Runs, suites: list[Suite], sequential: bool = True, display: b
             frames["diverged_episodes"], diverged = conditions.diverged_episodes(runs, evaluation)
     analysis = Analysis(suites, runs, under, compared, compared_under, effects, notes, family, frames, diverged,
                         published, published_under)
-    if sequential and display and suites[0].grid.plan is not None:
-        _sequential_verdicts(analysis)
+    if sequential and suites[0].grid.plan is not None:
+        _sequential_verdicts(analysis, display)
     return analysis
 
 
@@ -238,7 +238,7 @@ def look(runs: Runs, suites: list[Suite]) -> Analysis:
     return analyse(runs, suites, sequential=False, display=False)
 
 
-def _sequential_verdicts(a: Analysis) -> None:
+def _sequential_verdicts(a: Analysis, display: bool) -> None:
     """The verdicts of a sequential suite: each comparison's at the look that decided it (bench.consumers.sequential),
     in every table that shows them."""
     from bench.consumers.sequential import walk  # noqa: PLC0415  (it replays looks through ``analyse``)
@@ -248,6 +248,8 @@ def _sequential_verdicts(a: Analysis) -> None:
     a.family = ("Sequential design: verdicts are made look by look (group-sequential Holm over the comparisons "
                 "between learners and the ablation effects; published values each at alpha), see 'Sequential "
                 "design' below.")
+    if not display:
+        return
     a.frames["comparisons"] = tables.verdicts(a.runs, a.compared, "algorithms")
     a.frames["variant_comparisons"] = tables.verdicts(a.runs, a.compared, "variants of one algorithm")
     a.frames["ablations"] = tables.ablations(a.runs, a.effects)
