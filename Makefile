@@ -7,7 +7,12 @@ SUITE ?= suites/quickstart.yaml
 	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,distributed,ui]"
 	touch $@
 
-.PHONY: demo test bench ci-check
+# the docs extra, on top of the environment the tests use (reinstalled when pyproject.toml changes, as that one is)
+.venv/docs-installed: .venv/installed
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,distributed,ui,docs]"
+	touch $@
+
+.PHONY: demo test bench ci-check docs docs-serve
 demo: .venv/installed
 	$(PY) -m bench run $(SUITE)
 
@@ -21,3 +26,10 @@ bench: .venv/installed
 # the regression gate's deterministic parts (gradients, float64 scores, memory); add --perf for speed
 ci-check: .venv/installed
 	$(PY) -m bench ci-check
+
+# the documentation site into build/site; --strict: a broken link, anchor or API reference fails the build
+docs: .venv/docs-installed
+	$(PY) -m mkdocs build --strict
+
+docs-serve: .venv/docs-installed
+	$(PY) -m mkdocs serve

@@ -107,15 +107,15 @@ def documented_fields(cls: type, sources: tuple[type, ...] = ()) -> list[Key]:
 
 
 def _nested(annotation: Any) -> tuple[type | None, str]:
-    """The dataclass a field holds (directly, optionally or as list items) and the path suffix it takes."""
+    """The dataclass a field holds (directly, as one choice of a union, or as list items) and the path suffix it
+    takes."""
     if dataclasses.is_dataclass(annotation):
         return annotation, ""
     arguments = [a for a in typing.get_args(annotation) if a is not type(None) and a is not Ellipsis]
     if typing.get_origin(annotation) in (tuple, list) and arguments and dataclasses.is_dataclass(arguments[0]):
         return arguments[0], "[]"
-    if len(arguments) == 1 and dataclasses.is_dataclass(arguments[0]):
-        return arguments[0], ""
-    return None, ""
+    inner = [a for a in arguments if dataclasses.is_dataclass(a)]  # one choice of a union (X | None, list | plan)
+    return (inner[0], "") if inner else (None, "")
 
 
 def suite_sections() -> list[tuple[str, type, list[Key]]]:
