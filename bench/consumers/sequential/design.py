@@ -36,7 +36,7 @@ class Question:
     """One comparison the design decides: the report's row it stands for and the cells it reads."""
 
     key: tuple  # the row's identity across looks
-    kind: str  # learners, learners by test condition, ablation, published
+    kind: str  # the report's: algorithms, variants of one algorithm (either "by test condition: "), ablation, published
     title: str  # how the report names it
     family: bool  # in the Holm family (published values: each judged at alpha alone)
     null: float  # decided when the interval lies wholly outside +-null

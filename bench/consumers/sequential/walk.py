@@ -76,12 +76,13 @@ def rows_of(analysis, plan: SeedsPlan):
     """Each row of the analysis a sequential design decides: (its frame, its index there, its question, its test)."""
     runs, higher = analysis.runs, analysis.runs.metric.higher_is_better
     cell_axes = runs.conditions
-    for frame, kind, axes in ((analysis.compared, "learners", cell_axes),
-                              (analysis.compared_under, "learners by test condition",
+    for frame, view, axes in ((analysis.compared, "", cell_axes),
+                              (analysis.compared_under, "by test condition: ",
                                analysis.under.conditions if analysis.under is not None else [])):
         for index, row in frame.iterrows() if not frame.empty else []:
             if row["unpaired"]:
                 continue
+            kind = view + row["kind"]  # between algorithms, or variants of one
             where = _where(row, axes)
             needs = _matching(runs, row["A"], _where(row, cell_axes)) | _matching(runs, row["B"],
                                                                                    _where(row, cell_axes))
@@ -138,7 +139,7 @@ def apply(state: Walk, analysis) -> None:
 
 
 def _test_condition(row: dict, kind: str) -> str:
-    if kind != "learners by test condition":
+    if not kind.startswith("by test condition"):
         return ""
     return f", test K {row.get('test_k_shot', '-')}, {row.get('test_steps', '-')} steps"
 
