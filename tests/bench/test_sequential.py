@@ -150,3 +150,33 @@ def test_a_changed_plan_is_refused_before_anything_runs(tmp_path, tracking_uri, 
         error = capsys.readouterr().err
         assert "grid.seeds" in error and '"looks": [3, 4]' in error and "new design" in error
     assert len(cell_runs(tracking_uri, "seq")) == made
+
+
+def _published_report(shift_in_margins: float):
+    from bench.consumers import calibration as cal
+    from bench.consumers.report import analyse
+    from bench.consumers.report.loading import assemble
+    from bench.spec import published as papers
+    from bench.spec.suite import suites_from_text
+
+    regime = cal.Regime("published", 10, 0.05, 0.3, episodes=600)
+    raw = yaml.safe_load(cal.suite_of(regime)[0].text)
+    raw["grid"]["seeds"] = {"looks": [3, 6, 10]}
+    suites = suites_from_text(yaml.safe_dump(raw), "published sequential", notes=[])
+    truth = {(p.test_k_shot, p.test_steps): p.value + shift_in_margins * p.margin_value
+             for p in papers.under_conditions("finn2017.sinusoid.maml", 1, 10)}
+    stored, _ = cal.replicate(regime, suites, 0, truth)
+    return analyse(assemble(stored, suites), suites)
+
+
+def test_published_values_are_decided_look_by_look_by_the_equivalence_rule():
+    """Simulated with the truth at the published values, the sequential report says "reproduced" (or leaves them open
+    at the budget), never "not reproduced"; with the truth six margins away it says "not reproduced" before the last
+    look (not at the first: with 3 seeds, 2 degrees of freedom, O'Brien-Fleming's first boundary is out of reach)."""
+    equal = _published_report(0.0)
+    verdicts = set(equal.frames["published_test_conditions"]["verdict"])
+    assert "reproduced" in verdicts and verdicts <= {"reproduced", "no verdict at the budget"}
+    far = _published_report(6.0)
+    assert set(far.frames["published_test_conditions"]["verdict"]) == {"not reproduced"}
+    table = far.frames["sequential"]
+    assert set(table.loc[table["kind"] == "published", "decided at look"]) == {"2 (6 seeds)"}

@@ -10,7 +10,7 @@ made on the first n_k seeds. A comparison is
 - else it *continues*; at the last look what is left has no verdict at the budget.
 
 Multiplicity across the family (between learners, by test condition, ablation effects: the report's Holm family) is
-the group-sequential Holm procedure (Ye, Ping, Wang and others 2013; Maurer and Bretz 2013): with r hypotheses not
+the group-sequential Holm procedure (Ye, Li, Liu and Yao 2013; Maurer and Bretz 2013): with r hypotheses not
 yet rejected, each is tested by the boundaries of the spending function at alpha / r; when one is rejected the
 others' boundaries are recomputed at the larger alpha / (r - 1) and tested again on every look so far, until none
 more is rejected. It is the closure of weighted Bonferroni group-sequential tests, so it holds the family-wise error

@@ -103,6 +103,8 @@ def rows_of(analysis, plan: SeedsPlan):
                                                                                      "test steps"])):
         for index, row in frame.iterrows() if not frame.empty else []:
             judged, where = row[JUDGED], _where(row, axes)
+            if judged.verdict.startswith("not comparable") or not judged.test.seeds:  # no seeds can decide it
+                continue
             needs = set(runs.finished.loc[runs.finished["learner"] == row["learner"], "definition"])
             yield frame, index, Question(
                 ("published", row["learner"], tuple(where.items())), "published",
