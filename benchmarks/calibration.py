@@ -57,12 +57,17 @@ def _rate(row: dict) -> str:
     return f"{rate:.3f} [{max(0.0, rate - half):.3f}, {min(1.0, rate + half):.3f}]"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--replicates", type=int, default=200)
+def arguments(doc: str, replicates: int, argv: list[str] | None) -> argparse.Namespace:
+    """A calibration's command line: how many replicates, where the table goes, which regimes."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--replicates", type=int, default=replicates)
     parser.add_argument("--out", type=Path, help="also write the table (Markdown) here")
-    parser.add_argument("--only", default="", help="only the regimes whose name holds this text")
-    args = parser.parse_args(argv)
+    parser.add_argument("--only", default="", help="only the regimes (settings) whose name holds this text")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(__doc__, 200, argv)
     started, table = time.time(), []
     for regime, margin_case in (r for r in regimes() if args.only in r[0].name):
         outcome = calibrate(regime, args.replicates, margin_case)
@@ -80,15 +85,19 @@ def main(argv: list[str] | None = None) -> int:
                                             if not r["within bound"]))
     print(verdict)
     if args.out:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         shown = frame[["verdict kind", "regime", "effect", "replicates", "tests",
                        "false-verdict rate (95% MC interval)", "coverage", "power", "within bound"]]
-        only = f" --only '{args.only}'" if args.only else ""
-        args.out.write_text(f"# Calibration of the report's verdicts\n\ncommit {commit}; command: `python -m "
-                            f"benchmarks.calibration --replicates {args.replicates}{only}`; "
-                            f"{time.time() - started:.0f} s\n\n"
-                            + render.markdown([render.Table(shown.round(3))]) + f"\n{verdict}\n", encoding="utf-8")
+        write_table(args, "Calibration of the report's verdicts", "benchmarks.calibration", started, shown, verdict)
     return 0 if every else 1
+
+
+def write_table(args, title: str, module: str, started: float, frame: pd.DataFrame, verdict: str) -> None:
+    """The table as Markdown in ``args.out``, headed by the commit and the command that made it."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    only = f" --only '{args.only}'" if args.only else ""
+    args.out.write_text(f"# {title}\n\ncommit {commit}; command: `python -m {module} --replicates "
+                        f"{args.replicates}{only}`; {time.time() - started:.0f} s\n\n"
+                        + render.markdown([render.Table(frame.round(3))]) + f"\n{verdict}\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -9,24 +9,17 @@ false-verdict rate is within alpha + 3 Monte-Carlo SE in every setting.
 """
 from __future__ import annotations
 
-import argparse
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 
-from bench.consumers.report import render
 from bench.consumers.sequential.calibration import SETTINGS, calibrate, rows
+from benchmarks.calibration import arguments, write_table
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--replicates", type=int, default=400)
-    parser.add_argument("--out", type=Path, help="also write the table (Markdown) here")
-    parser.add_argument("--only", default="", help="only the settings whose name holds this text")
-    args = parser.parse_args(argv)
+    args = arguments(__doc__, 300, argv)
     started, table = time.time(), []
     for setting in (s for s in SETTINGS if args.only in s.name):
         for row in rows(setting, calibrate(setting, args.replicates)):
@@ -43,12 +36,8 @@ def main(argv: list[str] | None = None) -> int:
                if every else "OUT OF BOUND: " + "; ".join(sequential.loc[~sequential["within bound"], "setting"]))
     print(verdict)
     if args.out:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        only = f" --only '{args.only}'" if args.only else ""
-        args.out.write_text(f"# Calibration of the sequential design\n\ncommit {commit}; command: `python -m "
-                            f"benchmarks.sequential_calibration --replicates {args.replicates}{only}`; "
-                            f"{time.time() - started:.0f} s\n\n"
-                            + render.markdown([render.Table(frame.round(3))]) + f"\n{verdict}\n", encoding="utf-8")
+        write_table(args, "Calibration of the sequential design", "benchmarks.sequential_calibration", started, frame,
+                    verdict)
     return 0 if every else 1
 
 
