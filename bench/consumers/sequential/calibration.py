@@ -201,4 +201,5 @@ SETTINGS = (Setting("no effect", 0.0), Setting("large effect (0.3)", 0.3), Setti
             Setting("equivalence: no effect, margin 0.15", 0.0, margin=0.15),
             Setting("equivalence: effect at the margin (0.15)", 0.15, margin=0.15),
             Setting("no effect, Pocock-type", 0.0, design="pocock"),
-            Setting("no effect, 4 looks (3, 5, 10, 20)", 0.0, looks=(3, 5, 10, 20)))
+            Setting("no effect, 4 looks (3, 5, 10, 20)", 0.0, looks=(3, 5, 10, 20)),
+            Setting("large effect (0.3), Pocock-type, margin 0.15", 0.3, margin=0.15, design="pocock"))
