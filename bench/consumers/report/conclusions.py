@@ -49,13 +49,16 @@ def _between_learners(runs: Runs, compared: pd.DataFrame) -> list[str]:
         mine = part[(part["A"] == best) | (part["B"] == best)]
         other = [b if a == best else a for a, b in zip(mine["A"], mine["B"])]
         beaten = [o for o, verdict in zip(other, mine["verdict"]) if verdict == f"{best} better"]
-        open_ = [o for o, verdict in zip(other, mine["verdict"]) if not verdict.endswith(" better")]
+        same = [o for o, verdict in zip(other, mine["verdict"]) if verdict.startswith("equivalent")]  # sequential
+        open_ = [o for o, verdict in zip(other, mine["verdict"]) if not verdict.endswith(" better") and o not in same]
         among = " of those with a finite mean" if unscored else ""
         line = (f"{where + ': ' if where else ''}{best} scores best{among} ({score.label} "
                 f"{score.format(means[best])}{score.unit}); "
                 + (f"better than {', '.join(beaten)} (seed-level verdicts)" if beaten else "no verdict that it is "
                    "better than any other"))
-        if beaten and open_:
+        if same:
+            line += f"; equivalent to {', '.join(same)} (inside the equivalence margin)"
+        if (beaten or same) and open_:
             line += f"; no verdict against {', '.join(open_)}"
         lines.append(line + (f"; {said}" if said else ""))
     return lines
