@@ -241,22 +241,25 @@ def ablation_forest(runs: Runs, label: str, effects: pd.DataFrame, folder: Path)
 
 def sequential_looks(sequence, folder: Path) -> Figure:
     """Each comparison of the family's statistic (its p-value as a signed normal deviate) at every look it was
-    tested, against the boundaries at the level it was held to: one line each, ending where it stopped."""
-    title = "Sequential design: each comparison's statistic across looks against its boundaries (±|z|)"
-    fig, ax = plt.subplots(figsize=(7, 4))
-    looks = sequence.plan.looks
+    tested, ending where it stopped, against the boundaries at Holm's first step (alpha over the family)."""
+    title = ("Sequential design: each comparison's statistic across looks, against the boundaries at alpha / "
+             "family size (grey; a rejection lowers the others')")
+    fig, ax = plt.subplots(figsize=(9, 4))
+    looks, first = sequence.plan.looks, {}
     for key, question in sequence.questions.items():
         seen = [s for s in sequence.decisions[key].seen if math.isfinite(s.z)]
         if not question.family or not seen:
             continue
-        line, = ax.plot([s.seeds for s in seen], [s.z for s in seen], marker="o", label=question.title)
         for s in seen:
-            ax.plot([s.seeds] * 2, [-s.boundary, s.boundary], linestyle="none", marker="_", markersize=14,
-                    color=line.get_color(), alpha=0.6)
+            first[s.look] = max(first.get(s.look, 0.0), s.boundary)
+        ax.plot([s.seeds for s in seen], [s.z for s in seen], marker="o", label=question.title)
+    for sign in (1, -1):
+        ax.plot([looks[k] for k in sorted(first)], [sign * first[k] for k in sorted(first)], color="grey",
+                linestyle="--", marker="_", markersize=14)
     ax.axhline(0, color="grey", linewidth=0.5)
     ax.set_xticks(list(looks))
     ax.set_xlabel("seeds at the look")
     ax.set_ylabel("statistic (signed z)")
     if ax.get_legend_handles_labels()[0]:
-        _legend_outside(ax)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
     return title, _save(fig, folder, "sequential_looks")

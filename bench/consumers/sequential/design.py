@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from scipy import stats
+
 from bench.consumers.report.statistics import Test
 from bench.consumers.sequential.boundaries import boundaries, nominal
 from bench.spec.suite import SeedsPlan
@@ -65,6 +67,7 @@ class Decision:
     look: int | None = None  # the look (0-based) that decided it
     seeds: int = 0  # seeds per arm when it stopped (or at the last look it was tested)
     interval: tuple[float, float] = (math.nan, math.nan)  # the repeated interval it stopped on
+    boundary: float = math.nan  # |z| of the boundary it was decided at (the level then: Holm's share after rejections)
     seen: list[Seen] = field(default_factory=list)
 
 
@@ -92,8 +95,6 @@ def _inside(test: Test, level: float, margin: float | None) -> bool:
 
 
 def _z(test: Test) -> float:
-    from scipy import stats  # noqa: PLC0415
-
     if not math.isfinite(test.p):
         return math.nan
     return math.copysign(float(stats.norm.isf(max(test.p, 1e-300) / 2)), test.mean)
@@ -110,8 +111,6 @@ class Levels:
         return level if self.naive else nominal(self.plan.looks, self.plan.design, level)[look]
 
     def boundary(self, look: int, level: float) -> float:
-        from scipy import stats  # noqa: PLC0415
-
         return float(stats.norm.isf(level / 2)) if self.naive else boundaries(self.plan.looks, self.plan.design,
                                                                               level)[look]
 
@@ -173,6 +172,7 @@ def _stop(d: Decision, question: Question, state: str, look: int, level: float, 
     """Stop ``d`` at ``look`` on ``seen`` (default: this look's test), its interval at the nominal ``level``."""
     test = (seen or d.seen[-1]).test
     d.state, d.look, d.interval = state, look, _interval(test, level)
+    d.boundary = float(stats.norm.isf(level / 2))
     if state == EQUIVALENT:
         d.verdict = "reproduced" if question.kind == "published" else f"equivalent (within ±{question.margin:g})"
     elif question.kind == "published":

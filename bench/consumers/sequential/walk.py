@@ -15,7 +15,7 @@ import pandas as pd
 from bench.consumers.report.loading import Runs, first_seeds
 from bench.consumers.report.reproduction import JUDGED
 from bench.consumers.report.statistics import Test
-from bench.consumers.sequential.design import CONTINUE, Decision, Question, decide, testable
+from bench.consumers.sequential.design import CONTINUE, DECIDED, Decision, Question, decide, testable
 from bench.spec.suite import ABSENT, Cell, SeedsPlan, Suite
 
 
@@ -191,7 +191,8 @@ def table(state: Walk) -> pd.DataFrame:
                      "repeated interval": f"[{d.interval[0]:+.4g}, {d.interval[1]:+.4g}]"
                      if math.isfinite(d.interval[0]) else "-",
                      "statistic (abs z)": f"{abs(last.z):.2f}" if last and last.z == last.z else "-",
-                     "boundary (abs z)": f"{last.boundary:.2f}" if last and question.family else "-"})
+                     "boundary (abs z)": f"{d.boundary if d.state == DECIDED else last.boundary:.2f}"
+                     if last and question.family else "-"})
     return pd.DataFrame(rows)
 
 
