@@ -27,13 +27,13 @@ class BackboneConfig:
     std ``linear_init_std`` truncated at two standard deviations, with zero biases (Finn et al.'s reference code:
     ``tf.truncated_normal(stddev=0.01)`` and ``tf.zeros`` for the sinusoid MLP's layers)."""
 
-    filters: int = 0
-    pooling: Literal["max", "stride"] = "max"
-    hidden: int = 40
+    filters: int = 0  # Conv-4 filters per block (0: the dataset's default)
+    pooling: Literal["max", "stride"] = "max"  # max-pool after each block, or stride-2 convolutions
+    hidden: int = 40  # units per hidden layer of the regression MLP
     bn_scale: bool = True
     batch_norm: Literal["batch_stats", "running_stats"] = "batch_stats"
     linear_init: Literal["default", "truncated_normal"] = "default"
-    linear_init_std: float = 0.01
+    linear_init_std: float = 0.01  # std of linear_init truncated_normal
 
     def __post_init__(self) -> None:
         if self.filters < 0 or self.hidden <= 0:

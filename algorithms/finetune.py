@@ -36,12 +36,12 @@ class FinetuneConfig:
     step an epoch); head_init: "zeros" or "default" (nn.Linear's); classifier: "linear" (Baseline) or "cosine"
     (Baseline++); finetune_backbone: fit the whole network."""
 
-    head_epochs: int = 100
-    head_batch_size: int = 0
-    head_lr: float = 0.01
-    head_momentum: float = 0.9
-    head_dampening: float = 0.9
-    head_weight_decay: float = 0.001
+    head_epochs: int = 100  # passes over the support set when fitting the head at test time
+    head_batch_size: int = 0  # support examples per step (0: the whole support set)
+    head_lr: float = 0.01  # the head's SGD learning rate at test time
+    head_momentum: float = 0.9  # its SGD momentum
+    head_dampening: float = 0.9  # its SGD dampening
+    head_weight_decay: float = 0.001  # its SGD weight decay
     head_init: Literal["zeros", "default"] = "zeros"
     classifier: Literal["linear", "cosine"] = "linear"
     finetune_backbone: bool = False

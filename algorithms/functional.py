@@ -68,7 +68,7 @@ class FunctionalConfig(InnerLoopConfig):
     epoch_iterations: int = 500
     plan: Literal["plain", "fast"] = "plain"
     task_batching: Literal["auto", "loop", "vmap", "bmm"] = "auto"
-    vmap_chunk: int = 0
+    vmap_chunk: int = 0  # tasks per vmap call under task_batching vmap (0: all at once)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -139,6 +139,17 @@ def check_keys(mapping: Mapping[str, Any], allowed: list[str], where: str) -> No
                               f"known keys: {', '.join(allowed)}")
 
 
+def _same_shape(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` is written as ``annotation`` is (a list for a list or tuple, a mapping for a dataclass or
+    dict): in a union, the option whose error names what is wrong inside the value."""
+    origin = typing.get_origin(annotation) or annotation
+    if isinstance(value, (list, tuple)):
+        return origin in (list, tuple)
+    if isinstance(value, Mapping):
+        return origin is dict or dataclasses.is_dataclass(annotation)
+    return False
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
@@ -154,8 +165,11 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             try:
                 return _coerce(value, option, where)
             except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {shown(value)} fits none of {annotation}")
+                errors.append((option, str(error)))
+        shaped = [why for option, why in errors if _same_shape(value, option)]  # a list for the list option: its error
+        if len(errors) == 1 or len(shaped) == 1:
+            raise ConfigError((shaped or [errors[0][1]])[0])
+        raise ConfigError(f"{where}: {shown(value)} fits none of {annotation}")
     if origin is typing.Literal:
         if value not in args:
             raise ConfigError(f"{where}: {shown(value)} is not allowed; choose one of {', '.join(map(repr, args))}")

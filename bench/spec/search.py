@@ -18,11 +18,11 @@ class ParamSpec:
     """A float or integer range (``low``, ``high``, ``log``, ``step``) or a categorical (``choices``). Integer
     ranges are those whose bounds (and step) are integers."""
 
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    choices: tuple[bool | int | float | str, ...] | None = None
+    low: float | None = None  # a range's lower bound
+    high: float | None = None  # a range's upper bound
+    log: bool = False  # sample the range on a log scale
+    step: float | None = None  # a range's step (integer bounds and step: an integer range)
+    choices: tuple[bool | int | float | str, ...] | None = None  # a categorical's values (instead of a range)
 
     @property
     def integer(self) -> bool:
@@ -67,13 +67,13 @@ class SearchSpec:
     the budget of each learner's study; pruner: "median" (stop a trial whose validation curve falls below the
     median of earlier trials) or "none"."""
 
-    n_trials: int = 20
-    timeout: float | None = None
-    seed: Seed = 0
+    n_trials: int = 20  # trials per learner's study
+    timeout: float | None = None  # seconds per learner's study (None: the trials alone bound it)
+    seed: Seed = 0  # the sampler's seed (TPE): the same seed proposes the same trials
     objectives: tuple[str, ...] = ("score",)
     pruner: Literal["median", "none"] = "median"
-    pruner_startup_trials: int = 2
-    pruner_warmup_steps: int = 0
+    pruner_startup_trials: int = 2  # trials run to the end before the median pruner stops any
+    pruner_warmup_steps: int = 0  # validation passes of a trial before it may be pruned
     space: dict = field(default_factory=dict)
     learners: dict = field(default_factory=dict)
 

@@ -29,13 +29,13 @@ MAX_CELLS = 5000  # a larger grid is more often a slip (one axis too many) than 
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    name: str = "glyphs"
+    name: str = "glyphs"  # a registered dataset (`meta-bench datasets` lists them), or a plugin's import path
     options: dict = field(default_factory=dict)  # checked against the dataset's own options dataclass
 
 
 @dataclass(frozen=True)
 class LearnerSpec:
-    name: str
+    name: str  # a registered learner (`meta-bench list`), or a plugin's import path (module:Class)
     config: dict = field(default_factory=dict)  # checked against the learner's Config dataclass
     label: str = ""  # how reports name it; defaults to the registered name
 
@@ -78,9 +78,9 @@ class SeedsPlan:
 
 @dataclass(frozen=True)
 class GridSpec:
-    n_way: tuple[int, ...] = (5,)
-    k_shot: tuple[int, ...] = (1,)
-    devices: tuple[str, ...] = ("cpu",)
+    n_way: tuple[int, ...] = (5,)  # classes per episode (1 for regression), each value a cell
+    k_shot: tuple[int, ...] = (1,)  # support examples per class in training episodes, each value a cell
+    devices: tuple[str, ...] = ("cpu",)  # cpu, cuda, cuda:N or mps, each a cell (a missing device: a skipped run)
     # a list: a fixed design; a mapping: a sequential plan of looks (SeedsPlan), its seeds 0..looks[-1]-1
     seeds: tuple[Seed, ...] | SeedsPlan = (0,)
     options: dict = field(default_factory=dict)  # any learner option (inner_steps, inner_lr, ...): name -> values
@@ -98,17 +98,17 @@ class GridSpec:
 
 @dataclass(frozen=True)
 class TrainingSpec:
-    meta_iterations: int = 100
-    meta_batch_size: int = 4
+    meta_iterations: int = 100  # outer-loop updates of the meta-parameters
+    meta_batch_size: int = 4  # tasks (episodes) per meta-iteration
     # query examples per class (points, for regression) in training episodes; "k_shot": as many as the cell's K
     # (Finn et al.'s Omniglot: 2K images per class split into K support and K query)
     query: int | Literal["k_shot"] = 15
-    optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = 0.001
-    validate_every: int = 50
-    validation_episodes: int = 20
-    warmup_iterations: int = 2
-    dtype: Literal["float32", "float64"] = "float32"
+    optimizer: Literal["adam", "sgd"] = "adam"  # the outer (meta) optimiser
+    lr: float = 0.001  # the outer (meta) learning rate
+    validate_every: int = 50  # meta-iterations between validation passes (the validation curve, tune's pruning)
+    validation_episodes: int = 20  # episodes of the validation classes per validation pass
+    warmup_iterations: int = 2  # first meta-iterations left out of the timings (compilation, caches, autotuning)
+    dtype: Literal["float32", "float64"] = "float32"  # float64: variants agree to rounding (gradient checks)
     meta_grad_clip: float | None = None  # clip every meta-gradient element to [-c, c] (Finn's miniImageNet: 10)
     # seconds between checkpoints of the whole training state (bench.run.checkpoint; 0: after every meta-iteration):
     # how a cell resumes mid-training. It changes no number: no configuration hash holds it
@@ -144,14 +144,14 @@ class EvaluationSpec:
     condition's median (errors only) is diverged: counted and listed, and left out of the mean only with
     ``exclude_diverged``."""
 
-    test_episodes: int = 600
+    test_episodes: int = 600  # test episodes per cell, identical for every learner and seed
     query: int | Literal["k_shot"] = 15  # query examples per class in validation and test episodes; see training
     inner_steps: int | tuple[int, ...] | None = None
     k_shot: tuple[int, ...] = ()
     episode_seed: Seed = 0  # validation and test episodes depend on this alone: identical across learners and seeds
-    warmup_episodes: int = 1
-    divergence_factor: float = 1000.0
-    exclude_diverged: bool = False
+    warmup_episodes: int = 1  # first test episodes left out of the test timings (not of the scores)
+    divergence_factor: float = 1000.0  # an episode's error above this many times the reference error is diverged
+    exclude_diverged: bool = False  # leave diverged episodes out of the means (they are counted and listed either way)
     # cross-domain: test on this dataset's test classes instead of the suite's (validation stays the suite's); its
     # options declare the resize and channels that give its images the training data's shape (nothing else adapts)
     dataset: DatasetSpec | None = None
@@ -187,7 +187,7 @@ class EvaluationSpec:
 
 @dataclass(frozen=True)
 class TrackingSpec:
-    uri: str = DEFAULT_TRACKING_URI
+    uri: str = DEFAULT_TRACKING_URI  # the MLflow store: sqlite:///path, an http(s):// server, postgresql://...
 
 
 @dataclass(frozen=True)
@@ -200,10 +200,10 @@ class ReportOptions:
     bench.consumers.report.reproduction with the margin the series declares); baselines: axis -> the value its
     ablation effects are measured from (default: the first value the suite lists)."""
 
-    reference: str = ""
-    alpha: float = 0.05
-    min_seeds: int = 3
-    output_dir: str = "reports"
+    reference: str = ""  # a learner label every other is compared with ("": every pair)
+    alpha: float = 0.05  # the family-wise error level of the verdicts
+    min_seeds: int = 3  # seeds a comparison needs before it gets a verdict
+    output_dir: str = "reports"  # where reports/<suite>/ is written (relative: to the working root)
     published: dict = field(default_factory=dict)  # learner label -> published series (bench/data/published.yaml)
     baselines: dict = field(default_factory=dict)  # axis (n_way, k_shot, a grid option, test_k_shot, test_steps) -> value
 
@@ -217,15 +217,15 @@ class ReportOptions:
 
 @dataclass(frozen=True)
 class Suite:
-    suite: str
-    dataset: DatasetSpec = DatasetSpec()
-    learners: tuple[LearnerSpec, ...] = ()
-    grid: GridSpec = GridSpec()
-    training: TrainingSpec = TrainingSpec()
-    evaluation: EvaluationSpec = EvaluationSpec()
-    backbone: BackboneConfig = BackboneConfig()
-    tracking: TrackingSpec = TrackingSpec()
-    report: ReportOptions = ReportOptions()
+    suite: str  # the suite's name: its MLflow experiment and its folder of reports/
+    dataset: DatasetSpec = DatasetSpec()  # where episodes come from (the same for every cell)
+    learners: tuple[LearnerSpec, ...] = ()  # the learners compared: names, or mappings with config and label
+    grid: GridSpec = GridSpec()  # the axes swept: every combination is a cell
+    training: TrainingSpec = TrainingSpec()  # the outer loop, the same for every learner
+    evaluation: EvaluationSpec = EvaluationSpec()  # test episodes and the test conditions they are scored under
+    backbone: BackboneConfig = BackboneConfig()  # the network every learner adapts
+    tracking: TrackingSpec = TrackingSpec()  # where results are stored
+    report: ReportOptions = ReportOptions()  # what the report compares and how verdicts are made
     search: SearchSpec | None = None  # what `bench tune` explores (see bench/spec/search.py)
     # the text of the file it was read from, read once (logged with its runs); not a key of the file
     text: str = field(default="", init=False, compare=False, repr=False)
