@@ -195,6 +195,25 @@ def test_a_test_condition_added_later_is_tested_on_a_worker_from_the_saved_meta_
     assert second.data.metrics["test_mse.k4.s1"] == first.data.metrics["test_mse"]  # the same model, the same test
 
 
+def test_a_sequential_suite_runs_its_looks_on_ray_with_the_in_process_decisions(ray_cluster, tmp_path):
+    """The looks' cells go through the executor like any others: on Ray the float64 variants are equivalent at the
+    first look and the variant nothing else needs stops at 3 seeds, as in process (tests/bench/test_sequential.py)."""
+    from bench.consumers.sequential.running import run_sequential
+    from bench.spec.suite import suites_from_text
+    from tests.bench.test_sequential import SUITE
+
+    store, text = f"sqlite:///{tmp_path / 'm.db'}", yaml.safe_dump(SUITE)
+    with RayExecutor(RayOptions(address=ray_cluster, max_parallel=2)) as executor:
+        run_sequential(suites_from_text(text, "sequential on ray"), store, echo=lambda line: None, progress=False,
+                       executor=executor)
+    seeds = {}
+    for run in cell_runs(store, "seq"):
+        assert run.data.tags["executor"] == "ray" and run.data.tags["outcome"] == "finished"
+        seeds.setdefault(run.data.tags["learner"], []).append(int(run.data.tags["axis.seed"]))
+    assert {learner: sorted(s) for learner, s in seeds.items()} == {
+        "fomaml/deepcopy": [0, 1, 2, 3], "fomaml/functional": [0, 1, 2], "finetune": [0, 1, 2, 3]}
+
+
 def test_ctrl_c_cancels_the_cells_in_flight_and_ends_their_runs_killed(ray_cluster, tmp_path):
     """The driver in this process, on a Ray connection it did not open (so it will not shut Ray down, which would
     end the job's workers anyway): a remembered Ctrl-C must cancel the tasks themselves. Cells that cannot end on
