@@ -140,6 +140,7 @@ def _tuned(args, suite, options, uri) -> int:
     """Best configurations: printed, written as a suite file, evaluated on the test episodes, reported."""
     from bench.consumers.report import build_report
     from bench.consumers.report.tuning import build_tuning_report
+    from bench.consumers.sequential.running import run_sequential
     from bench.run.runner import run_suite
     from bench.spec.suite import suites_from_text
     from bench.consumers.summary import summary_table
@@ -167,8 +168,11 @@ def _tuned(args, suite, options, uri) -> int:
     best_suites = suites_from_text(path.read_text(encoding="utf-8"), str(path))
     outcomes = []
     with executors.from_arguments(args, best_suites, progress=_progress(args)) as executor:  # as the workers ran
-        for best_suite in best_suites:
-            outcomes += run_suite(best_suite, best_suite.text, uri, progress=_progress(args), executor=executor)
+        if best_suites[0].grid.plan is not None:  # the suite's seeds plan: the best configurations' looks
+            outcomes += run_sequential(best_suites, uri, progress=_progress(args), executor=executor)
+        else:
+            for best_suite in best_suites:
+                outcomes += run_suite(best_suite, best_suite.text, uri, progress=_progress(args), executor=executor)
     print(summary_table(outcomes))
     print(f"report: {build_report(best_suites[0].suite, uri, best_suites)}")
     return EXIT_FAILURES if any(o.outcome == tags.OUTCOME_FAILED for o in outcomes) else 0
