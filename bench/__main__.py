@@ -33,8 +33,7 @@ def cmd_run(args) -> int:
     from bench.core import tags
     from bench.core.config import ConfigError
     from bench.run import executors
-    from bench.run.runner import run_suite
-    from bench.consumers.sequential.running import record_plan, run_sequential
+    from bench.consumers.sequential.running import record_plan, run_documents
     from bench.spec.suite import MAX_CELLS, describe, load_suites
     from bench.store import tracking
     from bench.store.claims import DamagedStore
@@ -66,11 +65,7 @@ def cmd_run(args) -> int:
                 uri = tracking.resolve_uri(named[0].tracking.uri, args.tracking_uri)
                 options = dict(force=args.force, reuse_other_code=args.reuse_other_code, progress=_progress(args),
                                executor=executor, max_wait_s=args.max_wait)
-                if named[0].grid.plan is not None:  # look by look, only the cells an undecided comparison needs
-                    outcomes += run_sequential(named, uri, **options)
-                    continue
-                for suite in named:
-                    outcomes += run_suite(suite, suite.text, uri, **options)
+                outcomes += run_documents(named, uri, **options)  # a seeds plan: look by look
         except KeyboardInterrupt:
             print("\ninterrupted: finished cells are in MLflow; rerun the same command to resume", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -140,8 +135,7 @@ def _tuned(args, suite, options, uri) -> int:
     """Best configurations: printed, written as a suite file, evaluated on the test episodes, reported."""
     from bench.consumers.report import build_report
     from bench.consumers.report.tuning import build_tuning_report
-    from bench.consumers.sequential.running import run_sequential
-    from bench.run.runner import run_suite
+    from bench.consumers.sequential.running import run_documents
     from bench.spec.suite import suites_from_text
     from bench.consumers.summary import summary_table
     from bench.consumers.tune import FINISHED_STATES, best_suite_documents, charged, open_study, write_best
@@ -166,13 +160,8 @@ def _tuned(args, suite, options, uri) -> int:
     if args.no_evaluate:
         return 0
     best_suites = suites_from_text(path.read_text(encoding="utf-8"), str(path))
-    outcomes = []
     with executors.from_arguments(args, best_suites, progress=_progress(args)) as executor:  # as the workers ran
-        if best_suites[0].grid.plan is not None:  # the suite's seeds plan: the best configurations' looks
-            outcomes += run_sequential(best_suites, uri, progress=_progress(args), executor=executor)
-        else:
-            for best_suite in best_suites:
-                outcomes += run_suite(best_suite, best_suite.text, uri, progress=_progress(args), executor=executor)
+        outcomes = run_documents(best_suites, uri, progress=_progress(args), executor=executor)
     print(summary_table(outcomes))
     print(f"report: {build_report(best_suites[0].suite, uri, best_suites)}")
     return EXIT_FAILURES if any(o.outcome == tags.OUTCOME_FAILED for o in outcomes) else 0

@@ -209,28 +209,37 @@ def analyse(runs: Runs, suites: list[Suite], sequential: bool = True, display: b
     decide([compared, compared_under, effects], options, runs.metric)
     family = _family({"between learners": _with_p(compared), "by test condition": _with_p(compared_under),
                       "ablation effects": _with_p(effects)})
-    frames: dict[str, pd.DataFrame] = {}
-    if display:
-        frames = {"results": tables.results(runs), "runs": tables.per_run(runs),
-                  "comparisons": tables.verdicts(runs, compared, "algorithms"),
-                  "variant_comparisons": tables.verdicts(runs, compared, "variants of one algorithm"),
-                  "ablations": tables.ablations(runs, effects),
-                  "failed_and_skipped": tables.problems(runs), "other_definitions": tables.other_definitions(runs),
-                  "time": tables.time_spent(runs)}
-    published, published_under, diverged = tables.against_published(runs, options), pd.DataFrame(), 0
-    frames["published"] = published.drop(columns=JUDGED, errors="ignore")
+    published = tables.against_published(runs, options)
+    published_under = conditions.against_published(runs, under, options) if tested else pd.DataFrame()
+    a = Analysis(suites, runs, under, compared, compared_under, effects, notes, family, {}, 0, published,
+                 published_under)
+    if sequential and suites[0].grid.plan is not None:  # before the tables: they show the looks' verdicts
+        _sequential_verdicts(a)
+    a.frames["published"] = published.drop(columns=JUDGED, errors="ignore")
     if tested:
-        published_under = conditions.against_published(runs, under, options)
-        frames["published_test_conditions"] = published_under.drop(columns=JUDGED, errors="ignore")
-        if display:
-            frames["test_conditions"] = conditions.table(runs, under)
-            frames["comparisons_by_test_condition"] = tables.verdicts(under, compared_under, "algorithms")
-            frames["diverged_episodes"], diverged = conditions.diverged_episodes(runs, evaluation)
-    analysis = Analysis(suites, runs, under, compared, compared_under, effects, notes, family, frames, diverged,
-                        published, published_under)
-    if sequential and suites[0].grid.plan is not None:
-        _sequential_verdicts(analysis, display)
-    return analysis
+        a.frames["published_test_conditions"] = published_under.drop(columns=JUDGED, errors="ignore")
+    if display:
+        _display_tables(a)
+    return a
+
+
+def _display_tables(a: Analysis) -> None:
+    """The tables that show the tests (not needed by a look of a sequential design)."""
+    runs, compared, evaluation = a.runs, a.compared, a.evaluation
+    a.frames.update({"results": tables.results(runs), "runs": tables.per_run(runs),
+                     "comparisons": tables.verdicts(runs, compared, "algorithms"),
+                     "variant_comparisons": tables.verdicts(runs, compared, "variants of one algorithm"),
+                     "ablations": tables.ablations(runs, a.effects),
+                     "failed_and_skipped": tables.problems(runs), "other_definitions": tables.other_definitions(runs),
+                     "time": tables.time_spent(runs)})
+    if a.under is not None:
+        a.frames["test_conditions"] = conditions.table(runs, a.under)
+        a.frames["comparisons_by_test_condition"] = tables.verdicts(a.under, a.compared_under, "algorithms")
+        a.frames["diverged_episodes"], a.diverged = conditions.diverged_episodes(runs, evaluation)
+    if a.sequence is not None:
+        from bench.consumers.sequential import walk  # noqa: PLC0415
+
+        a.frames["sequential"] = walk.table(a.sequence)
 
 
 def look(runs: Runs, suites: list[Suite]) -> Analysis:
@@ -238,9 +247,9 @@ def look(runs: Runs, suites: list[Suite]) -> Analysis:
     return analyse(runs, suites, sequential=False, display=False)
 
 
-def _sequential_verdicts(a: Analysis, display: bool) -> None:
+def _sequential_verdicts(a: Analysis) -> None:
     """The verdicts of a sequential suite: each comparison's at the look that decided it (bench.consumers.sequential),
-    in every table that shows them."""
+    in the rows every table is built from."""
     from bench.consumers.sequential import walk  # noqa: PLC0415  (it replays looks through ``analyse``)
 
     a.sequence = walk.walk(a.runs, a.suites, look)
@@ -248,16 +257,6 @@ def _sequential_verdicts(a: Analysis, display: bool) -> None:
     a.family = ("Sequential design: verdicts are made look by look (group-sequential Holm over the comparisons "
                 "between learners and the ablation effects; published values each at alpha), see 'Sequential "
                 "design' below.")
-    if not display:
-        return
-    a.frames["comparisons"] = tables.verdicts(a.runs, a.compared, "algorithms")
-    a.frames["variant_comparisons"] = tables.verdicts(a.runs, a.compared, "variants of one algorithm")
-    a.frames["ablations"] = tables.ablations(a.runs, a.effects)
-    a.frames["published"] = a.published.drop(columns=JUDGED, errors="ignore")
-    if a.under is not None:
-        a.frames["comparisons_by_test_condition"] = tables.verdicts(a.under, a.compared_under, "algorithms")
-        a.frames["published_test_conditions"] = a.published_under.drop(columns=JUDGED, errors="ignore")
-    a.frames["sequential"] = walk.table(a.sequence)
 
 
 def _title_blocks(a: Analysis, folder: Path) -> list[render.Block]:

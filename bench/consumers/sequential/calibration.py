@@ -29,8 +29,8 @@ from bench.consumers.calibration import ALPHA, Regime, replicate
 from bench.consumers.report import analyse, look
 from bench.consumers.report.loading import assemble, first_seeds
 from bench.consumers.report.statistics import holm
-from bench.consumers.sequential.design import CONTINUE, DECIDED, EQUIVALENT, decide
-from bench.consumers.sequential.walk import questions_of
+from bench.consumers.sequential.design import DECIDED, EQUIVALENT, decide
+from bench.consumers.sequential.walk import cell_runs, questions_of, still_needed
 from bench.spec.suite import Suite, suites_from_text
 
 LEARNERS = [{"name": "maml"}, {"name": "finetune", "label": "pretrained", "config": {"finetune_backbone": True}},
@@ -109,12 +109,11 @@ def _emulated(questions, tests, setting: Setting, suites, naive: bool) -> tuple[
     needed, decisions = [definitions], {}
     for k in range(len(tests)):
         decisions = decide(questions, tests[:k + 1], plan, options.alpha, options.min_seeds, naive)
-        going = set().union(*(questions[key].needs for key, d in decisions.items() if d.state == CONTINUE))
+        going = still_needed(questions, decisions)
         if not going or k == len(tests) - 1:
             break
         needed.append(going)
-    last = {d: plan.looks[k] for k, ds in enumerate(needed) for d in ds}
-    return decisions, sum(last.values())
+    return decisions, cell_runs(plan, needed)
 
 
 def _fixed(questions, tests_at, suites) -> dict:

@@ -80,3 +80,10 @@ def run_sequential(suites: list[Suite], uri: str, echo: Callable[[str], None] = 
         echo(f"{suites[0].suite}: look {len(state.needed)} of {len(plan.looks)} is not complete "
              f"({len(state.next_cells)} cell(s) without a finished run); rerun to retry them")
     return list(outcomes.values())
+
+
+def run_documents(suites: list[Suite], uri: str, **run_options) -> list[Outcome]:
+    """The documents of one suite: look by look where they have a seeds plan, else each document's cells."""
+    if suites[0].grid.plan is not None:
+        return run_sequential(suites, uri, **run_options)
+    return [o for suite in suites for o in run_suite(suite, suite.text, uri, **run_options)]

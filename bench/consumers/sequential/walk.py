@@ -42,16 +42,23 @@ class Walk:
 
     @property
     def seeds_spent(self) -> int:
-        """Cells run (or to run) by the looks reached: each needed definition's seeds up to its last look."""
-        last: dict[str, int] = {}
-        for look, definitions in enumerate(self.needed):
-            for d in definitions:
-                last[d] = self.plan.looks[look]
-        return sum(last.values())
+        """Cells run (or to run) by the looks reached."""
+        return cell_runs(self.plan, self.needed)
 
     @property
     def fixed_budget(self) -> int:
         return self.definitions * self.plan.looks[-1]
+
+
+def cell_runs(plan: SeedsPlan, needed: list[set[str]]) -> int:
+    """Cells a design runs when look k needs the definitions ``needed[k]``: each its seeds up to its last look."""
+    last = {d: plan.looks[look] for look, definitions in enumerate(needed) for d in definitions}
+    return sum(last.values())
+
+
+def still_needed(questions: dict[tuple, Question], decisions: dict[tuple, Decision]) -> set[str]:
+    """The definitions an undecided question reads: those the next look gives seeds."""
+    return set().union(*(questions[key].needs for key, d in decisions.items() if d.state == CONTINUE))
 
 
 def _matching(runs: Runs, label: str, condition: dict[str, str]) -> set[str]:
@@ -172,7 +179,7 @@ def walk(runs: Runs | None, suites: list[Suite], analyse, naive: bool = False) -
         state.questions, state.tests = questions, looks
         state.decisions = decide(questions, looks, plan, options.alpha, options.min_seeds, naive)
         state.looks_done = look + 1
-        needed = set().union(*(questions[key].needs for key, d in state.decisions.items() if d.state == CONTINUE))
+        needed = still_needed(questions, state.decisions)
         if not needed:
             break
     return state
@@ -196,4 +203,4 @@ def table(state: Walk) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-__all__ = ["Walk", "walk", "table", "questions_of", "apply", "definition", "testable"]
+__all__ = ["Walk", "walk", "table", "questions_of", "apply", "definition", "testable", "cell_runs", "still_needed"]
