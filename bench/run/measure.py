@@ -184,11 +184,11 @@ def wall_clock(device: torch.device) -> Iterator[list[float]]:
         seconds.append(time.perf_counter() - start)
 
 
-def time_steps(step: Callable[[], None], iterations: int, device: torch.device) -> PhaseMeter:
-    """For benchmarks: one untimed warm-up call of ``step`` (where saved-for-backward bytes are counted), then
+def time_steps(step: Callable[[], None], iterations: int, device: torch.device, warmup: int = 1) -> PhaseMeter:
+    """For benchmarks: ``warmup`` untimed calls of ``step`` (where saved-for-backward bytes are counted), then
     ``iterations`` timed ones."""
-    meter = PhaseMeter(device, warmup=1)
-    for _ in range(iterations + 1):
+    meter = PhaseMeter(device, warmup=warmup)
+    for _ in range(iterations + warmup):
         with meter.step():
             step()
     return meter

@@ -35,14 +35,14 @@ def decide(learner, batch, path, **kw):
 
 
 def scripted(ms):
-    """A clock for ``_median_ms`` that runs each candidate for real (its state changes, its errors raise) and reads
+    """A clock for ``_sample_ms`` that runs each candidate for real (its state changes, its errors raise) and reads
     its time from ``ms`` (by label, or a function of the learner and the label): which wins does not depend on this
     machine's timings."""
-    def median_ms(learner, batch, device):
+    def sample_ms(learner, batch, device, warm):
         meta_iteration(learner, batch)()
         key = autotune.label(learner.execution(len(batch), device), torch.get_num_threads())
         return ms(learner, key) if callable(ms) else ms[key]
-    return median_ms
+    return sample_ms
 
 
 def running_stats_problem():
@@ -77,7 +77,7 @@ def test_every_candidate_computes_the_same_meta_gradient_and_the_fastest_is_take
     assert all(rel(g, grads[0]) <= 1e-10 for g in grads) and float(grads[0].norm()) > 0
     # the decision follows the measured times: make a chosen candidate the fastest, whatever the machine says
     fastest = autotune.label(candidates[1], 1)
-    monkeypatch.setattr(autotune, "_median_ms", lambda *a: 1.0 if autotune.label(
+    monkeypatch.setattr(autotune, "_sample_ms", lambda *a: 1.0 if autotune.label(
         learner.chosen, torch.get_num_threads()) == fastest else 5.0)
     decision = decide(learner, batch, tmp_path / "a.json", budget=2)
     assert decision.how == "measured" and decision.choice == candidates[1] and decision.threads == 1
@@ -86,6 +86,31 @@ def test_every_candidate_computes_the_same_meta_gradient_and_the_fastest_is_take
     assert all(p.grad is None for p in learner.meta_parameters())  # timing leaves no gradient behind
     tags = decision.tags()
     assert tags["threads"] == "1" and json.loads(tags["autotune_ms"])[fastest] == 1.0
+
+
+def test_a_race_times_again_only_the_candidates_near_the_fastest_and_warms_each_choice_once(tmp_path, monkeypatch):
+    batch = SINUSOID.batch()
+    learner = SINUSOID.learner("maml")
+    candidates = learner.execution_candidates(len(batch), CPU)
+    loop, vmap = autotune.label(LOOP, 1), autotune.label(candidates[1], 2)
+    # loop t1 looks fastest at first and is not (median 3.0); vmap t2 is steady at 1.4; the rest are far behind
+    series = {loop: [1.0, 3.0, 3.0], vmap: [1.4, 1.4, 1.4]}
+    calls = []
+
+    def sample_ms(learner_, batch_, device, warm):
+        name = autotune.label(learner_.chosen, torch.get_num_threads())
+        calls.append((name, warm))
+        return series[name][sum(n == name for n, _ in calls) - 1] if name in series else 5.0
+
+    monkeypatch.setattr(autotune, "_sample_ms", sample_ms)
+    decision = decide(learner, batch, tmp_path / "a.json", budget=2)
+    assert decision.choice == candidates[1] and decision.threads == 2  # the median decides, not the first time
+    assert decision.times_ms == {**{autotune.label(c, t): 5.0 for c in candidates for t in (1, 2)},
+                                 loop: 3.0, vmap: 1.4}
+    timed = {name: sum(n == name for n, _ in calls) for name, _ in calls}
+    assert timed == {name: 3 if name in series else 1 for name in decision.times_ms}
+    # each execution choice warms up once, on its first time (under the most threads), and never in the race's end
+    assert [name for name, warm in calls if warm] == [autotune.label(c, 2) for c in candidates]
 
 
 def test_an_explicit_choice_is_never_overridden(tmp_path):
@@ -110,7 +135,7 @@ def test_a_decision_is_cached_under_what_it_depends_on(tmp_path, monkeypatch):
         raise AssertionError("a cached decision is not measured again")
 
     with monkeypatch.context() as patch:
-        patch.setattr(autotune, "_median_ms", no_timing)
+        patch.setattr(autotune, "_sample_ms", no_timing)
         again = SINUSOID.learner("maml")
         cached = decide(again, batch, path, budget=1)
         assert cached.how == "cached" and cached.choice == first.choice and again.chosen == first.choice
@@ -146,7 +171,7 @@ def test_a_cell_runs_as_decided_and_gives_back_the_threads(tmp_path, monkeypatch
 def test_a_candidate_that_raises_is_left_out_with_its_reason(tmp_path, monkeypatch):
     batch, new = running_stats_problem()
     # vmap would win on time, but it cannot run batch norm that updates running statistics
-    monkeypatch.setattr(autotune, "_median_ms", scripted({"loop t1": 5.0, "vmap/2 t1": 1.0}))
+    monkeypatch.setattr(autotune, "_sample_ms", scripted({"loop t1": 5.0, "vmap/2 t1": 1.0}))
     learner = new()
     decision = decide(learner, batch, tmp_path / "a.json", budget=1)
     assert decision.how == "measured" and decision.choice == LOOP and learner.execution(2, CPU) == LOOP
@@ -154,10 +179,10 @@ def test_a_candidate_that_raises_is_left_out_with_its_reason(tmp_path, monkeypat
     assert list(failed) == ["vmap/2 t1"] and "Batch norm got a batched tensor" in failed["vmap/2 t1"]
     assert decide(new(), batch, tmp_path / "a.json", budget=1).choice == LOOP  # cached as measured
 
-    def broken(learner, batch, device):
+    def broken(learner, batch, device, warm):
         raise ValueError(f"{learner.execution(len(batch), device)['task_batching']} is broken")
 
-    monkeypatch.setattr(autotune, "_median_ms", broken)  # only where every candidate fails does the cell fail
+    monkeypatch.setattr(autotune, "_sample_ms", broken)  # only where every candidate fails does the cell fail
     with pytest.raises(RuntimeError, match="no execution candidate could run") as error:
         decide(new(), batch, tmp_path / "b.json", budget=1)
     assert "loop t1: ValueError: loop is broken" in str(error.value)
@@ -191,7 +216,7 @@ def train(learner, batch, steps):
 
 def test_measuring_leaves_the_learner_as_it_found_it(tmp_path, monkeypatch):
     batch, new = running_stats_problem()
-    monkeypatch.setattr(autotune, "_median_ms", scripted({"loop t1": 1.0, "loop t2": 2.0}))
+    monkeypatch.setattr(autotune, "_sample_ms", scripted({"loop t1": 1.0, "loop t2": 2.0}))
     tuned, explicit = new(), new()
     initial = copied(tuned.state_dict())
     decision = decide(tuned, batch, tmp_path / "a.json", budget=2)
@@ -254,12 +279,12 @@ def test_an_interrupted_decision_gives_back_the_threads_and_the_execution(tmp_pa
     learner.use_execution(LOOP)
     torch.set_num_threads(1)
 
-    def interrupted(learner, batch, device):
+    def interrupted(learner, batch, device, warm):
         if torch.get_num_threads() == 2 and learner.execution(len(batch), device)["task_batching"] == "vmap":
             raise KeyboardInterrupt  # not a candidate's failure: it ends the decision, through every finally
         return 1.0
 
-    monkeypatch.setattr(autotune, "_median_ms", interrupted)
+    monkeypatch.setattr(autotune, "_sample_ms", interrupted)
     with pytest.raises(KeyboardInterrupt):
         decide(learner, batch, tmp_path / "a.json", budget=2)
     assert torch.get_num_threads() == 1 and learner.execution(len(batch), CPU) == LOOP
@@ -281,7 +306,7 @@ def test_a_new_phase_is_decided_again_as_the_learner_then_computes(tmp_path, mon
     learner = SINUSOID.learner("maml", first_order_epochs=1, epoch_iterations=2)
     # vmap fastest in first order, the loop in second: a decision kept from first order would keep vmap
     ms = {"vmap/6 t1": 1.0, "vmap/2 t1": 2.0, "bmm/6 t1": 3.0, "loop t1": 4.0}
-    monkeypatch.setattr(autotune, "_median_ms", scripted(lambda learner, key: (
+    monkeypatch.setattr(autotune, "_sample_ms", scripted(lambda learner, key: (
         ms[key] if not learner.second_order else 0.5 if key == "loop t1" else 5.0)))
     tuner = autotune.Autotuner(learner, "maml", "code", batch, CPU)
     ran = []
@@ -306,7 +331,7 @@ def test_a_step_out_of_memory_is_run_again_on_the_next_candidate(tmp_path, monke
         return learner
 
     ms = {"vmap/6 t1": 1.0, "vmap/2 t1": 2.0, "bmm/6 t1": 3.0, "loop t1": 4.0}
-    monkeypatch.setattr(autotune, "_median_ms", scripted(ms))
+    monkeypatch.setattr(autotune, "_sample_ms", scripted(ms))
     learner, reference = new(), new()
     tuner = autotune.Autotuner(learner, "maml", "code", batch, CPU)
     assert learner.execution(len(batch), CPU)["task_batching"] == "vmap"
@@ -353,7 +378,7 @@ def test_measuring_draws_nothing_from_the_generators_a_cell_draws_from(tmp_path,
 
     import numpy as np  # noqa: PLC0415
 
-    monkeypatch.setattr(autotune, "_median_ms", lambda learner, batch, device: float(
+    monkeypatch.setattr(autotune, "_sample_ms", lambda learner, batch, device, warm: float(
         torch.rand(()) + np.random.rand() + random.random()))
     torch.manual_seed(3), np.random.seed(3), random.seed(3)
     expected = (float(torch.rand(())), float(np.random.rand()), random.random())
