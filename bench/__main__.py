@@ -328,9 +328,21 @@ def cmd_report(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from bench.run import executors  # their flags are generated from their options
+# commands that never run a cell: their processes skip the executors' import (the training code, torch: seconds)
+NO_CELLS = {"report", "suites", "list", "datasets"}
 
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = _parser(executor_flags=command not in NO_CELLS).parse_args(argv)
+    return args.func(args)
+
+
+def _parser(executor_flags: bool) -> argparse.ArgumentParser:
+    """The command line; ``executor_flags``: with ``run``'s and ``tune``'s ``--executor`` and its flags."""
+    if executor_flags:
+        from bench.run import executors  # their flags are generated from their options
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run a suite: every cell measured the same way, logged to MLflow")
@@ -348,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
                           "later run (default 12 h)")
     run.add_argument("--no-report", action="store_true", help="do not build the report at the end")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    executors.add_arguments(run)  # --executor and each executor's flags, from its options dataclass
+    if executor_flags:
+        executors.add_arguments(run)  # --executor and each executor's flags, from its options dataclass
     run.set_defaults(func=cmd_run)
     tune = commands.add_parser("tune", help="Optuna searches over the suite's search space, one study per learner")
     tune.add_argument("suite", help="suite YAML file with a 'search' section (or a shipped one's name)")
@@ -368,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
                            "retried after 2")
     tune.add_argument("--no-progress", action="store_true")
     tune.add_argument("--worker-shares", help=argparse.SUPPRESS)  # a worker: JSON label -> its trials at most
-    executors.add_arguments(tune)  # what runs the workers: --executor and its flags
+    if executor_flags:
+        executors.add_arguments(tune)  # what runs the workers: --executor and its flags
     tune.set_defaults(func=cmd_tune)
     listing = commands.add_parser("list", help="every learner (built in and installed plugins) with its doc, defaults "
                                                "and origin")
@@ -404,8 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("suite", help="suite name or suite YAML file")
     report.add_argument("--tracking-uri")
     report.set_defaults(func=cmd_report)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return parser
 
 
 if __name__ == "__main__":

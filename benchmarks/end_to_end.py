@@ -82,11 +82,31 @@ def _script(module: str, threads: int, *arguments: str) -> tuple[float, str]:
                   dict(os.environ))
 
 
-def _fixed_cost(base: Path, extra: int) -> tuple[float, float]:
+# each in a process of its own, after its imports: the seconds of what a ``bench run`` does once
+STORE_CREATION = """
+import sys, time
+from bench.store.tracking import client_for, experiment_id
+started = time.perf_counter()
+experiment_id(client_for(sys.argv[1]), "fresh")
+print(time.perf_counter() - started)
+"""
+REPORT_BUILDING = """
+import sys, time
+from bench.consumers.report import build_report
+from bench.spec.suite import load_suites
+suites = load_suites(sys.argv[1], notes=[])
+started = time.perf_counter()
+build_report(suites[0].suite, sys.argv[2], suites)
+print(time.perf_counter() - started)
+"""
+
+
+def _fixed_cost(base: Path, extra: int) -> dict[str, float]:
     """What one more cell costs when it does almost nothing (sinusoid MAML, 1 meta-iteration, 1 validation and 1 test
-    episode): ``bench run`` of 1 cell and of 1 + ``extra`` cells (seeds), each into a fresh store; (seconds of the
-    one-cell run, seconds per extra cell)."""
-    walls = []
+    episode): ``bench run`` of 1 cell and of 1 + ``extra`` cells (seeds), each into a fresh store. Seconds of: the
+    one-cell run, each extra cell, ``bench report`` of the one-cell suite (a process of its own, as a user runs it),
+    the report's building alone and a fresh store's creation with its first experiment (each after its imports)."""
+    walls, suites = [], []
     for seeds in (1, 1 + extra):
         folder = base / f"fixed{seeds}"
         folder.mkdir()
@@ -98,9 +118,14 @@ def _fixed_cost(base: Path, extra: int) -> tuple[float, float]:
                "report": {"output_dir": str(folder / "reports")}}
         (folder / "suite.yaml").write_text(yaml.safe_dump(raw))
         env = {**os.environ, "METABENCH_AUTOTUNE": str(base / "fixed_autotune.json")}  # tuned once, in the first
-        walls.append(_timed([sys.executable, "-m", "bench", "run", str(folder / "suite.yaml"), "--tracking-uri",
-                             f"sqlite:///{folder / 'mlflow.db'}", "--no-progress"], env)[0])
-    return walls[0], (walls[1] - walls[0]) / extra
+        suites.append([str(folder / "suite.yaml"), "--tracking-uri", f"sqlite:///{folder / 'mlflow.db'}"])
+        walls.append(_timed([sys.executable, "-m", "bench", "run", *suites[-1], "--no-progress"], env)[0])
+    env = dict(os.environ)
+    report, _ = _timed([sys.executable, "-m", "bench", "report", *suites[0]], env)
+    _, built = _timed([sys.executable, "-c", REPORT_BUILDING, suites[0][0], suites[0][2]], env)
+    _, created = _timed([sys.executable, "-c", STORE_CREATION, f"sqlite:///{base / 'fresh.db'}"], env)
+    return {"one cell": walls[0], "per cell": (walls[1] - walls[0]) / extra, "report": report,
+            "report built": float(built), "store": float(created)}
 
 
 def _compare(title: str, raw: dict, script: str, arguments: list[str], short: list[str], repeats: int) -> None:
@@ -140,9 +165,12 @@ def main() -> None:
     parser.add_argument("--fixed-cost-cells", type=int, default=10, help="extra empty cells for the fixed cost")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as base:
-        one, per_cell = _fixed_cost(Path(base), args.fixed_cost_cells)
-    print(f"fixed cost: a one-cell suite (1 meta-iteration, 1 test episode) {one:.2f} s end to end; each further "
-          f"such cell {per_cell:.3f} s (from {1 + args.fixed_cost_cells} cells)")
+        fixed = _fixed_cost(Path(base), args.fixed_cost_cells)
+    print(f"fixed cost: a one-cell suite (1 meta-iteration, 1 test episode) {fixed['one cell']:.2f} s end to end; "
+          f"each further such cell {fixed['per cell']:.3f} s (from {1 + args.fixed_cost_cells} cells)")
+    print(f"  `bench report` of the one-cell suite {fixed['report']:.2f} s as its own process, its building alone "
+          f"{fixed['report built']:.2f} s; a fresh store with its first experiment {fixed['store']:.2f} s (after "
+          f"imports)")
     _compare(f"sinusoid MAML (Finn), {args.iterations} meta-iterations", finn_maml_cell("end_to_end", args.iterations),
              "handwritten_sinusoid", ["--iterations", str(args.iterations)],
              ["--iterations", str(max(args.iterations // 10, 200))], args.repeats)

@@ -5,8 +5,9 @@ query images per class), one inner SGD step of 0.4 on the mean cross-entropy, ba
 validation episodes every 50 meta-iterations and at the end, then the test episodes, each adapted for 3 steps and
 scored by query accuracy. The episodes are the project's own (its glyphs sampler, by index, as the cell draws them)
 and so is the Conv-4 with its seed's initial weights: the script differs from the cell in everything around them (a
-plain per-task loop, ``plain.PlainAutogradMAML``, no store, no measurement). Prints the test accuracy, which matches
-the cell's up to float32 rounding (the same work), and the seconds it took.
+plain per-task loop, ``plain.PlainAutogradMAML``, no store, no measurement). Prints the test accuracy, near the
+cell's (equal to 0.001 after 10 meta-iterations; float32 sums in another order drift apart over a longer training),
+and the seconds it took.
 
     .venv/bin/python -m benchmarks.handwritten_glyphs [--iterations 200] [--test-episodes 200] [--second-order]
 """

@@ -99,3 +99,19 @@ def test_the_command_line_imports_no_torchvision_until_a_dataset_needs_it():
              "print('torchvision' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+def test_a_command_that_runs_no_cell_imports_no_executor_and_run_still_has_every_executor_flag(tmp_path):
+    """The executors import the training code (torch._dynamo through the optimisers: seconds): `bench report` never
+    needs them, `bench run` and `bench tune` take their flags."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from bench.__main__ import main; "
+             f"code = main(['report', 'no_such_suite', '--tracking-uri', 'sqlite:///{tmp_path / 'm.db'}']); "
+             "print(code, 'bench.run.executors' in sys.modules, 'torch._dynamo' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["2", "False", "False"], done.stderr
+    help_text = subprocess.run([sys.executable, "-m", "bench", "run", "--help"], capture_output=True, text=True,
+                               check=True).stdout
+    assert "--executor" in help_text and "--slurm-partition" in help_text
