@@ -53,4 +53,4 @@ class HigherFOMAML(InnerLoopLearner):
             total = total + loss.detach()
             outputs.append(output.detach())
             inner.append(stack_losses(losses, output))
-        return self._result(total / tasks, outputs, batch, torch.stack(inner).mean(dim=0))
+        return self._result(total / tasks, torch.stack(outputs), batch, torch.stack(inner).mean(dim=0))

@@ -275,7 +275,7 @@ class FunctionalLearner(InnerLoopLearner):
             if mode == "loop":
                 yield batch.task(first), theta
             else:
-                part = batch.tasks(first, min(first + chunk, len(batch)))
+                part = batch if chunk >= len(batch) else batch.tasks(first, min(first + chunk, len(batch)))
                 yield part, {name: p.expand(len(part), *p.shape) for name, p in theta.items()}
 
     def _adapt(self, batch: Episode, steps: int, every_step: bool) -> torch.Tensor:
@@ -339,7 +339,7 @@ class FunctionalLearner(InnerLoopLearner):
             # one backward per chunk: its graph is freed before the next chunk is built
             (objective / tasks).backward()
             total = total + query_losses.detach().sum()
-            outputs.extend(output.detach().reshape(size, *output.shape[-2:]).unbind(0))
+            outputs.append(output.detach().reshape(size, *output.shape[-2:]))
             steps = stack_losses(history, output)
             inner.append(steps.reshape(len(history), -1).sum(dim=1) if history else steps)
-        return self._result(total / tasks, outputs, batch, torch.stack(inner).sum(dim=0) / tasks)
+        return self._result(total / tasks, torch.cat(outputs), batch, torch.stack(inner).sum(dim=0) / tasks)

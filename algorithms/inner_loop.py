@@ -77,10 +77,11 @@ class InnerLoopLearner(MetaLearner):
         """The model's output at ``params``: how every inner-loop learner runs its model on a parameter dict."""
         return functional_call(self.model, params, (x,))
 
-    def _result(self, query_loss: torch.Tensor, query_outputs: list[torch.Tensor], batch: Episode,
+    def _result(self, query_loss: torch.Tensor, query_outputs: torch.Tensor, batch: Episode,
                 inner_losses: torch.Tensor) -> StepResult:
-        """Shared metrics: mean query loss, adapted query score, mean support loss per inner step."""
-        score = task_score(self.task.kind, torch.stack(query_outputs), batch.query_y).mean()
+        """Shared metrics: mean query loss, adapted query score (``query_outputs``: every task's, [T, ...]), mean
+        support loss per inner step."""
+        score = task_score(self.task.kind, query_outputs, batch.query_y).mean()
         return StepResult(query_loss.detach(), {"query_score": score.detach(), "inner_losses": inner_losses.detach()})
 
     def _loss(self, output: torch.Tensor, target: torch.Tensor, k_shot: int) -> torch.Tensor:

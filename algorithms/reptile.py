@@ -75,4 +75,4 @@ class Reptile(InnerLoopLearner):
                 total = total + self._loss(output, task.query_y, k_shot)
             outputs.append(output)
             inner.append(stack_losses(losses, output))
-        return self._result(total / tasks, outputs, batch, torch.stack(inner).mean(dim=0))
+        return self._result(total / tasks, torch.stack(outputs), batch, torch.stack(inner).mean(dim=0))

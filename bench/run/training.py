@@ -16,6 +16,7 @@ from bench.core.seeding import random_states, set_random_states
 from bench.core.metrics import (CUDA_PEAK_BYTES, MS_MEDIAN, MS_P90, RSS_PEAK_BYTES, SAVED_BYTES_PEAK, SECONDS_TOTAL,
                                 TIMED_STEPS, phase)
 from bench.run import autotune, checkpoint
+from bench.run.batches import MetaBatches
 from bench.run.evaluation import evaluate
 from bench.run.factory import build_learner, build_optimizer, dtype_of
 from bench.run.measure import PhaseMeter, wall_clock
@@ -183,12 +184,13 @@ def _meta_train(cell: Cell, learner: MetaLearner, tuner: autotune.Autotuner, tra
         loop.resume(state, learner, optimizer, tuner, on_train, on_validation)
     schedule = checkpoint.Schedule(training.checkpoint_every)
     loss, validation = loop.loss, loop.validation
+    batches = MetaBatches(train_source, batch_size, training.meta_iterations, device, dtype)
     bar = tqdm(range(loop.start, training.meta_iterations), desc=cell.title, leave=False, disable=not progress,
                unit="it", initial=loop.start, total=training.meta_iterations)
     with clock.phase("between"):  # the loop's own work: checks, the curve window, progress, checkpoints
         for iteration in bar:
             with clock.phase("sampling"):
-                batch = train_source.batch(iteration * batch_size, batch_size).to(device, dtype)
+                batch = batches(iteration)
             learner.start_iteration(iteration)
             with clock.phase("autotune"):
                 tuner.before(iteration, batch)  # outside the meter: a new execution phase is measured here

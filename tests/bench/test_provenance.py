@@ -49,7 +49,7 @@ def test_a_learner_depends_on_its_own_modules_and_the_shared_ones_not_on_other_l
 RESULT_CODE = {"bench/__init__.py", "bench/core/__init__.py", "bench/core/config.py", "bench/core/dependencies.py",
                "bench/core/hardware.py",
                "bench/core/interrupts.py", "bench/core/metrics.py", "bench/core/paths.py", "bench/core/plugins.py",
-               "bench/core/registry.py", "bench/core/seeding.py", "bench/run/__init__.py", "bench/run/autotune.py",
+               "bench/core/registry.py", "bench/core/seeding.py", "bench/run/__init__.py", "bench/run/autotune.py", "bench/run/batches.py",
                "bench/run/checkpoint.py",
                "bench/run/evaluation.py", "bench/run/factory.py", "bench/run/measure.py", "bench/run/phases.py",
                "bench/run/problems.py",
