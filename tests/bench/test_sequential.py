@@ -1,4 +1,5 @@
 """Seeds as a group-sequential plan: the boundaries, the decisions, and a suite run look by look."""
+import dataclasses
 import math
 
 import numpy as np
@@ -11,6 +12,7 @@ from bench.consumers.report.statistics import Test
 from bench.consumers.sequential import running
 from bench.consumers.sequential.boundaries import SPENDING, boundaries, spent
 from bench.consumers.sequential.design import DECIDED, EQUIVALENT, Question, decide
+from bench.consumers.sequential.walk import still_needed
 from bench.spec.suite import SeedsPlan
 from tests.suites import cell_runs
 
@@ -82,6 +84,27 @@ def test_equivalence_needs_the_interval_inside_the_margin():
     wide = Test(0.1, 0.0, 0.5, 200, 100, 0.3, ((0.3 ** 2, 1e9),))
     assert decide(questions, [{("compare", "a"): narrow}], PLAN, 0.05, 3)[("compare", "a")].state == EQUIVALENT
     assert decide(questions, [{("compare", "a"): wide}], PLAN, 0.05, 3)[("compare", "a")].state == "continue"
+
+
+def test_a_comparison_over_diverged_episodes_stops_without_a_verdict_and_asks_no_more_seeds():
+    """At look 2, diverged test episodes kept in (a huge mean) or a mean that is not finite: no verdict there, no seed
+    of a later look for it (still_needed), and it keeps its place in the Holm family's count."""
+    questions = {q.key: q for q in (_question("a"), _question("b"), _question("c"))}
+    quiet = {key: _test(0.5) for key in questions}
+    second = {**quiet, ("compare", "a"): dataclasses.replace(_test(0.5), mean=1e12, diverged=3),
+              ("compare", "b"): dataclasses.replace(_test(0.5), mean=math.inf, p=math.nan)}
+    decided = decide(questions, [quiet, second], PLAN, 0.05, 3)
+    for name in ("a", "b"):
+        d = decided[("compare", name)]
+        assert (d.state, d.verdict, d.look) == ("diverged", "no verdict: diverged test episodes", 1)
+    assert decided[("compare", "c")].state == "continue"
+    assert still_needed(questions, decided) == {"c"}
+    # at the last look, "c" between the boundary at alpha / 3 and at alpha / 2: the diverged ones still count
+    at_third = boundaries(PLAN.looks, PLAN.design, 0.05 / 3)[2]
+    at_half = boundaries(PLAN.looks, PLAN.design, 0.025)[2]
+    last = {("compare", "c"): _test((at_third + at_half) / 2)}
+    assert decide(questions, [quiet, second, last], PLAN, 0.05, 3)[("compare", "c")].state == \
+        "no verdict at the budget"
 
 
 SUITE = {"suite": "seq", "dataset": {"name": "sinusoid"},

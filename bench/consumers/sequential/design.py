@@ -7,6 +7,9 @@ made on the first n_k seeds. A comparison is
   a difference: the interval excludes 0; a published value's margin for "not reproduced");
 - *equivalent* when the repeated interval at the nominal level of twice its share of alpha (two one-sided tests, as
   the fixed rule's 90% interval) lies inside +-margin;
+- *diverged* when its test at a look holds diverged test episodes (its mean is not finite, or huge ones are kept in:
+  the suite does not exclude them): no verdict, and no more seeds, since a later look holds the same seeds' episodes;
+  it stays in the Holm family's count (conservative: it can never be rejected);
 - else it *continues*; at the last look what is left has no verdict at the budget.
 
 Multiplicity across the family (between learners, by test condition, ablation effects: the report's Holm family) is
@@ -31,6 +34,7 @@ from bench.spec.suite import SeedsPlan
 
 DECIDED, EQUIVALENT, CONTINUE, BUDGET, UNTESTED = "decided", "equivalent", "continue", "no verdict at the budget", \
     "no test"
+DIVERGED, DIVERGED_VERDICT = "diverged", "no verdict: diverged test episodes"
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,11 @@ class Decision:
 def testable(test: Test | None, min_seeds: int) -> bool:
     return (test is not None and test.seeds >= min_seeds and not test.diverged and math.isfinite(test.mean)
             and math.isfinite(test.se))
+
+
+def diverged(test: Test | None) -> bool:
+    """A test over diverged episodes: more seeds cannot mend it (the next look holds these seeds' episodes too)."""
+    return test is not None and (test.diverged > 0 or not math.isfinite(test.mean))
 
 
 def _interval(test: Test, level: float) -> tuple[float, float]:
@@ -130,6 +139,8 @@ def decide(questions: dict[tuple, Question], looks: list[dict[tuple, Test]], pla
                 level = alpha / len(open_family) if key in open_family else alpha
                 d.seen.append(Seen(look, plan.looks[look], test, _z(test), levels.boundary(look, level)))
                 d.seeds = test.seeds
+                if diverged(test):
+                    d.state, d.verdict, d.look = DIVERGED, DIVERGED_VERDICT, look
         while True:  # group-sequential Holm: reject at alpha / r on any look so far, r shrinking as they fall
             open_family = [key for key in family if decisions[key].state != DECIDED]
             level = alpha / max(1, len(open_family))
