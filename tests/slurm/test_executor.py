@@ -188,19 +188,19 @@ def test_a_submitter_killed_after_submission_is_followed_by_one_that_adopts_its_
 
 def test_a_job_reaching_its_real_time_limit_is_signalled_by_slurm_requeued_and_resumes_to_the_same_scores(
         slurm_cluster, tmp_path, monkeypatch):
-    """`--slurm-time 1 --slurm-signal-delay 40`: Slurm itself (not the test) sends SIGUSR2 before the one-minute limit
+    """`--slurm-time 2 --slurm-signal-delay 70`: Slurm itself (not the test) sends SIGUSR2 before the two-minute limit
     of a job whose cell is held mid-training; the cell checkpoints, the job is requeued, and the cell resumes to the
-    scores of an uninterrupted in-process run. slurmctld checks limits every 30 s, so the signal comes 20 to 50 s
+    scores of an uninterrupted in-process run. slurmctld checks limits every 30 s, so the signal comes 50 to 80 s
     after the job starts (not sooner: until submitit has unpickled the cell, importing torch, SIGUSR2 would kill the
-    job; a delay of 50 let it come at 10 s, which a loaded machine did not survive) and the limit's kill at least
-    30 s after it."""
+    job; a delay of 50 on a one-minute limit let it come at 10 s, and 40 let it come at 20 s, which a loaded machine
+    did not survive: the job ended FAILED, never requeued) and the limit's kill at least 40 s after it."""
     gate, path, uri = gated(tmp_path, monkeypatch)
     (gate / "open").touch()
     whole = f"sqlite:///{tmp_path / 'whole.db'}"
     run_in_process(path, whole)
     for passed in ("open", "reached"):
         (gate / passed).unlink()
-    process = driver(path, uri, slurm_cluster, "--slurm-time", "1", "--slurm-signal-delay", "40")
+    process = driver(path, uri, slurm_cluster, "--slurm-time", "2", "--slurm-signal-delay", "70")
     try:
         wait_for(lambda: (gate / "reached").exists() or process.poll() is not None, "cell held mid-training")
         wait_for(lambda: (gate / "signalled").exists() or process.poll() is not None, "Slurm's signal", timeout=180)
