@@ -1,8 +1,8 @@
 """Execution chosen by measurement: where a learner's config leaves its execution open (``task_batching: auto``),
 every exact candidate it offers (``execution_candidates``: loop, vmap, vmap in chunks, bmm), on the CPU under every
 intra-op thread count from 1 to the cell's budget, is timed on the cell's own first meta-batch (in a race: those far
-behind on their first time are not timed again), and the fastest runs the cell. An explicit choice is never overridden: a learner with nothing open is not tuned, and its threads
-stay as they are.
+behind on their first time are not timed again), and the fastest runs the cell. An explicit choice is never
+overridden: a learner with nothing open is not tuned, and its threads stay as they are.
 
 Why threads are a candidate: for small models oversubscription costs more than the work (the sinusoid MLP ran
 several times slower with 2 intra-op threads than with 1 while another job used the other core), and for Conv-4
@@ -167,7 +167,7 @@ def _measure(learner: MetaLearner, batch: Episode, device: torch.device, candida
     per candidate: each candidate is timed once (each execution choice warmed up once, under its first thread
     count), and only those within ``RACE_MARGIN`` of the fastest are timed again, to the median of
     ``TIMED_ITERATIONS``; the others keep their one time. (Measured on glyphs Conv-4 5-way 1-shot, 4 tasks, 2 threads:
-    10.5-10.9 s of tuning became 4.7-6.4 s, the same candidate chosen: ``docs/measurements/end_to_end.txt``.)"""
+    9.4-11.1 s of tuning became 4.0-5.0 s, the same candidate chosen: ``docs/measurements/autotune_race.txt``.)"""
     by_label = {label(choice, count): (choice, count) for choice in candidates for count in thread_counts}
     samples: dict[str, list[float]] = {}  # by label, in the order first timed
     failed: dict[str, str] = {}
