@@ -1,8 +1,11 @@
 """The quickstart's cells on every device given (cpu, cuda), without MLflow, with what the autotuner chose for each,
 plus loop-vs-vmap task batching of the functional learners and the autotuner's own measurement of every candidate
-(``bench/run/autotune.py``): the check a lent GPU machine runs in one go (see the README's Measurement section).
+(``bench/run/autotune.py``), and end to end on each device but the CPU: `bench run` of the glyphs Conv-4 FOMAML and
+MAML cells against the hand-written script on the same device (``benchmarks.end_to_end.glyphs``): the check a lent
+GPU machine runs in one go (see the README's Measurement section).
 
     python -m benchmarks.device_check --devices cpu,cuda [--batching-on cuda] [--shapes 1x1,5x5]
+        [--end-to-end-on cuda] [--end-to-end-iterations 200] [--end-to-end-repeats 2]
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from bench.run.measure import time_steps
 from bench.run.problems import Problem, meta_iteration
 from bench.run.training import run_cell
 from bench.spec.suite import expand, load_suites
+from benchmarks import end_to_end
 from meta_bench.datasets import load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +96,10 @@ def main() -> None:
     parser.add_argument("--batching-on", default="", help="devices for the loop-vs-vmap table (default: all but cpu)")
     parser.add_argument("--shapes", default="1x1,5x5", help="K-shot x inner steps of the autotuning table")
     parser.add_argument("--no-quickstart", action="store_true")
+    parser.add_argument("--end-to-end-on", default=None, help="devices of the end-to-end yardstick (default: all but "
+                                                               "cpu; '' for none)")
+    parser.add_argument("--end-to-end-iterations", type=int, default=200)
+    parser.add_argument("--end-to-end-repeats", type=int, default=2)
     args = parser.parse_args()
     devices = args.devices.split(",")
     for device in devices:
@@ -103,6 +111,11 @@ def main() -> None:
     for device in args.batching_on.split(",") if args.batching_on else [d for d in devices if d != "cpu"]:
         autotuned(torch.device(device), shapes)
         batching(torch.device(device))
+    yardstick = [d for d in devices if d != "cpu"] if args.end_to_end_on is None else \
+        [d for d in args.end_to_end_on.split(",") if d]
+    for device in yardstick:
+        print(f"\nend to end on {device}: `bench run` against the hand-written script")
+        end_to_end.glyphs(args.end_to_end_iterations, args.end_to_end_iterations, args.end_to_end_repeats, device)
 
 
 if __name__ == "__main__":

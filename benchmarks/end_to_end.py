@@ -42,11 +42,11 @@ def finn_maml_cell(name: str, iterations: int, **changes) -> dict:
             **changes}
 
 
-def glyphs_cell(name: str, learner: str, iterations: int, test_episodes: int) -> dict:
-    """A glyphs Conv-4 5-way 1-shot cell of ``learner`` (suite defaults otherwise: the work
+def glyphs_cell(name: str, learner: str, iterations: int, test_episodes: int, device: str = "cpu") -> dict:
+    """A glyphs Conv-4 5-way 1-shot cell of ``learner`` on ``device`` (suite defaults otherwise: the work
     ``benchmarks.handwritten_glyphs`` does by hand), as a suite."""
     return {"suite": name, "dataset": {"name": "glyphs"}, "learners": [learner],
-            "grid": {"n_way": [5], "k_shot": [1], "seeds": [0]},
+            "grid": {"n_way": [5], "k_shot": [1], "seeds": [0], "devices": [device]},
             "training": {"meta_iterations": iterations}, "evaluation": {"test_episodes": test_episodes},
             "report": {"reference": learner}}
 
@@ -161,6 +161,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=10000, help="the sinusoid cell's meta-iterations")
     parser.add_argument("--glyphs-iterations", type=int, default=200, help="each glyphs cell's (0: no glyphs cells)")
     parser.add_argument("--glyphs-test-episodes", type=int, default=200)
+    parser.add_argument("--device", default="cpu", help="the glyphs cells' and script's device")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fixed-cost-cells", type=int, default=10, help="extra empty cells for the fixed cost")
     args = parser.parse_args()
@@ -175,13 +176,17 @@ def main() -> None:
              "handwritten_sinusoid", ["--iterations", str(args.iterations)],
              ["--iterations", str(max(args.iterations // 10, 200))], args.repeats)
     if args.glyphs_iterations:
-        for learner, order in (("fomaml/functional", []), ("maml", ["--second-order"])):
-            counts = ["--iterations", str(args.glyphs_iterations), "--test-episodes", str(args.glyphs_test_episodes)]
-            _compare(f"glyphs Conv-4 5-way 1-shot {learner}, {args.glyphs_iterations} meta-iterations, "
-                     f"{args.glyphs_test_episodes} test episodes",
-                     glyphs_cell("end_to_end_glyphs", learner, args.glyphs_iterations, args.glyphs_test_episodes),
-                     "handwritten_glyphs", [*counts, *order], ["--iterations", "10", "--test-episodes", "10", *order],
-                     args.repeats)
+        glyphs(args.glyphs_iterations, args.glyphs_test_episodes, args.repeats, args.device)
+
+
+def glyphs(iterations: int, test_episodes: int, repeats: int, device: str = "cpu") -> None:
+    """The glyphs Conv-4 FOMAML and MAML cells against ``benchmarks.handwritten_glyphs`` on ``device``."""
+    for learner, order in (("fomaml/functional", []), ("maml", ["--second-order"])):
+        counts = ["--iterations", str(iterations), "--test-episodes", str(test_episodes), "--device", device]
+        _compare(f"glyphs Conv-4 5-way 1-shot {learner} on {device}, {iterations} meta-iterations, {test_episodes} "
+                 f"test episodes", glyphs_cell("end_to_end_glyphs", learner, iterations, test_episodes, device),
+                 "handwritten_glyphs", [*counts, *order],
+                 ["--iterations", "10", "--test-episodes", "10", "--device", device, *order], repeats)
 
 
 if __name__ == "__main__":

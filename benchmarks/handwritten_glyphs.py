@@ -10,6 +10,7 @@ cell's (equal to 0.001 after 10 meta-iterations; float32 sums in another order d
 and the seconds it took.
 
     .venv/bin/python -m benchmarks.handwritten_glyphs [--iterations 200] [--test-episodes 200] [--second-order]
+        [--device cuda]
 """
 from __future__ import annotations
 
@@ -42,23 +43,25 @@ def adapted_accuracy(model: nn.Module, episode: Episode, steps: int) -> float:
     return (predicted == episode.query_y).float().mean().item()
 
 
-def run(iterations: int, test_episodes: int, second_order: bool, seed: int = 0) -> float:
+def run(iterations: int, test_episodes: int, second_order: bool, seed: int = 0, device: str = "cpu") -> float:
     glyphs = load_dataset("glyphs")
     entry = DATASETS["glyphs"]
     model = build_model(entry.backbone, glyphs.input_shape, N_WAY, BackboneConfig(), entry.conv_filters, seed)
+    model = model.to(device)
     maml = PlainAutogradMAML(model, INNER_LR, 1, second_order)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     train = glyphs.sampler("train", N_WAY, K_SHOT, QUERY, seed)
     validation = glyphs.sampler("val", N_WAY, K_SHOT, QUERY, 0)
     for iteration in range(iterations):
-        batch = train.batch(iteration * META_BATCH, META_BATCH)
+        batch = train.batch(iteration * META_BATCH, META_BATCH).to(device)
         optimizer.zero_grad(set_to_none=True)
         maml.meta_gradient(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
         optimizer.step()
         if (iteration + 1) % VALIDATE_EVERY == 0 or iteration + 1 == iterations:
-            [adapted_accuracy(model, validation.episode(i), TEST_STEPS) for i in range(VALIDATION_EPISODES)]
+            [adapted_accuracy(model, validation.episode(i).to(device), TEST_STEPS) for i in range(VALIDATION_EPISODES)]
     test = glyphs.sampler("test", N_WAY, K_SHOT, QUERY, 0)
-    return sum(adapted_accuracy(model, test.episode(i), TEST_STEPS) for i in range(test_episodes)) / test_episodes
+    return sum(adapted_accuracy(model, test.episode(i).to(device), TEST_STEPS)
+               for i in range(test_episodes)) / test_episodes
 
 
 def main() -> None:
@@ -67,10 +70,11 @@ def main() -> None:
     parser.add_argument("--test-episodes", type=int, default=200)
     parser.add_argument("--second-order", action="store_true", help="MAML (else FOMAML)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    accuracy = run(args.iterations, args.test_episodes, args.second_order)
+    accuracy = run(args.iterations, args.test_episodes, args.second_order, device=args.device)
     print(f"test accuracy {accuracy:.4f}; {time.perf_counter() - started:.2f} s")
 
 
