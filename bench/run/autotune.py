@@ -57,7 +57,8 @@ Candidate = tuple[dict[str, str], int]  # an execution choice and its intra-op t
 @dataclass(frozen=True)
 class Decision:
     """What runs the cell: the learner's execution choice (empty: nothing was open), the intra-op threads, how it
-    was decided, every candidate's median milliseconds per meta-iteration (empty unless measured here), the
+    was decided, every candidate's milliseconds per meta-iteration (the race's median, or the one time of a candidate
+    left behind; empty unless measured here), the
     candidates that could not run with their reasons, and those that ran, fastest first (the chosen one first; the
     next takes over where it runs out of memory)."""
 
@@ -164,9 +165,9 @@ def _measure(learner: MetaLearner, batch: Episode, device: torch.device, candida
              thread_counts: list[int]) -> tuple[list[tuple[Candidate, float]], dict[str, str]]:
     """Every candidate that ran with its milliseconds per meta-iteration, and the reason of each that could not.
     A race, so that tuning a cell of slow steps (Conv-4: a few hundred milliseconds each) costs a few steps, not four
-    per candidate: each candidate is timed once (each execution choice warmed up once, under its first thread
-    count), and only those within ``RACE_MARGIN`` of the fastest are timed again, to the median of
-    ``TIMED_ITERATIONS``; the others keep their one time. (Measured on glyphs Conv-4 5-way 1-shot, 4 tasks, 2 threads:
+    per candidate: each candidate is timed once (each execution choice warmed up once, under the most threads), and
+    only those within ``RACE_MARGIN`` of the fastest are timed again, to the median of ``TIMED_ITERATIONS``; the
+    others keep their one time. (Measured on glyphs Conv-4 5-way 1-shot, 4 tasks, 2 threads:
     9.4-11.1 s of tuning became 4.0-5.0 s, the same candidate chosen: ``docs/measurements/autotune_race.txt``.)"""
     by_label = {label(choice, count): (choice, count) for choice in candidates for count in thread_counts}
     samples: dict[str, list[float]] = {}  # by label, in the order first timed
