@@ -6,6 +6,8 @@ meta-batch of images (``AHEAD_BYTES`` or more) is drawn alone, as before.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from meta_bench.datasets import Episode, TaskSource
@@ -14,8 +16,7 @@ AHEAD_BYTES = 1 << 20  # a block of meta-batches drawn at once holds at most abo
 
 
 def _bytes(episode: Episode) -> int:
-    return sum(t.numel() * t.element_size() for t in (episode.support_x, episode.support_y, episode.query_x,
-                                                       episode.query_y, episode.classes))
+    return sum(getattr(episode, f.name).nbytes for f in dataclasses.fields(episode))
 
 
 class MetaBatches:

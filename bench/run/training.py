@@ -134,7 +134,9 @@ def _run_cell(cell: Cell, on_train: Curve | None, on_validation: Curve | None, p
         val_source = data.sampler("val", cell.n_way, cell.k_shot, cell.test_query, evaluation.episode_seed)
         batch_size = training.meta_batch_size
         code = code_identity(cell.learner, cell.dataset.name)
-        first = train_source.batch(0, batch_size).to(device, dtype)
+        # drawn once: the autotuner's first meta-batch is meta-iteration 0's
+        batches = MetaBatches(train_source, batch_size, training.meta_iterations, device, dtype)
+        first = batches(0)
     with clock.phase("autotune"):
         tuner = autotune.Autotuner(learner, cell.learner, code, first, device)
     saved_at = checkpoint.path_for(cell, code, data.content_identity)
@@ -144,7 +146,7 @@ def _run_cell(cell: Cell, on_train: Curve | None, on_validation: Curve | None, p
         results = training_metrics(trained.metrics)
     else:
         with checkpoint.on_signals():
-            results, resumed = _meta_train(cell, learner, tuner, train_source, val_source, on_train, on_validation,
+            results, resumed = _meta_train(cell, learner, tuner, batches, val_source, on_train, on_validation,
                                            progress, between_iterations, saved_at, clock)
     score_name = data.score_name
     state = {k: v.detach().cpu() for k, v in learner.state_dict().items()}
@@ -167,7 +169,7 @@ def _run_cell(cell: Cell, on_train: Curve | None, on_validation: Curve | None, p
     return CellResult(results, tested.primary, score_name, state, execution, tested.rows)
 
 
-def _meta_train(cell: Cell, learner: MetaLearner, tuner: autotune.Autotuner, train_source: TaskSource,
+def _meta_train(cell: Cell, learner: MetaLearner, tuner: autotune.Autotuner, batches: MetaBatches,
                 val_source: TaskSource, on_train: Curve | None,
                 on_validation: Curve | None, progress: bool, between_iterations: Callable[[], None] | None,
                 saved_at: Path, clock: PhaseClock) -> tuple[dict[str, float], list[int]]:
@@ -184,7 +186,6 @@ def _meta_train(cell: Cell, learner: MetaLearner, tuner: autotune.Autotuner, tra
         loop.resume(state, learner, optimizer, tuner, on_train, on_validation)
     schedule = checkpoint.Schedule(training.checkpoint_every)
     loss, validation = loop.loss, loop.validation
-    batches = MetaBatches(train_source, batch_size, training.meta_iterations, device, dtype)
     bar = tqdm(range(loop.start, training.meta_iterations), desc=cell.title, leave=False, disable=not progress,
                unit="it", initial=loop.start, total=training.meta_iterations)
     with clock.phase("between"):  # the loop's own work: checks, the curve window, progress, checkpoints

@@ -76,8 +76,7 @@ class Decision:
 
 
 def testable(test: Test | None, min_seeds: int) -> bool:
-    return (test is not None and test.seeds >= min_seeds and not test.diverged and math.isfinite(test.mean)
-            and math.isfinite(test.se))
+    return test is not None and test.seeds >= min_seeds and not diverged(test) and math.isfinite(test.se)
 
 
 def diverged(test: Test | None) -> bool:
