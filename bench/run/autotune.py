@@ -1,7 +1,8 @@
 """Execution chosen by measurement: where a learner's config leaves its execution open (``task_batching: auto``),
 every exact candidate it offers (``execution_candidates``: loop, vmap, vmap in chunks, bmm), on the CPU under every
-intra-op thread count from 1 to the cell's budget, is timed on the cell's own first meta-batch (in a race: those far
-behind on their first time are not timed again), and the fastest runs the cell. An explicit choice is never
+intra-op thread count from 1 to the cell's budget, is timed on the cell's own first meta-batch (in a race: fewer
+threads are timed only for the choices near the fastest under the most, and those far behind on their first time are
+not timed again), and the fastest runs the cell. An explicit choice is never
 overridden: a learner with nothing open is not tuned, and its threads stay as they are.
 
 Why threads are a candidate: for small models oversubscription costs more than the work (the sinusoid MLP ran
@@ -49,7 +50,7 @@ from meta_bench.algorithms import MetaLearner, StepResult
 from meta_bench.datasets import Episode
 
 TIMED_ITERATIONS = 3  # a candidate in the race to the end: the median of these
-RACE_MARGIN = 1.5  # a candidate slower than this times the fastest on its first time is not timed again
+RACE_MARGIN = 1.2  # a candidate slower than this times the fastest on its first time is not timed again
 MEASURED, CACHED, EXPLICIT, FALLBACK = "measured", "cached", "explicit", "fallback"
 Candidate = tuple[dict[str, str], int]  # an execution choice and its intra-op threads
 
@@ -164,10 +165,13 @@ def _measure(learner: MetaLearner, batch: Episode, device: torch.device, candida
              thread_counts: list[int]) -> tuple[list[tuple[Candidate, float]], dict[str, str]]:
     """Every candidate that ran with its milliseconds per meta-iteration, and the reason of each that could not.
     A race, so that tuning a cell of slow steps (Conv-4: a few hundred milliseconds each) costs a few steps, not four
-    per candidate: each candidate is timed once (each execution choice warmed up once, under the most threads), and
-    only those within ``RACE_MARGIN`` of the fastest are timed again, to the median of ``TIMED_ITERATIONS``; the
-    others keep their one time. (Measured on glyphs Conv-4 5-way 1-shot, 4 tasks, 2 threads:
-    9.4-11.1 s of tuning became 4.0-5.0 s, the same candidate chosen: ``docs/measurements/autotune_race.txt``.)"""
+    per candidate. Each execution choice is timed once under the most threads; the fewer thread counts are timed
+    once for the choices within ``RACE_MARGIN`` of the fastest of those; then only the candidates within
+    ``RACE_MARGIN`` of the fastest first time are timed again, to the median of ``TIMED_ITERATIONS``; the others
+    keep their one time. A first time is warmed up where a first run builds what later runs reuse: on a GPU each
+    choice's (kernels, cuDNN plans), on the CPU only the race's very first one (the process's one-time costs; a
+    choice's own first run there measured 1.0-1.3x its later ones). (Measured on glyphs Conv-4 5-way 1-shot, 4
+    tasks, 2 threads: ``docs/measurements/autotune_race.txt``.)"""
     by_label = {label(choice, count): (choice, count) for choice in candidates for count in thread_counts}
     samples: dict[str, list[float]] = {}  # by label, in the order first timed
     failed: dict[str, str] = {}
@@ -183,13 +187,20 @@ def _measure(learner: MetaLearner, batch: Episode, device: torch.device, candida
             samples.pop(name, None)
             failed[name] = _reason(error)
 
+    def near_the_fastest(names: list[str]) -> list[str]:
+        firsts = {name: samples[name][0] for name in names if name in samples}
+        fastest = min(firsts.values(), default=0.0)
+        return [name for name, first in firsts.items() if first <= RACE_MARGIN * fastest]
+
+    most, fewer = thread_counts[-1], thread_counts[-2::-1]
     try:
         with random_states_kept():  # measuring draws nothing the cell would draw: torch, numpy, Python
-            for choice in candidates:  # warmed under the most threads: the first run is the slowest
-                for index, count in enumerate(reversed(thread_counts)):
-                    sample(label(choice, count), warm=index == 0)
-            fastest = min((times[0] for times in samples.values()), default=0.0)
-            for name in [name for name, times in samples.items() if times[0] <= RACE_MARGIN * fastest]:
+            for index, choice in enumerate(candidates):
+                sample(label(choice, most), warm=device.type != "cpu" or index == 0)
+            for name in near_the_fastest([label(choice, most) for choice in candidates]):
+                for count in fewer:
+                    sample(label(by_label[name][0], count), warm=False)
+            for name in near_the_fastest(list(samples)):
                 for _ in range(TIMED_ITERATIONS - 1):
                     if name in samples:  # not failed since
                         sample(name, warm=False)
