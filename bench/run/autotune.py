@@ -58,9 +58,10 @@ Candidate = tuple[dict[str, str], int]  # an execution choice and its intra-op t
 @dataclass(frozen=True)
 class Decision:
     """What runs the cell: the learner's execution choice (empty: nothing was open), the intra-op threads, how it
-    was decided, every candidate's milliseconds per meta-iteration (the race's median, or the one time of a candidate
-    left behind; empty unless measured here), the candidates that could not run with their reasons, and those that
-    ran, fastest first (the chosen one first; the next takes over where it runs out of memory)."""
+    was decided, every timed candidate's milliseconds per meta-iteration (the race's median, or the one time of a
+    candidate left behind; fewer threads of a choice far behind are never timed; empty unless measured here), the
+    candidates that could not run with their reasons, and those that ran, fastest first (the chosen one first; the
+    next takes over where it runs out of memory)."""
 
     choice: dict[str, str]
     threads: int
