@@ -49,11 +49,11 @@ def quickstart(devices: list[str]) -> None:
 
 
 def autotuned(device: torch.device, shapes: list[tuple[int, int]]) -> None:
-    """The autotuner's decision for each functional learner and shape, with every candidate's measured median (the
-    same measurement a cell makes before it trains; a scratch cache, so measured here and now)."""
+    """The autotuner's decision for each functional learner and shape, with every timed candidate's median or one
+    time (the same race a cell runs before it trains; a scratch cache, so measured here and now)."""
     data = load_dataset("glyphs")
     cache = Path(tempfile.mkdtemp()) / "autotune.json"
-    print("\n| learner | shape | chosen | every candidate: ms / meta-iter (median of 3) |")
+    print("\n| learner | shape | chosen | every timed candidate: ms / meta-iter (median of 3, or its one time) |")
     print("|---|---|---|---|")
     for name in ("fomaml/functional", "fomaml/fast", "maml", "maml/fast"):
         for k, s in shapes:

@@ -1,7 +1,8 @@
 """Where a sinusoid MAML meta-iteration of the cell differs from the hand-written script's, counted in operators: the
 torch profiler's count per meta-gradient (with the training loop's one read of its values) of the cell's learner
 (``bmm`` over the 25 tasks of the Finn cell, as the autotuner chooses it) and of ``plain.BatchedMLPMAML`` on the same
-meta-batch, and the operators where they differ. Counts, not times: they do not depend on the machine's load.
+meta-batch, and the operators where they differ. Counts, not times: they do not depend on the machine's load. The
+profiler counts nested calls too (``aten::to`` and the ``aten::_to_copy`` it calls are two).
 
     .venv/bin/python -m benchmarks.step_ops
 """

@@ -1,9 +1,9 @@
 """Execution chosen by measurement: where a learner's config leaves its execution open (``task_batching: auto``),
 every exact candidate it offers (``execution_candidates``: loop, vmap, vmap in chunks, bmm), on the CPU under every
-intra-op thread count from 1 to the cell's budget, is timed on the cell's own first meta-batch (in a race: fewer
-threads are timed only for the choices near the fastest under the most, and those far behind on their first time are
-not timed again), and the fastest runs the cell. An explicit choice is never
-overridden: a learner with nothing open is not tuned, and its threads stay as they are.
+intra-op thread count from 1 to the cell's budget, is raced on the cell's own first meta-batch (every choice is timed
+under the most threads, fewer threads only for the choices near the fastest there, and only the candidates near the
+fastest are timed again), and the fastest runs the cell. An explicit choice is never overridden: a learner with
+nothing open is not tuned, and its threads stay as they are.
 
 Why threads are a candidate: for small models oversubscription costs more than the work (the sinusoid MLP ran
 several times slower with 2 intra-op threads than with 1 while another job used the other core), and for Conv-4
@@ -50,7 +50,8 @@ from meta_bench.algorithms import MetaLearner, StepResult
 from meta_bench.datasets import Episode
 
 TIMED_ITERATIONS = 3  # a candidate in the race to the end: the median of these
-RACE_MARGIN = 1.2  # a candidate slower than this times the fastest on its first time is not timed again
+RACE_MARGIN = 1.2  # slower than this times the fastest on a first time: a choice is not timed under fewer threads,
+# a candidate is not timed again
 MEASURED, CACHED, EXPLICIT, FALLBACK = "measured", "cached", "explicit", "fallback"
 Candidate = tuple[dict[str, str], int]  # an execution choice and its intra-op threads
 
@@ -169,10 +170,11 @@ def _measure(learner: MetaLearner, batch: Episode, device: torch.device, candida
     per candidate. Each execution choice is timed once under the most threads; the fewer thread counts are timed
     once for the choices within ``RACE_MARGIN`` of the fastest of those; then only the candidates within
     ``RACE_MARGIN`` of the fastest first time are timed again, to the median of ``TIMED_ITERATIONS``; the others
-    keep their one time. A first time is warmed up where a first run builds what later runs reuse: on a GPU each
-    choice's (kernels, cuDNN plans), on the CPU only the race's very first one (the process's one-time costs; a
-    choice's own first run there measured 1.0-1.3x its later ones). (Measured on glyphs Conv-4 5-way 1-shot, 4
-    tasks, 2 threads: ``docs/measurements/autotune_race.txt``.)"""
+    keep their one time. Each choice warms up once (an untimed run before its first time, under the most threads):
+    a choice's first run pays what it builds once (kernels, cuDNN plans, oneDNN primitives), which a margin this
+    narrow must not mistake for its speed. A choice that cannot run under the most threads is not tried under fewer
+    (what stops it, out of memory or an operator vmap cannot batch, does not depend on threads). (Measured on glyphs
+    Conv-4 5-way 1-shot, 4 tasks, 2 threads: ``docs/measurements/autotune_race.txt``.)"""
     by_label = {label(choice, count): (choice, count) for choice in candidates for count in thread_counts}
     samples: dict[str, list[float]] = {}  # by label, in the order first timed
     failed: dict[str, str] = {}
@@ -196,8 +198,8 @@ def _measure(learner: MetaLearner, batch: Episode, device: torch.device, candida
     most, fewer = thread_counts[-1], thread_counts[-2::-1]
     try:
         with random_states_kept():  # measuring draws nothing the cell would draw: torch, numpy, Python
-            for index, choice in enumerate(candidates):
-                sample(label(choice, most), warm=device.type != "cpu" or index == 0)
+            for choice in candidates:
+                sample(label(choice, most), warm=True)
             for name in near_the_fastest([label(choice, most) for choice in candidates]):
                 for count in fewer:
                     sample(label(by_label[name][0], count), warm=False)

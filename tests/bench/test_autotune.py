@@ -88,8 +88,7 @@ def test_every_candidate_computes_the_same_meta_gradient_and_the_fastest_is_take
     assert tags["threads"] == "1" and json.loads(tags["autotune_ms"])[fastest] == 1.0
 
 
-def test_a_race_times_fewer_threads_and_again_only_near_the_fastest_and_warms_up_once_on_the_cpu(tmp_path,
-                                                                                                  monkeypatch):
+def test_a_race_times_fewer_threads_and_again_only_near_the_fastest_and_warms_each_choice_once(tmp_path, monkeypatch):
     batch = SINUSOID.batch()
     learner = SINUSOID.learner("maml")
     candidates = learner.execution_candidates(len(batch), CPU)
@@ -113,13 +112,29 @@ def test_a_race_times_fewer_threads_and_again_only_near_the_fastest_and_warms_up
     timed = {name: sum(n == name for n, _ in calls) for name, _ in calls}
     # timed again: those near the fastest first time (loop t1's 1.3), not loop t2 (1.6 > 1.2 * 1.3)
     assert timed == {name: 3 if name in (vmap2, loop1) else 1 for name in decision.times_ms}
-    # on the CPU only the race's first time warms up (the process's one-time costs), never a later one
-    assert [name for name, warm in calls if warm] == [loop2] and calls[0] == (loop2, True)
-    # on a GPU, where a choice's first run builds what later runs reuse, each choice warms up once, first
-    calls.clear()
-    autotune._measure(learner, batch, torch.device("cuda"), candidates, [2])
+    # each execution choice warms up once, before its first time (under the most threads), and never again
     assert [name for name, warm in calls if warm] == [autotune.label(c, 2) for c in candidates]
-    assert all(not warm for name, warm in calls[len(candidates):])
+    assert [name for name, _ in calls[:len(candidates)]] == [autotune.label(c, 2) for c in candidates]
+
+
+def test_a_choice_that_raises_under_the_most_threads_leaves_the_others_their_fewer_threads(tmp_path, monkeypatch):
+    batch = SINUSOID.batch()
+    learner = SINUSOID.learner("maml")
+    candidates = learner.execution_candidates(len(batch), CPU)
+    bmm2, loop1, loop2 = autotune.label(candidates[-1], 2), autotune.label(LOOP, 1), autotune.label(LOOP, 2)
+    times = {loop2: 1.1, loop1: 1.0}  # bmm would have been the fastest under 2 threads: it raises there
+
+    def sample_ms(learner_, batch_, device, warm):
+        name = autotune.label(learner_.chosen, torch.get_num_threads())
+        if name == bmm2:
+            raise RuntimeError("out of memory")
+        return times.get(name, 5.0)
+
+    monkeypatch.setattr(autotune, "_sample_ms", sample_ms)
+    decision = decide(learner, batch, tmp_path / "a.json", budget=2)
+    assert (decision.choice, decision.threads) == (LOOP, 1)  # loop, near the fastest that ran, got its 1 thread
+    assert decision.failed == {bmm2: "RuntimeError: out of memory"}
+    assert set(decision.times_ms) == {autotune.label(c, 2) for c in candidates[:-1]} | {loop1}
 
 
 def test_an_explicit_choice_is_never_overridden(tmp_path):
