@@ -5,7 +5,8 @@ MAML cells against the hand-written script on the same device (``benchmarks.end_
 GPU machine runs in one go (see the README's Measurement section).
 
     python -m benchmarks.device_check --devices cpu,cuda [--batching-on cuda] [--shapes 1x1,5x5]
-        [--end-to-end-on cuda] [--end-to-end-iterations 200] [--end-to-end-repeats 2]
+        [--end-to-end-on cuda] [--end-to-end-iterations 200] [--end-to-end-test-episodes 200]
+        [--end-to-end-repeats 2]
 """
 from __future__ import annotations
 
@@ -99,6 +100,7 @@ def main() -> None:
     parser.add_argument("--end-to-end-on", default=None, help="devices of the end-to-end yardstick (default: all but "
                                                                "cpu; '' for none)")
     parser.add_argument("--end-to-end-iterations", type=int, default=200)
+    parser.add_argument("--end-to-end-test-episodes", type=int, default=200)
     parser.add_argument("--end-to-end-repeats", type=int, default=2)
     args = parser.parse_args()
     devices = args.devices.split(",")
@@ -115,7 +117,8 @@ def main() -> None:
         [d for d in args.end_to_end_on.split(",") if d]
     for device in yardstick:
         print(f"\nend to end on {device}: `bench run` against the hand-written script")
-        end_to_end.glyphs(args.end_to_end_iterations, args.end_to_end_iterations, args.end_to_end_repeats, device)
+        end_to_end.glyphs(args.end_to_end_iterations, args.end_to_end_test_episodes, args.end_to_end_repeats,
+                          device)
 
 
 if __name__ == "__main__":

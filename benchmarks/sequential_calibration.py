@@ -1,12 +1,11 @@
 """The sequential design's calibration: `python -m benchmarks.sequential_calibration [--replicates N] [--out F]`.
 
-Simulated experiments with known truth (bench.consumers.sequential.calibration): per setting (no effect, a large and a
-small effect, equivalence, an effect at the equivalence margin, another spending function, four looks, diverging
-episodes kept in), the
-family-wise false-verdict rate of the sequential design (the report's own verdicts), of the naive procedure (Holm
-afresh at every look) and of fixed designs at each look's seeds, their power, and their mean cell runs; for the
-sequential design, the fixed design's cell runs at the same power. The last line says whether the sequential design's
-false-verdict rate is within alpha + 3 Monte-Carlo SE in every setting.
+Simulated experiments with known truth (bench.consumers.sequential.calibration): per setting (no effect, a large and
+a small effect, equivalence, an effect at the equivalence margin, another spending function, four looks, diverging
+episodes kept in), the family-wise false-verdict rate of the sequential design (the report's own verdicts), of the
+naive procedure (Holm afresh at every look) and of fixed designs at each look's seeds, their power, and their mean
+cell runs; for the sequential design, the fixed design's cell runs at the same power. The last line says whether the
+sequential design's false-verdict rate is within alpha + 3 Monte-Carlo SE in every setting.
 """
 from __future__ import annotations
 

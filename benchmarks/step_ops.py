@@ -16,6 +16,7 @@ from torch.profiler import ProfilerActivity, profile
 from bench.run.batches import MetaBatches
 from bench.run.factory import build_learner, dtype_of
 from bench.run.problems import load_dataset
+from bench.run.training import step_values
 from bench.spec.suite import expand, parse_suite
 from benchmarks.end_to_end import finn_maml_cell
 from benchmarks.handwritten_sinusoid import INNER_LR, model
@@ -43,9 +44,7 @@ def main() -> None:
     script = BatchedMLPMAML(model(), INNER_LR, 1, True)
 
     def cell_step() -> None:  # the meta-gradient and the loop's one read of the loss and the learner's metrics
-        result = learner.meta_gradient(batch)
-        flat = [value.detach().reshape(-1).to(result.loss.dtype) for value in result.metrics.values()]
-        torch.cat([result.loss.reshape(1), *flat]).tolist()
+        step_values(learner.meta_gradient(batch))[1].tolist()
 
     def script_step() -> None:
         script.meta_gradient(batch.support_x, batch.support_y, batch.query_x, batch.query_y)

@@ -90,7 +90,7 @@ class CellResult:
     condition_scores: list[tuple] = field(default_factory=list)  # bench.run.test_time.COLUMNS rows (may be empty)
 
 
-def _step_values(result) -> tuple[list[str], torch.Tensor]:
+def step_values(result) -> tuple[list[str], torch.Tensor]:
     """The step's loss and the learner's metrics as names and one flat tensor, so one device read gets them all."""
     names, parts = [m.TRAIN_LOSS], [result.loss.reshape(1)]
     for key, value in result.metrics.items():
@@ -198,7 +198,7 @@ def _meta_train(cell: Cell, learner: MetaLearner, tuner: autotune.Autotuner, bat
             with clock.phase("steps"), meter.step():
                 optimizer.zero_grad(set_to_none=True)
                 result = tuner.meta_gradient(batch)
-                names, values = _step_values(result)
+                names, values = step_values(result)
                 values = values.tolist()  # the iteration's one device read
                 loss = values[0]
                 if not math.isfinite(loss):  # detected before the update: never trained through
